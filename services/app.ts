@@ -1,0 +1,105 @@
+// The composition root: builds every part from the config and owns their lifetimes.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Config } from './config.ts';
+import { openDb, type Db } from './db/index.ts';
+import { PerformerSessionRepo } from './db/repositories.ts';
+import { createHttpApp } from './http/app.ts';
+import type { Logger } from './logger.ts';
+import { buildPages } from './pages/bundle.ts';
+import { StageRegistry } from './sfu/registry.ts';
+import { WorkerPool } from './sfu/workerPool.ts';
+import { SignalingServer } from './signaling/server.ts';
+import { StageService } from './stages.ts';
+
+export interface App {
+  readonly config: Config;
+  readonly url: string;
+  readonly port: number;
+  readonly db: Db;
+  readonly pool: WorkerPool;
+  readonly registry: StageRegistry;
+  readonly stages: StageService;
+  close(): Promise<void>;
+}
+
+export async function startApp(config: Config, log: Logger): Promise<App> {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  const closeAll = async () => {
+    for (const fn of cleanups.reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        log.error('error while closing', { error: String(err) });
+      }
+    }
+  };
+  try {
+    const db = await openDb(config.db, log, config.paths.sqlDir);
+    cleanups.push(() => db.close());
+    const orphaned = await new PerformerSessionRepo(db).closeAllOpen('server restarted');
+    if (orphaned > 0) log.info('closed performer sessions left open by an earlier run', { count: orphaned });
+
+    const pages = await buildPages(config.paths.pagesDir);
+
+    const pool = await WorkerPool.create(
+      {
+        numWorkers: config.mediasoup.numWorkers,
+        logLevel: config.mediasoup.logLevel,
+        rtcMinPort: config.mediasoup.rtcMinPort,
+        rtcMaxPort: config.mediasoup.rtcMaxPort,
+      },
+      log,
+    );
+    cleanups.push(() => pool.closeAndWait());
+
+    const registry = new StageRegistry({
+      pool,
+      rtc: { listenIp: config.mediasoup.listenIp, announcedIp: config.mediasoup.announcedIp },
+      maxPerformers: config.stage.maxPerformers,
+      log,
+    });
+    cleanups.push(() => registry.close());
+
+    let baseUrl = config.http.publicUrl ?? '';
+    const stages = new StageService({ db, registry, log, baseUrl: () => baseUrl, publicHlsBaseUrl: config.cdn.publicHlsBaseUrl });
+
+    const server = http.createServer(createHttpApp({ adminToken: config.adminToken, stages, pool, db, pages, log }));
+    server.keepAliveTimeout = 65_000;
+    const signaling = new SignalingServer({ httpServer: server, registry, stages, log });
+    cleanups.push(
+      () =>
+        new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        }),
+    );
+    cleanups.push(() => signaling.close());
+
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.http.port, config.http.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const port = (server.address() as AddressInfo).port;
+    const localHost = config.http.host === '0.0.0.0' || config.http.host === '::' ? 'localhost' : config.http.host;
+    baseUrl = config.http.publicUrl ?? `http://${localHost}:${port}`;
+
+    let closing: Promise<void> | null = null;
+    return {
+      config,
+      url: baseUrl,
+      port,
+      db,
+      pool,
+      registry,
+      stages,
+      close: () => (closing ??= closeAll()),
+    };
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}

@@ -1,0 +1,148 @@
+// The one place that reads the environment. Every setting, its default and its check live here;
+// README.md's "Configuration" table lists the same names (a test keeps them in step).
+import crypto from 'node:crypto';
+import os from 'node:os';
+import path from 'node:path';
+import { z } from 'zod';
+
+const PROJECT_ROOT = path.resolve(import.meta.dirname, '..');
+
+const port = z.coerce.number().int().min(0).max(65535);
+const ipv4 = z.string().regex(/^(\d{1,3})(\.\d{1,3}){3}$/, 'must be an IPv4 address');
+const httpUrl = z.string().url().refine((u) => /^https?:\/\//.test(u), 'must be an http(s) URL');
+
+/** Environment variables, with their defaults. Names are the public interface: keep README.md in step. */
+export const ENV_SCHEMA = z
+  .object({
+    PORT: port.default(8080),
+    HOST: z.string().min(1).default('0.0.0.0'),
+    PUBLIC_URL: httpUrl.optional(),
+    ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+    LOG_LEVEL: z.enum(['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly']).default('info'),
+    RTC_LISTEN_IP: ipv4.default('0.0.0.0'),
+    RTC_ANNOUNCED_IP: z.string().min(1).optional(),
+    RTC_MIN_PORT: port.default(40000),
+    RTC_MAX_PORT: port.default(49999),
+    MEDIASOUP_WORKERS: z.coerce.number().int().min(1).max(64).optional(),
+    MEDIASOUP_LOG_LEVEL: z.enum(['debug', 'warn', 'error', 'none']).default('warn'),
+    DATABASE_URL: z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
+      .optional(),
+    PGLITE_DIR: z.string().min(1).optional(),
+    MAX_PERFORMERS_PER_STAGE: z.coerce.number().int().min(1).max(64).default(8),
+    CDN_DIR: z.string().min(1).optional(),
+    PUBLIC_HLS_BASE_URL: httpUrl.optional(),
+    ARCHIVE_DIR: z.string().min(1).optional(),
+    S3_ENDPOINT: httpUrl.optional(),
+    S3_REGION: z.string().min(1).default('us-east-1'),
+    S3_BUCKET: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid bucket name').optional(),
+    S3_ACCESS_KEY_ID: z.string().min(1).optional(),
+    S3_SECRET_ACCESS_KEY: z.string().min(1).optional(),
+    S3_FORCE_PATH_STYLE: z.enum(['true', 'false']).default('false'),
+  })
+  .superRefine((env, ctx) => {
+    if (env.RTC_MIN_PORT > env.RTC_MAX_PORT) {
+      ctx.addIssue({ code: 'custom', path: ['RTC_MIN_PORT'], message: 'must not be greater than RTC_MAX_PORT' });
+    }
+    const s3Set = [env.S3_ENDPOINT, env.S3_ACCESS_KEY_ID, env.S3_SECRET_ACCESS_KEY].some((v) => v !== undefined);
+    if (s3Set && env.S3_BUCKET === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['S3_BUCKET'], message: 'is required when any other S3_* variable is set' });
+    }
+  });
+
+export type Env = z.input<typeof ENV_SCHEMA>;
+
+export interface Config {
+  http: { port: number; host: string; publicUrl: string | null };
+  adminToken: string;
+  /** True when ADMIN_TOKEN was not set and a random one was generated for this run. */
+  adminTokenGenerated: boolean;
+  logLevel: string;
+  mediasoup: {
+    numWorkers: number;
+    logLevel: 'debug' | 'warn' | 'error' | 'none';
+    listenIp: string;
+    announcedIp: string | undefined;
+    rtcMinPort: number;
+    rtcMaxPort: number;
+  };
+  db: { kind: 'pglite'; dataDir: string | null } | { kind: 'postgres'; url: string };
+  stage: { maxPerformers: number };
+  cdn: { dir: string; publicHlsBaseUrl: string | null };
+  /** Where broadcasts are archived: a local folder (embedded default) or an S3-protocol bucket. */
+  archive:
+    | { kind: 'local'; dir: string }
+    | {
+        kind: 's3';
+        endpoint: string | null;
+        region: string;
+        bucket: string;
+        accessKeyId: string | null;
+        secretAccessKey: string | null;
+        forcePathStyle: boolean;
+      };
+  paths: { projectRoot: string; sqlDir: string; pagesDir: string };
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  ${problems.join('\n  ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Parses the given environment (process.env by default). Throws ConfigError listing every bad variable. */
+export function loadConfig(source: Record<string, string | undefined> = process.env): Config {
+  const relevant: Record<string, string> = {};
+  for (const key of Object.keys(ENV_SCHEMA.shape)) {
+    const v = source[key];
+    if (v !== undefined && v !== '') relevant[key] = v;
+  }
+  const parsed = ENV_SCHEMA.safeParse(relevant);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.') || '(env)'}: ${i.message}`));
+  }
+  const env = parsed.data;
+  const listenIp = env.RTC_LISTEN_IP;
+  const announcedIp = env.RTC_ANNOUNCED_IP ?? (listenIp === '0.0.0.0' ? '127.0.0.1' : undefined);
+  return {
+    http: { port: env.PORT, host: env.HOST, publicUrl: env.PUBLIC_URL?.replace(/\/+$/, '') ?? null },
+    adminToken: env.ADMIN_TOKEN ?? crypto.randomBytes(24).toString('base64url'),
+    adminTokenGenerated: env.ADMIN_TOKEN === undefined,
+    logLevel: env.LOG_LEVEL,
+    mediasoup: {
+      numWorkers: env.MEDIASOUP_WORKERS ?? os.availableParallelism(),
+      logLevel: env.MEDIASOUP_LOG_LEVEL,
+      listenIp,
+      announcedIp,
+      rtcMinPort: env.RTC_MIN_PORT,
+      rtcMaxPort: env.RTC_MAX_PORT,
+    },
+    db: env.DATABASE_URL
+      ? { kind: 'postgres', url: env.DATABASE_URL }
+      : { kind: 'pglite', dataDir: env.PGLITE_DIR === 'memory' ? null : path.resolve(env.PGLITE_DIR ?? path.join(PROJECT_ROOT, 'data', 'pglite')) },
+    stage: { maxPerformers: env.MAX_PERFORMERS_PER_STAGE },
+    cdn: {
+      dir: path.resolve(env.CDN_DIR ?? path.join(PROJECT_ROOT, 'cdn')),
+      publicHlsBaseUrl: env.PUBLIC_HLS_BASE_URL?.replace(/\/+$/, '') ?? null,
+    },
+    archive:
+      env.S3_BUCKET !== undefined
+        ? {
+            kind: 's3',
+            endpoint: env.S3_ENDPOINT ?? null,
+            region: env.S3_REGION,
+            bucket: env.S3_BUCKET,
+            accessKeyId: env.S3_ACCESS_KEY_ID ?? null,
+            secretAccessKey: env.S3_SECRET_ACCESS_KEY ?? null,
+            forcePathStyle: env.S3_FORCE_PATH_STYLE === 'true',
+          }
+        : { kind: 'local', dir: path.resolve(env.ARCHIVE_DIR ?? path.join(PROJECT_ROOT, 'data', 'archive')) },
+    paths: {
+      projectRoot: PROJECT_ROOT,
+      sqlDir: path.join(PROJECT_ROOT, 'sql'),
+      pagesDir: path.join(PROJECT_ROOT, 'services', 'pages'),
+    },
+  };
+}

@@ -1,0 +1,163 @@
+// Small typed repositories over plain parameterized SQL that both PGlite and PostgreSQL accept.
+// They take anything with query(): a Db or the tx of Db.transaction().
+import type { Db } from './db.ts';
+
+type Queryable = Pick<Db, 'query'>;
+
+export type StageStatus = 'idle' | 'live' | 'ended';
+
+export interface Stage {
+  id: string;
+  title: string;
+  performerKeyHash: string;
+  status: StageStatus;
+  createdAt: Date;
+  startedAt: Date | null;
+  endedAt: Date | null;
+}
+
+export interface PerformerSession {
+  id: string;
+  stageId: string;
+  displayName: string;
+  joinedAt: Date;
+  leftAt: Date | null;
+  leaveReason: string | null;
+}
+
+function toDate(v: unknown): Date {
+  if (v instanceof Date) return v;
+  if (typeof v === 'string' || typeof v === 'number') {
+    const d = new Date(v);
+    if (!Number.isNaN(d.getTime())) return d;
+  }
+  throw new TypeError(`expected a timestamp, got ${String(v)}`);
+}
+
+function toDateOrNull(v: unknown): Date | null {
+  return v === null || v === undefined ? null : toDate(v);
+}
+
+interface StageRow {
+  id: string;
+  title: string;
+  performer_key_hash: string;
+  status: StageStatus;
+  created_at: unknown;
+  started_at: unknown;
+  ended_at: unknown;
+}
+
+const STAGE_COLUMNS = 'id, title, performer_key_hash, status, created_at, started_at, ended_at';
+
+function stageFromRow(r: StageRow): Stage {
+  return {
+    id: r.id,
+    title: r.title,
+    performerKeyHash: r.performer_key_hash,
+    status: r.status,
+    createdAt: toDate(r.created_at),
+    startedAt: toDateOrNull(r.started_at),
+    endedAt: toDateOrNull(r.ended_at),
+  };
+}
+
+export class StageRepo {
+  constructor(private readonly db: Queryable) {}
+
+  async create(input: { id: string; title: string; performerKeyHash: string }): Promise<Stage> {
+    const { rows } = await this.db.query<StageRow>(
+      `insert into stages (id, title, performer_key_hash) values ($1, $2, $3) returning ${STAGE_COLUMNS}`,
+      [input.id, input.title, input.performerKeyHash],
+    );
+    return stageFromRow(rows[0]!);
+  }
+
+  async get(id: string): Promise<Stage | null> {
+    const { rows } = await this.db.query<StageRow>(`select ${STAGE_COLUMNS} from stages where id = $1`, [id]);
+    return rows[0] ? stageFromRow(rows[0]) : null;
+  }
+
+  /**
+   * Sets the status. Going 'live' stamps started_at, going 'ended' stamps ended_at (each only the first time).
+   * Returns the updated stage, or null when there is no such stage. Transition rules are the caller's business.
+   */
+  async setStatus(id: string, status: StageStatus): Promise<Stage | null> {
+    const { rows } = await this.db.query<StageRow>(
+      `update stages set
+         status = $2::text,
+         started_at = case when $2::text = 'live' then coalesce(started_at, now()) else started_at end,
+         ended_at = case when $2::text = 'ended' then coalesce(ended_at, now()) else ended_at end
+       where id = $1
+       returning ${STAGE_COLUMNS}`,
+      [id, status],
+    );
+    return rows[0] ? stageFromRow(rows[0]) : null;
+  }
+}
+
+interface SessionRow {
+  id: string;
+  stage_id: string;
+  display_name: string;
+  joined_at: unknown;
+  left_at: unknown;
+  leave_reason: string | null;
+}
+
+const SESSION_COLUMNS = 'id, stage_id, display_name, joined_at, left_at, leave_reason';
+
+function sessionFromRow(r: SessionRow): PerformerSession {
+  return {
+    id: r.id,
+    stageId: r.stage_id,
+    displayName: r.display_name,
+    joinedAt: toDate(r.joined_at),
+    leftAt: toDateOrNull(r.left_at),
+    leaveReason: r.leave_reason,
+  };
+}
+
+export class PerformerSessionRepo {
+  constructor(private readonly db: Queryable) {}
+
+  /** Records a performer joining (joined_at = now()). Use get(id) to read it back. */
+  async open(input: { id: string; stageId: string; displayName: string }): Promise<void> {
+    await this.db.query('insert into performer_sessions (id, stage_id, display_name) values ($1, $2, $3)', [
+      input.id,
+      input.stageId,
+      input.displayName,
+    ]);
+  }
+
+  /** Marks the session left now, unless it already was. Returns true if this call closed it. */
+  async close(id: string, reason: string): Promise<boolean> {
+    const { rowCount } = await this.db.query(
+      'update performer_sessions set left_at = now(), leave_reason = $2 where id = $1 and left_at is null',
+      [id, reason],
+    );
+    return rowCount > 0;
+  }
+
+  async get(id: string): Promise<PerformerSession | null> {
+    const { rows } = await this.db.query<SessionRow>(`select ${SESSION_COLUMNS} from performer_sessions where id = $1`, [id]);
+    return rows[0] ? sessionFromRow(rows[0]) : null;
+  }
+
+  /** Sessions of the stage that have not left, oldest first. */
+  async listOpen(stageId: string): Promise<PerformerSession[]> {
+    const { rows } = await this.db.query<SessionRow>(
+      `select ${SESSION_COLUMNS} from performer_sessions where stage_id = $1 and left_at is null order by joined_at, id`,
+      [stageId],
+    );
+    return rows.map(sessionFromRow);
+  }
+
+  /** Closes every session still open (at start-up, after a crash). Returns how many it closed. */
+  async closeAllOpen(reason: string): Promise<number> {
+    const { rowCount } = await this.db.query('update performer_sessions set left_at = now(), leave_reason = $1 where left_at is null', [
+      reason,
+    ]);
+    return rowCount;
+  }
+}

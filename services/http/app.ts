@@ -1,0 +1,175 @@
+import crypto from 'node:crypto';
+import express, { type ErrorRequestHandler, type NextFunction, type Request, type Response } from 'express';
+import { z } from 'zod';
+import type { Db } from '../db/db.ts';
+import type { Logger } from '../logger.ts';
+import type { PageBundle } from '../pages/bundle.ts';
+import { RequestError } from '../sfu/errors.ts';
+import type { WorkerPool } from '../sfu/workerPool.ts';
+import { stageIdSchema, type ErrorCode } from '../shared/protocol.ts';
+import type { StageService } from '../stages.ts';
+
+const STATUS_OF: Record<ErrorCode, number> = {
+  BAD_REQUEST: 400,
+  UNAUTHORIZED: 401,
+  NOT_FOUND: 404,
+  STAGE_FULL: 409,
+  NOT_JOINED: 409,
+  ALREADY_JOINED: 409,
+  INVALID_STATE: 409,
+  UNAVAILABLE: 503,
+  INTERNAL: 500,
+};
+
+const MAX_BODY = '16kb';
+
+export const createStageBody = z.strictObject({
+  title: z
+    .string()
+    .trim()
+    .min(1, 'must not be empty')
+    .max(120, 'must be at most 120 characters')
+    .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), 'must not contain control characters'),
+});
+
+export interface HttpDeps {
+  adminToken: string;
+  stages: StageService;
+  pool: WorkerPool;
+  db: Db;
+  pages: PageBundle;
+  log: Logger;
+}
+
+function tokenMatches(presented: string, expected: string): boolean {
+  const a = crypto.createHash('sha256').update(presented).digest();
+  const b = crypto.createHash('sha256').update(expected).digest();
+  return crypto.timingSafeEqual(a, b);
+}
+
+function sendError(res: Response, code: ErrorCode, message: string): void {
+  res.status(STATUS_OF[code]).json({ ok: false, error: { code, message } });
+}
+
+type AsyncHandler = (req: Request, res: Response) => Promise<void>;
+const wrap = (fn: AsyncHandler) => (req: Request, res: Response, next: NextFunction) => {
+  fn(req, res).catch(next);
+};
+
+function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
+  const r = schema.safeParse(body ?? {});
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    const where = issue && issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
+    throw new RequestError('BAD_REQUEST', `invalid body: ${where}${issue?.message ?? 'bad value'}`);
+  }
+  return r.data;
+}
+
+function stageIdParam(req: Request): string {
+  const r = stageIdSchema.safeParse(req.params['id']);
+  if (!r.success) throw new RequestError('BAD_REQUEST', 'invalid stage id');
+  return r.data;
+}
+
+export function createHttpApp(deps: HttpDeps): express.Express {
+  const app = express();
+  const log = deps.log.child({ component: 'http' });
+  app.disable('x-powered-by');
+  app.set('trust proxy', 'loopback');
+  app.use((_req, res, next) => {
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    res.setHeader('Referrer-Policy', 'no-referrer');
+    next();
+  });
+
+  const requireAdmin = (req: Request, res: Response, next: NextFunction) => {
+    const m = /^Bearer (.+)$/.exec(req.get('authorization') ?? '');
+    if (!m?.[1] || !tokenMatches(m[1], deps.adminToken)) {
+      res.setHeader('WWW-Authenticate', 'Bearer');
+      sendError(res, 'UNAUTHORIZED', 'a valid admin token is required (Authorization: Bearer <ADMIN_TOKEN>)');
+      return;
+    }
+    next();
+  };
+
+  const api = express.Router();
+  api.use(express.json({ limit: MAX_BODY, strict: true }));
+  api.use((_req, res, next) => {
+    res.setHeader('Cache-Control', 'no-store');
+    next();
+  });
+
+  api.post(
+    '/stages',
+    requireAdmin,
+    wrap(async (req, res) => {
+      const { title } = parseBody(createStageBody, req.body);
+      const created = await deps.stages.create(title);
+      res.status(201).location(`/api/stages/${created.id}`).json(created);
+    }),
+  );
+
+  api.get(
+    '/stages/:id',
+    wrap(async (req, res) => {
+      const view = await deps.stages.view(stageIdParam(req));
+      if (!view) throw new RequestError('NOT_FOUND', 'no such stage');
+      res.json(view);
+    }),
+  );
+
+  api.use((_req, res) => sendError(res, 'NOT_FOUND', 'no such API route'));
+
+  app.get(
+    '/healthz',
+    wrap(async (_req, res) => {
+      const workers = deps.pool.workers.filter((w) => !w.worker.closed).length;
+      let db: 'ok' | 'error' = 'ok';
+      try {
+        await deps.db.query('select 1');
+      } catch {
+        db = 'error';
+      }
+      const status = workers === 0 ? 'down' : db === 'ok' ? 'ok' : 'degraded';
+      res.setHeader('Cache-Control', 'no-store');
+      res.status(status === 'down' ? 503 : 200).json({ status, workers, db });
+    }),
+  );
+
+  app.use('/api', api);
+
+  // Pages: the markup is static; the stage id and key are read by the page's script from its URL.
+  const page = (html: string) => (_req: Request, res: Response) => {
+    res.setHeader('Content-Security-Policy', "default-src 'self'; media-src 'self' blob:; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'");
+    res.type('html').send(html);
+  };
+  app.get('/stage/:id', page(deps.pages.performerHtml));
+  app.get('/assets/:name', (req, res) => {
+    const asset = deps.pages.assets.get(String(req.params['name']));
+    if (!asset) {
+      sendError(res, 'NOT_FOUND', 'no such asset');
+      return;
+    }
+    res.type(asset.type).setHeader('Cache-Control', 'no-cache');
+    res.send(asset.body);
+  });
+  app.get('/', (_req, res) => res.type('text').send('stage-radio: see /healthz, /api/stages/<id>, /stage/<id>?key=<performerKey>\n'));
+
+  app.use((_req, res) => sendError(res, 'NOT_FOUND', 'not found'));
+
+  const onError: ErrorRequestHandler = (err: unknown, _req, res, _next) => {
+    if (err instanceof RequestError) return sendError(res, err.code, err.message);
+    const e = err as { type?: string; status?: number; message?: string };
+    if (e.type === 'entity.parse.failed') return sendError(res, 'BAD_REQUEST', 'request body is not valid JSON');
+    if (e.type === 'entity.too.large') {
+      res.status(413).json({ ok: false, error: { code: 'BAD_REQUEST', message: `request body is larger than ${MAX_BODY}` } });
+      return;
+    }
+    if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) return sendError(res, 'BAD_REQUEST', e.message ?? 'bad request');
+    log.error('request failed', { error: err instanceof Error ? err.stack : String(err) });
+    sendError(res, 'INTERNAL', 'internal error');
+  };
+  app.use(onError);
+  return app;
+}

@@ -1,0 +1,45 @@
+// `npm start`: the service with embedded defaults (PGlite, local cdn/ folder) unless the environment says otherwise.
+import { startApp } from './app.ts';
+import { ConfigError, loadConfig } from './config.ts';
+import { createLogger } from './logger.ts';
+
+let config;
+try {
+  config = loadConfig();
+} catch (err) {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`${err.message}\nSee README.md, "Configuration".\n`);
+    process.exit(2);
+  }
+  throw err;
+}
+
+const log = createLogger(config.logLevel);
+const app = await startApp(config, log);
+
+const banner = [
+  '',
+  `  stage-radio is running at ${app.url}`,
+  `  admin token: ${config.adminToken}${config.adminTokenGenerated ? '   (generated for this run; set ADMIN_TOKEN to keep one)' : ''}`,
+  `  create a stage:  curl -s -X POST ${app.url}/api/stages -H 'Authorization: Bearer ${config.adminToken}' -H 'Content-Type: application/json' -d '{"title":"My show"}'`,
+  `  then open its performerUrl in a browser. Health: ${app.url}/healthz`,
+  `  database: ${config.db.kind === 'postgres' ? 'PostgreSQL (DATABASE_URL)' : `embedded PGlite (${config.db.dataDir ?? 'in memory'})`}`,
+  '',
+].join('\n');
+process.stdout.write(`${banner}\n`);
+
+let stopping = false;
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    if (stopping) return;
+    stopping = true;
+    log.info('shutting down', { signal });
+    app.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error('shutdown failed', { error: String(err) });
+        process.exit(1);
+      },
+    );
+  });
+}

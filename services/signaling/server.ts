@@ -1,0 +1,235 @@
+import crypto from 'node:crypto';
+import type { Server as HttpServer } from 'node:http';
+import type { types as ms } from 'mediasoup';
+import { Server, type Namespace, type Socket } from 'socket.io';
+import type { Logger } from '../logger.ts';
+import { RequestError } from '../sfu/errors.ts';
+import type { Performer } from '../sfu/performer.ts';
+import type { StageRegistry } from '../sfu/registry.ts';
+import type { Stage } from '../sfu/stage.ts';
+import {
+  MAX_MESSAGE_BYTES,
+  STAGE_NAMESPACE,
+  requestSchemas,
+  type Ack,
+  type ClientToServerEvents,
+  type ErrorBody,
+  type RequestName,
+  type RequestPayload,
+  type ResponseData,
+  type ServerToClientEvents,
+} from '../shared/protocol.ts';
+import type { StageService } from '../stages.ts';
+
+type StageSocket = Socket<ClientToServerEvents, ServerToClientEvents>;
+
+/** What one connection has joined: its stage and performer, and the listeners it must remove on leave. */
+interface Membership {
+  stage: Stage;
+  performer: Performer;
+  detach: () => void;
+}
+
+/** Reasons a performer leaves that the connection itself caused; any other reason asks the page to rejoin. */
+const SELF_REASONS = new Set(['left', 'disconnected']);
+
+export class SignalingServer {
+  readonly io: Server;
+  readonly #nsp: Namespace<ClientToServerEvents, ServerToClientEvents>;
+  readonly #registry: StageRegistry;
+  readonly #stages: StageService;
+  readonly #log: Logger;
+  #closed = false;
+
+  constructor(args: { httpServer: HttpServer; registry: StageRegistry; stages: StageService; log: Logger }) {
+    this.#registry = args.registry;
+    this.#stages = args.stages;
+    this.#log = args.log.child({ component: 'signaling' });
+    this.io = new Server(args.httpServer, { maxHttpBufferSize: MAX_MESSAGE_BYTES, serveClient: false });
+    this.#nsp = this.io.of(STAGE_NAMESPACE);
+    this.#nsp.on('connection', (socket) => this.#onConnection(socket));
+  }
+
+  #onConnection(socket: StageSocket): void {
+    let membership: Membership | null = null;
+    const log = this.#log.child({ socketId: socket.id });
+
+    const leave = (reason: string) => {
+      if (!membership) return;
+      const m = membership;
+      membership = null;
+      m.detach();
+      m.performer.close(reason);
+      void socket.leave(roomOf(m.stage.id));
+    };
+
+    const joined = (): Membership => {
+      if (!membership) throw new RequestError('NOT_JOINED', 'join a stage first');
+      return membership;
+    };
+
+    const handlers: { [E in RequestName]: (payload: RequestPayload<E>) => Promise<ResponseData[E]> } = {
+      join: async ({ stageId, key, displayName }) => {
+        if (membership) throw new RequestError('ALREADY_JOINED', 'this connection already joined a stage');
+        const record = await this.#stages.authorize(stageId, key);
+        const stage = await this.#registry.open(stageId);
+        await stage.whenReady();
+        if (membership) throw new RequestError('ALREADY_JOINED', 'this connection already joined a stage');
+        if (socket.disconnected) throw new RequestError('INVALID_STATE', 'disconnected');
+        const performer = stage.addPerformer(crypto.randomUUID(), displayName);
+        membership = { stage, performer, detach: this.#bind(socket, stage, performer, () => (membership = null)) };
+        await socket.join(roomOf(stageId));
+        log.info('performer joined', { stageId, performerId: performer.id });
+        return {
+          performerId: performer.id,
+          stage: { id: record.id, title: record.title, status: record.status },
+          routerRtpCapabilities: stage.rtpCapabilities,
+          performers: stage.performers.filter((p) => p !== performer).map((p) => p.info()),
+        };
+      },
+      createTransport: async ({ direction }) => joined().performer.createTransport(direction),
+      connectTransport: async ({ transportId, dtlsParameters }) => {
+        await joined().performer.connectTransport(transportId, dtlsParameters as unknown as ms.DtlsParameters);
+        return {};
+      },
+      produce: async ({ transportId, rtpParameters }) => {
+        const producer = await joined().performer.produce(transportId, rtpParameters as unknown as ms.RtpParameters);
+        return { producerId: producer.id };
+      },
+      consume: async ({ producerId, rtpCapabilities }) => {
+        const { stage, performer } = joined();
+        const found = stage.producer(producerId);
+        if (!found) throw new RequestError('NOT_FOUND', `no producer ${producerId} on this stage`);
+        const consumer = await performer.consume(found.producer, found.performerId, rtpCapabilities as unknown as ms.RtpCapabilities);
+        return {
+          consumerId: consumer.id,
+          producerId,
+          performerId: found.performerId,
+          kind: 'audio',
+          rtpParameters: consumer.rtpParameters,
+        };
+      },
+      resumeConsumer: async ({ consumerId }) => {
+        await joined().performer.resumeConsumer(consumerId);
+        return {};
+      },
+      setMuted: async ({ muted }) => {
+        joined().performer.setMuted(muted);
+        return {};
+      },
+      restartIce: async ({ transportId }) => ({ iceParameters: await joined().performer.restartIce(transportId) }),
+      leave: async () => {
+        joined();
+        leave('left');
+        return {};
+      },
+    };
+
+    for (const name of Object.keys(requestSchemas) as RequestName[]) {
+      socket.on(name, (...args: unknown[]) => {
+        void this.#handle(name, args, handlers[name] as (p: unknown) => Promise<unknown>, log);
+      });
+    }
+    socket.onAny((event: unknown, ...args: unknown[]) => {
+      if (typeof event === 'string' && Object.hasOwn(requestSchemas, event)) return;
+      const ack = args.at(-1);
+      if (typeof ack === 'function') {
+        (ack as (r: Ack<never>) => void)({ ok: false, error: { code: 'BAD_REQUEST', message: `unknown event ${String(event).slice(0, 64)}` } });
+      }
+    });
+    socket.on('disconnect', (reason) => {
+      log.debug('socket disconnected', { reason });
+      leave('disconnected');
+    });
+  }
+
+  /** Validates, runs and acks one request; nothing a client sends can throw out of here. */
+  async #handle(name: RequestName, args: unknown[], handler: (payload: unknown) => Promise<unknown>, log: Logger): Promise<void> {
+    const ack = args.length > 0 && typeof args[args.length - 1] === 'function' ? (args.pop() as (r: Ack<unknown>) => void) : null;
+    const reply = (res: Ack<unknown>) => {
+      if (ack) ack(res);
+    };
+    if (!ack) {
+      log.debug('request without ack ignored', { event: name });
+      return;
+    }
+    if (args.length !== 1) {
+      reply({ ok: false, error: { code: 'BAD_REQUEST', message: `${name} takes exactly one payload object` } });
+      return;
+    }
+    const parsed = requestSchemas[name].safeParse(args[0]);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      const where = issue && issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
+      reply({ ok: false, error: { code: 'BAD_REQUEST', message: `invalid ${name}: ${where}${issue?.message ?? 'bad payload'}` } });
+      return;
+    }
+    try {
+      reply({ ok: true, data: await handler(parsed.data) });
+    } catch (err) {
+      reply({ ok: false, error: toErrorBody(err, name, log) });
+    }
+  }
+
+  /** Forwards the stage's and the performer's events to this socket; returns the undo. */
+  #bind(socket: StageSocket, stage: Stage, performer: Performer, onDropped: () => void): () => void {
+    const onJoined = (p: Performer) => {
+      if (p !== performer) socket.emit('performerJoined', { performer: p.info() });
+    };
+    const onLeft = (performerId: string, reason: string) => {
+      if (performerId !== performer.id) socket.emit('performerLeft', { performerId, reason });
+    };
+    const onUpdated = (p: Performer) => {
+      if (p !== performer) socket.emit('performerUpdated', { performer: p.info() });
+    };
+    const onLevels = (levels: { performerId: string; volume: number }[]) => socket.volatile.emit('audioLevels', { levels });
+    const onConsumerClosed = (consumerId: string, producerId: string) => socket.emit('consumerClosed', { consumerId, producerId });
+    const onPerformerClosed = (reason: string) => {
+      detach();
+      onDropped();
+      void socket.leave(roomOf(stage.id));
+      if (!SELF_REASONS.has(reason)) socket.emit('rejoin', { reason });
+    };
+    stage.on('performerJoined', onJoined);
+    stage.on('performerLeft', onLeft);
+    stage.on('performerUpdated', onUpdated);
+    stage.on('audioLevels', onLevels);
+    performer.on('consumerClosed', onConsumerClosed);
+    performer.once('@close', onPerformerClosed);
+    const detach = () => {
+      stage.off('performerJoined', onJoined);
+      stage.off('performerLeft', onLeft);
+      stage.off('performerUpdated', onUpdated);
+      stage.off('audioLevels', onLevels);
+      performer.off('consumerClosed', onConsumerClosed);
+      performer.off('@close', onPerformerClosed);
+    };
+    return detach;
+  }
+
+  /** Idempotent. Disconnects every client and stops accepting new ones. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#nsp.disconnectSockets(true);
+    await new Promise<void>((resolve) => {
+      // io.close() also closes the HTTP server it is attached to; the app closes that itself.
+      this.io.engine.close();
+      resolve();
+    });
+  }
+}
+
+function roomOf(stageId: string): string {
+  return `stage:${stageId}`;
+}
+
+function toErrorBody(err: unknown, request: string, log: Logger): ErrorBody {
+  if (err instanceof RequestError) return { code: err.code, message: err.message };
+  // mediasoup throws TypeError for arguments it refuses (bad RTP or DTLS parameters): the client's fault.
+  if (err instanceof TypeError) return { code: 'BAD_REQUEST', message: err.message };
+  if (err instanceof Error && err.name === 'UnsupportedError') return { code: 'BAD_REQUEST', message: err.message };
+  if (err instanceof Error && err.name === 'InvalidStateError') return { code: 'INVALID_STATE', message: err.message };
+  log.error('request failed', { request, error: err instanceof Error ? err.stack : String(err) });
+  return { code: 'INTERNAL', message: 'internal error' };
+}

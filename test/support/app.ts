@@ -1,0 +1,29 @@
+// A real app (real mediasoup workers, real database) on an ephemeral port, for one test file.
+import { startApp, type App } from '../../services/app.ts';
+import { loadConfig } from '../../services/config.ts';
+import { createLogger } from '../../services/logger.ts';
+
+export const TEST_ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
+
+export async function startTestApp(env: Record<string, string> = {}): Promise<App> {
+  const config = loadConfig({
+    PORT: '0',
+    HOST: '127.0.0.1',
+    ADMIN_TOKEN: TEST_ADMIN_TOKEN,
+    PGLITE_DIR: 'memory',
+    RTC_LISTEN_IP: '127.0.0.1',
+    LOG_LEVEL: process.env['TEST_LOG_LEVEL'] ?? 'error',
+    ...env,
+  });
+  return startApp(config, createLogger(config.logLevel));
+}
+
+export async function createStage(app: App, title = 'Test stage'): Promise<{ id: string; performerKey: string; performerUrl: string }> {
+  const res = await fetch(`${app.url}/api/stages`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ title }),
+  });
+  if (res.status !== 201) throw new Error(`create stage failed: ${res.status} ${await res.text()}`);
+  return (await res.json()) as { id: string; performerKey: string; performerUrl: string };
+}

@@ -1,0 +1,58 @@
+// Real Debian Chromium through playwright-core, with a fake microphone playing a WAV file.
+import { chromium, type Browser, type Page } from 'playwright-core';
+
+const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
+
+export async function launchPerformerBrowser(micWav: string): Promise<Browser> {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--autoplay-policy=no-user-gesture-required',
+      '--use-fake-ui-for-media-stream',
+      '--use-fake-device-for-media-stream',
+      `--use-file-for-fake-audio-capture=${micWav}`,
+      '--allow-loopback-in-peer-connection',
+    ],
+  });
+}
+
+/** Opens the performer page and joins; resolves once the page says it is publishing. */
+export async function joinAsPerformer(browser: Browser, performerUrl: string, name: string): Promise<Page> {
+  const page = await browser.newPage();
+  page.on('pageerror', (err) => process.stderr.write(`[page ${name}] ${err.message}\n`));
+  await page.goto(`${performerUrl}&name=${encodeURIComponent(name)}&raw=1`);
+  await page.getByRole('button', { name: 'Join stage' }).click();
+  await page.waitForFunction(() => document.body.dataset['state'] === 'publishing', null, { timeout: 15_000 });
+  return page;
+}
+
+/** Level in dB of the strongest bin within ±tol Hz of freq, in what the page hears. */
+export async function hearsAt(page: Page, freqs: number[], tolHz = 15): Promise<number[]> {
+  const { binHz, db } = await page.evaluate(() => window.stageDebug.hearingSpectrum());
+  return freqs.map((f) => {
+    let best = -Infinity;
+    const lo = Math.max(0, Math.floor((f - tolHz) / binHz));
+    const hi = Math.min(db.length - 1, Math.ceil((f + tolHz) / binHz));
+    for (let i = lo; i <= hi; i++) best = Math.max(best, db[i] ?? -Infinity);
+    return best;
+  });
+}
+
+/** Polls until check() passes or the timeout ends; returns the last value either way. */
+export async function eventually<T>(fn: () => Promise<T>, check: (v: T) => boolean, timeoutMs: number, everyMs = 250): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let v = await fn();
+  while (!check(v) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, everyMs));
+    v = await fn();
+  }
+  return v;
+}

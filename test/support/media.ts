@@ -1,0 +1,25 @@
+// Test media: tones rendered by ffmpeg into a temp dir that is removed on cleanup.
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+export class TempDir {
+  readonly path = fs.mkdtempSync(path.join(os.tmpdir(), 'stage-radio-test-'));
+  file(name: string): string {
+    return path.join(this.path, name);
+  }
+  remove(): void {
+    fs.rmSync(this.path, { recursive: true, force: true });
+  }
+}
+
+/** A mono 48 kHz sine WAV at the given level (dBFS), long enough for Chromium's looping fake mic. */
+export function toneWav(dir: TempDir, freq: number, seconds = 60, levelDb = -12): string {
+  const out = dir.file(`tone-${freq}-${levelDb}.wav`);
+  if (!fs.existsSync(out)) {
+    execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', `sine=frequency=${freq}:sample_rate=48000:duration=${seconds}`,
+      '-af', `volume=${levelDb + 3.01}dB`, '-ac', '1', '-c:a', 'pcm_s16le', out]);
+  }
+  return out;
+}
