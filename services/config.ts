@@ -7,7 +7,7 @@ import { z } from 'zod';
 
 const PROJECT_ROOT = path.resolve(import.meta.dirname, '..');
 
-const port = z.coerce.number().int().min(0).max(65535);
+const port = z.coerce.number({ error: 'must be a port number (0-65535)' }).int('must be a port number (0-65535)').min(0).max(65535);
 const ipv4 = z.string().regex(/^(\d{1,3})(\.\d{1,3}){3}$/, 'must be an IPv4 address');
 const httpUrl = z.string().url().refine((u) => /^https?:\/\//.test(u), 'must be an http(s) URL');
 
@@ -23,14 +23,14 @@ export const ENV_SCHEMA = z
     RTC_ANNOUNCED_IP: z.string().min(1).optional(),
     RTC_MIN_PORT: port.default(40000),
     RTC_MAX_PORT: port.default(49999),
-    MEDIASOUP_WORKERS: z.coerce.number().int().min(1).max(64).optional(),
+    MEDIASOUP_WORKERS: z.coerce.number({ error: 'must be a whole number 1-64' }).int().min(1).max(64).optional(),
     MEDIASOUP_LOG_LEVEL: z.enum(['debug', 'warn', 'error', 'none']).default('warn'),
     DATABASE_URL: z
       .string()
       .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL')
       .optional(),
     PGLITE_DIR: z.string().min(1).optional(),
-    MAX_PERFORMERS_PER_STAGE: z.coerce.number().int().min(1).max(64).default(8),
+    MAX_PERFORMERS_PER_STAGE: z.coerce.number({ error: 'must be a whole number 1-64' }).int().min(1).max(64).default(8),
     CDN_DIR: z.string().min(1).optional(),
     PUBLIC_HLS_BASE_URL: httpUrl.optional(),
     ARCHIVE_DIR: z.string().min(1).optional(),

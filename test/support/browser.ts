@@ -3,7 +3,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 
 const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
 
-export async function launchPerformerBrowser(micWav: string): Promise<Browser> {
+export async function launchPerformerBrowser(micWav: string, opts: { grantMic?: boolean } = {}): Promise<Browser> {
   return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -16,7 +16,8 @@ export async function launchPerformerBrowser(micWav: string): Promise<Browser> {
       '--disable-component-update',
       '--disable-sync',
       '--autoplay-policy=no-user-gesture-required',
-      '--use-fake-ui-for-media-stream',
+      // Without the fake UI, headless Chromium answers the permission prompt with a denial.
+      ...(opts.grantMic === false ? [] : ['--use-fake-ui-for-media-stream']),
       '--use-fake-device-for-media-stream',
       `--use-file-for-fake-audio-capture=${micWav}`,
       '--allow-loopback-in-peer-connection',

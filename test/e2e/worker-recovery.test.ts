@@ -1,0 +1,76 @@
+// A SIGKILLed mediasoup worker is replaced, its stage is rebuilt, and the performers' pages rejoin by themselves.
+import { expect } from 'chai';
+import type { Browser, Page } from 'playwright-core';
+import type { App } from '../../services/app.ts';
+import { createStage, startTestApp } from '../support/app.ts';
+import { eventually, hearsAt, joinAsPerformer, launchPerformerBrowser } from '../support/browser.ts';
+import { connectClient } from '../support/client.ts';
+import { TempDir, toneWav } from '../support/media.ts';
+
+const HEARD_DB = -60;
+
+describe('e2e: mediasoup worker death', function () {
+  this.timeout(120_000);
+  let app: App;
+  let tmp: TempDir;
+  const browsers: Browser[] = [];
+
+  before(async () => {
+    tmp = new TempDir();
+    app = await startTestApp({ MEDIASOUP_WORKERS: '2' });
+  });
+  after(async () => {
+    await Promise.all(browsers.map((b) => b.close()));
+    await app?.close();
+    tmp?.remove();
+  });
+
+  async function performer(url: string, freq: number, name: string): Promise<Page> {
+    const browser = await launchPerformerBrowser(toneWav(tmp, freq));
+    browsers.push(browser);
+    return joinAsPerformer(browser, url, name);
+  }
+
+  it('is replaced within 2 s; new stages work; the affected pages rejoin and hear each other again', async () => {
+    const stage = await createStage(app, 'Survivors');
+    const a = await performer(stage.performerUrl, 440, 'Ann');
+    const b = await performer(stage.performerUrl, 660, 'Bob');
+    await eventually(() => hearsAt(a, [660]), ([f]) => f! > HEARD_DB, 10_000);
+    await eventually(() => hearsAt(b, [440]), ([f]) => f! > HEARD_DB, 10_000);
+
+    const media = app.registry.get(stage.id)!;
+    const deadPid = media.worker.pid;
+    const oldIds = await Promise.all([a, b].map((p) => p.evaluate(() => window.stageDebug.performerId())));
+    const replaced = new Promise<number>((resolve) => app.pool.once('workerReplaced', () => resolve(Date.now())));
+    const killedAt = Date.now();
+    process.kill(deadPid, 'SIGKILL');
+    const replacedAt = await replaced;
+    expect(replacedAt - killedAt, 'worker replaced within 2 s').to.be.lessThan(2000);
+    expect(app.pool.workers.map((w) => w.worker.pid)).to.not.include(deadPid);
+    expect(app.pool.workers).to.have.length(2);
+
+    // Both pages notice, rejoin on their own (new performer ids) and publish again.
+    for (const [page, old] of [[a, oldIds[0]], [b, oldIds[1]]] as const) {
+      await page.waitForFunction(
+        (prev) => document.body.dataset['state'] === 'publishing' && window.stageDebug.performerId() !== prev,
+        old,
+        { timeout: 15_000 },
+      );
+    }
+    expect(app.registry.get(stage.id)!.worker.pid, 'the stage moved to the new worker').to.not.equal(deadPid);
+    const aHears = await eventually(() => hearsAt(a, [660]), ([f]) => f! > HEARD_DB, 10_000);
+    const bHears = await eventually(() => hearsAt(b, [440]), ([f]) => f! > HEARD_DB, 10_000);
+    expect(aHears[0], 'Ann hears Bob again').to.be.greaterThan(HEARD_DB);
+    expect(bHears[0], 'Bob hears Ann again').to.be.greaterThan(HEARD_DB);
+
+    // A new stage after the crash works end to end on the signaling side.
+    const fresh = await createStage(app, 'After the crash');
+    const c = await connectClient(app.url);
+    try {
+      expect((await c.request('join', { stageId: fresh.id, key: fresh.performerKey, displayName: 'New' })).ok).to.equal(true);
+      expect((await c.request('createTransport', { direction: 'send' })).ok).to.equal(true);
+    } finally {
+      c.close();
+    }
+  });
+});

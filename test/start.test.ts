@@ -1,0 +1,67 @@
+// `npm start` with no configuration at all: it serves the performer page and prints the admin token and URLs.
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { expect } from 'chai';
+import { TempDir } from './support/media.ts';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+
+describe('npm start (embedded defaults)', function () {
+  this.timeout(120_000);
+  let child: ChildProcess | null = null;
+  let tmp: TempDir;
+
+  before(() => {
+    tmp = new TempDir();
+  });
+  after(async () => {
+    if (child?.pid && child.exitCode === null) {
+      // npm runs the service in its own process group (detached below): stop that group, which we started.
+      const exited = new Promise((r) => child!.once('exit', r));
+      process.kill(-child.pid, 'SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+      if (child.exitCode === null) process.kill(-child.pid, 'SIGKILL');
+    }
+    tmp?.remove();
+  });
+
+  it('starts with no env vars, prints the admin token and URLs, serves the performer page, and stops cleanly on SIGTERM', async () => {
+    // Only what any shell has; none of the service's variables.
+    const env: NodeJS.ProcessEnv = {
+      PATH: process.env['PATH'],
+      HOME: process.env['HOME'],
+      XDG_CACHE_HOME: process.env['XDG_CACHE_HOME'],
+    };
+    const dataDir = path.join(ROOT, 'data');
+    const hadData = fs.existsSync(dataDir);
+    child = spawn('npm', ['start', '--silent'], { cwd: ROOT, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    const deadline = Date.now() + 90_000;
+    while (!/admin token: \S+/.test(out) && Date.now() < deadline && child.exitCode === null) await new Promise((r) => setTimeout(r, 200));
+    expect(out, out).to.match(/stage-radio is running at http:\/\/localhost:8080/);
+    const token = /admin token: (\S+)/.exec(out)![1]!;
+    expect(token.length).to.be.at.least(24);
+    expect(out).to.include('generated for this run');
+    expect(out).to.include('/api/stages');
+
+    const created = await fetch('http://localhost:8080/api/stages', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ title: 'Smoke' }),
+    });
+    expect(created.status).to.equal(201);
+    const { performerUrl } = (await created.json()) as { performerUrl: string };
+    expect(performerUrl).to.match(/^http:\/\/localhost:8080\/stage\/[A-Za-z0-9_-]+\?key=/);
+    const page = await fetch(performerUrl);
+    expect(page.status).to.equal(200);
+    expect(await page.text()).to.include('Join stage');
+
+    const exited = new Promise<number | null>((r) => child!.once('exit', (code) => r(code)));
+    process.kill(-child.pid!, 'SIGTERM');
+    expect(await exited).to.not.equal(null);
+    if (!hadData) fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+});
