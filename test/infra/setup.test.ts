@@ -26,7 +26,7 @@ describe('infra/setup.mjs', function () {
       const cache = tmp.file('cache');
       let r = spawnSync('git', ['clone', '--quiet', '--depth', '1', `file://${ROOT}`, clone], { encoding: 'utf8' });
       expect(r.status, r.stderr).to.equal(0);
-      const env = { ...process.env, XDG_CACHE_HOME: cache, MEDIASOUP_SKIP_WORKER_PREBUILT_DOWNLOAD: '1' };
+      const env: NodeJS.ProcessEnv = { ...process.env, XDG_CACHE_HOME: cache, MEDIASOUP_SKIP_WORKER_PREBUILT_DOWNLOAD: '1' };
       delete env['MEDIASOUP_WORKER_BIN'];
       r = spawnSync('node', ['infra/setup.mjs'], { cwd: clone, env, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
       expect(r.status, r.stderr.slice(-4000)).to.equal(0);
