@@ -16,12 +16,12 @@ describe('npm start (embedded defaults)', function () {
     tmp = new TempDir();
   });
   after(async () => {
-    if (child?.pid && child.exitCode === null) {
+    if (child?.pid && child.exitCode === null && child.signalCode === null) {
       // npm runs the service in its own process group (detached below): stop that group, which we started.
       const exited = new Promise((r) => child!.once('exit', r));
       process.kill(-child.pid, 'SIGTERM');
       await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
-      if (child.exitCode === null) process.kill(-child.pid, 'SIGKILL');
+      if (child.exitCode === null && child.signalCode === null) process.kill(-child.pid, 'SIGKILL');
     }
     tmp?.remove();
   });
@@ -59,9 +59,16 @@ describe('npm start (embedded defaults)', function () {
     expect(page.status).to.equal(200);
     expect(await page.text()).to.include('Join stage');
 
-    const exited = new Promise<number | null>((r) => child!.once('exit', (code) => r(code)));
+    const exited = new Promise<void>((r) => child!.once('exit', () => r()));
     process.kill(-child.pid!, 'SIGTERM');
-    expect(await exited).to.not.equal(null);
+    await exited;
+    // The service released its port (and so its workers and database) on SIGTERM.
+    let refused = false;
+    for (let i = 0; i < 50 && !refused; i++) {
+      refused = await fetch('http://localhost:8080/healthz').then(() => false, () => true);
+      if (!refused) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(refused, 'port 8080 closed after SIGTERM').to.equal(true);
     if (!hadData) fs.rmSync(dataDir, { recursive: true, force: true });
   });
 });
