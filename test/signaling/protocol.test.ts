@@ -158,4 +158,46 @@ describe('signaling: /stage protocol', function () {
     const view = (await (await fetch(`${app.url}/api/stages/${stage.id}`)).json()) as { performers: { displayName: string }[] };
     expect(view.performers.map((p) => p.displayName)).to.deep.equal(['Healthy']);
   });
+
+  it('frees everything when performers go: transports, the router, and (on close) the worker processes', async () => {
+    const stage = await createStage(app);
+    const a = await client();
+    const b = await client();
+    for (const [c, name] of [[a, 'A'], [b, 'B']] as const) {
+      expect((await c.request('join', { stageId: stage.id, key: stage.performerKey, displayName: name })).ok).to.equal(true);
+      expect((await c.request('createTransport', { direction: 'send' })).ok).to.equal(true);
+      expect((await c.request('createTransport', { direction: 'recv' })).ok).to.equal(true);
+    }
+    const media = app.registry.get(stage.id)!;
+    const routerId = media.router.id;
+    const dumpBefore = (await media.worker.dump()) as { routerIds: string[] };
+    expect(dumpBefore.routerIds).to.include(routerId);
+    expect(((await media.router.dump()) as { transportIds: string[] }).transportIds).to.have.length(4);
+
+    expect((await a.request('leave', {})).ok).to.equal(true);
+    expect(((await media.router.dump()) as { transportIds: string[] }).transportIds, "a leave closes that performer's transports").to.have.length(2);
+    b.close();
+    for (let i = 0; i < 40 && app.registry.get(stage.id); i++) await new Promise((r) => setTimeout(r, 25));
+    expect(app.registry.get(stage.id), 'stage media closed when empty').to.equal(undefined);
+    expect(media.router.closed).to.equal(true);
+    const dumpAfter = (await media.worker.dump()) as { routerIds: string[] };
+    expect(dumpAfter.routerIds, 'the worker holds no router of that stage').to.not.include(routerId);
+    expect(media.listenerCount('performerLeft'), 'no listeners left on the closed stage').to.equal(0);
+  });
+
+  it('app.close() stops every worker process it started', async () => {
+    const other = await startTestApp();
+    const pids = other.pool.workers.map((w) => w.worker.pid);
+    expect(pids.length).to.be.greaterThan(0);
+    await other.close();
+    for (const pid of pids) {
+      let alive = true;
+      try {
+        process.kill(pid, 0);
+      } catch {
+        alive = false;
+      }
+      expect(alive, `worker ${pid} exited`).to.equal(false);
+    }
+  });
 });
