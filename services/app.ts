@@ -11,6 +11,7 @@ import { StageRegistry } from './sfu/registry.ts';
 import { WorkerPool } from './sfu/workerPool.ts';
 import { SignalingServer } from './signaling/server.ts';
 import { StageService } from './stages.ts';
+import { UsageMeter } from './usage.ts';
 
 export interface App {
   readonly config: Config;
@@ -20,6 +21,7 @@ export interface App {
   readonly pool: WorkerPool;
   readonly registry: StageRegistry;
   readonly stages: StageService;
+  readonly usage: UsageMeter;
   close(): Promise<void>;
 }
 
@@ -62,9 +64,24 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     cleanups.push(() => registry.close());
 
     let baseUrl = config.http.publicUrl ?? '';
-    const stages = new StageService({ db, registry, log, baseUrl: () => baseUrl, publicHlsBaseUrl: config.cdn.publicHlsBaseUrl });
+    const stages = new StageService({
+      db,
+      registry,
+      log,
+      baseUrl: () => baseUrl,
+      publicHlsBaseUrl: config.cdn.publicHlsBaseUrl,
+      cdnDir: config.cdn.dir,
+      hls: config.hls,
+      maxPerformers: config.stage.maxPerformers,
+    });
+    const orphanedLive = await stages.endOrphanedBroadcasts();
+    if (orphanedLive > 0) log.warn('ended broadcasts an earlier run left on air', { count: orphanedLive });
+    cleanups.push(() => stages.stopAll('server shutting down'));
+    const usage = new UsageMeter({ db, log, snapshot: () => stages.liveSnapshot() });
+    usage.start();
+    cleanups.push(() => usage.close());
 
-    const server = http.createServer(createHttpApp({ adminToken: config.adminToken, stages, pool, db, pages, log }));
+    const server = http.createServer(createHttpApp({ adminToken: config.adminToken, stages, pool, db, pages, log, cdnDir: config.cdn.dir, hlsOrigin: config.cdn.publicHlsBaseUrl ? new URL(config.cdn.publicHlsBaseUrl).origin : null }));
     server.keepAliveTimeout = 65_000;
     const signaling = new SignalingServer({ httpServer: server, registry, stages, log });
     cleanups.push(
@@ -96,6 +113,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       pool,
       registry,
       stages,
+      usage,
       close: () => (closing ??= closeAll()),
     };
   } catch (err) {

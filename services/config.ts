@@ -33,6 +33,9 @@ export const ENV_SCHEMA = z
     MAX_PERFORMERS_PER_STAGE: z.coerce.number({ error: 'must be a whole number 1-64' }).int().min(1).max(64).default(8),
     CDN_DIR: z.string().min(1).optional(),
     PUBLIC_HLS_BASE_URL: httpUrl.optional(),
+    HLS_SEGMENT_SECONDS: z.coerce.number({ error: 'must be a number of seconds' }).min(0.5).max(10).default(1),
+    HLS_LIST_SIZE: z.coerce.number({ error: 'must be a whole number 3-100' }).int().min(3).max(100).default(10),
+    AAC_BITRATE_KBPS: z.coerce.number({ error: 'must be a whole number 32-320' }).int().min(32).max(320).default(128),
     ARCHIVE_DIR: z.string().min(1).optional(),
     S3_ENDPOINT: httpUrl.optional(),
     S3_REGION: z.string().min(1).default('us-east-1'),
@@ -70,6 +73,7 @@ export interface Config {
   db: { kind: 'pglite'; dataDir: string | null } | { kind: 'postgres'; url: string };
   stage: { maxPerformers: number };
   cdn: { dir: string; publicHlsBaseUrl: string | null };
+  hls: { segmentSeconds: number; listSize: number; aacBitrateKbps: number };
   /** Where broadcasts are archived: a local folder (embedded default) or an S3-protocol bucket. */
   archive:
     | { kind: 'local'; dir: string }
@@ -127,6 +131,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       dir: path.resolve(env.CDN_DIR ?? path.join(PROJECT_ROOT, 'cdn')),
       publicHlsBaseUrl: env.PUBLIC_HLS_BASE_URL?.replace(/\/+$/, '') ?? null,
     },
+    hls: { segmentSeconds: env.HLS_SEGMENT_SECONDS, listSize: env.HLS_LIST_SIZE, aacBitrateKbps: env.AAC_BITRATE_KBPS },
     archive:
       env.S3_BUCKET !== undefined
         ? {

@@ -1,4 +1,9 @@
 import crypto from 'node:crypto';
+import path from 'node:path';
+import { endPlaylist } from '../pipelines/hls/playlist.ts';
+import { PLAYLIST_NAME } from '../pipelines/mixer/ffmpegArgs.ts';
+import type { Config } from './config.ts';
+import { BroadcastRepo } from './db/broadcasts.ts';
 import type { Db } from './db/db.ts';
 import { PerformerSessionRepo, StageRepo } from './db/repositories.ts';
 import type { Logger } from './logger.ts';
@@ -6,6 +11,7 @@ import { RequestError } from './sfu/errors.ts';
 import type { StageRegistry } from './sfu/registry.ts';
 import type { Stage } from './sfu/stage.ts';
 import type { PerformerInfo, StageStatus } from './shared/protocol.ts';
+import type { LiveSnapshot } from './usage.ts';
 
 export interface StageUrls {
   performerUrl: string;
@@ -41,12 +47,33 @@ export class StageService {
   readonly #sessions: PerformerSessionRepo;
   readonly #registry: StageRegistry;
   readonly #log: Logger;
+  readonly #broadcasts: BroadcastRepo;
   readonly #baseUrl: () => string;
   readonly #hlsBase: () => string;
+  readonly #cdnDir: string;
+  readonly #hls: Config['hls'];
+  readonly #maxPerformers: number;
+  /** Open broadcast per live stage. */
+  readonly #live = new Map<string, string>();
+  /** Start/stop of one stage run one at a time. */
+  readonly #transitions = new Map<string, Promise<unknown>>();
 
-  constructor(args: { db: Db; registry: StageRegistry; log: Logger; baseUrl: () => string; publicHlsBaseUrl: string | null }) {
+  constructor(args: {
+    db: Db;
+    registry: StageRegistry;
+    log: Logger;
+    baseUrl: () => string;
+    publicHlsBaseUrl: string | null;
+    cdnDir: string;
+    hls: Config['hls'];
+    maxPerformers: number;
+  }) {
     this.#stages = new StageRepo(args.db);
     this.#sessions = new PerformerSessionRepo(args.db);
+    this.#broadcasts = new BroadcastRepo(args.db);
+    this.#cdnDir = args.cdnDir;
+    this.#hls = args.hls;
+    this.#maxPerformers = args.maxPerformers;
     this.#registry = args.registry;
     this.#log = args.log.child({ component: 'stages' });
     this.#baseUrl = args.baseUrl;
@@ -89,12 +116,119 @@ export class StageService {
   }
 
   /** Checks a performer key. Unknown stages and wrong keys are told apart: the stage id is not a secret. */
-  async authorize(id: string, key: string): Promise<{ id: string; title: string; status: StageStatus }> {
+  async checkKey(id: string, key: string): Promise<{ id: string; title: string; status: StageStatus }> {
     const rec = await this.#stages.get(id);
     if (!rec) throw new RequestError('NOT_FOUND', `no stage ${id}`);
     if (!keyMatches(key, rec.performerKeyHash)) throw new RequestError('UNAUTHORIZED', 'wrong performer key for this stage');
-    if (rec.status === 'ended') throw new RequestError('INVALID_STATE', 'this stage has ended');
     return { id: rec.id, title: rec.title, status: rec.status as StageStatus };
+  }
+
+  /** checkKey, and the stage must still be open to performers. */
+  async authorize(id: string, key: string): Promise<{ id: string; title: string; status: StageStatus }> {
+    const rec = await this.checkKey(id, key);
+    if (rec.status === 'ended') throw new RequestError('INVALID_STATE', 'this stage has ended');
+    return rec;
+  }
+
+  /** Where the stage's HLS is written. */
+  hlsDir(id: string): string {
+    return path.join(this.#cdnDir, 'live', id);
+  }
+
+  #serialized<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.#transitions.get(id) ?? Promise.resolve();
+    const next = prev.catch(() => undefined).then(fn);
+    this.#transitions.set(id, next);
+    void next.finally(() => {
+      if (this.#transitions.get(id) === next) this.#transitions.delete(id);
+    }).catch(() => undefined);
+    return next;
+  }
+
+  /**
+   * Goes on air: the mix starts (with or without performers) and HLS appears. Starting a live stage again is a no-op
+   * (`changed: false`); an ended stage cannot start again.
+   */
+  start(id: string): Promise<{ view: StageView; changed: boolean }> {
+    return this.#serialized(id, async () => {
+      const rec = await this.#stages.get(id);
+      if (!rec) throw new RequestError('NOT_FOUND', `no stage ${id}`);
+      if (rec.status === 'ended') throw new RequestError('INVALID_STATE', 'this stage has ended; create a new one');
+      const stage = await this.#registry.open(id);
+      const wasLive = stage.onAir;
+      await stage.goLive({
+        outDir: this.hlsDir(id),
+        slots: this.#maxPerformers,
+        segmentSeconds: this.#hls.segmentSeconds,
+        listSize: this.#hls.listSize,
+        aacBitrateKbps: this.#hls.aacBitrateKbps,
+      });
+      if (!wasLive || rec.status !== 'live') {
+        await this.#stages.setStatus(id, 'live');
+        const broadcastId = crypto.randomUUID();
+        await this.#broadcasts.start({ id: broadcastId, stageId: id });
+        this.#live.set(id, broadcastId);
+        for (const p of stage.performers) if (p.producer) void this.#onAir(broadcastId, p.id, p.displayName);
+        this.#log.info('stage on air', { stageId: id, broadcastId });
+      }
+      return { view: (await this.view(id))!, changed: !wasLive };
+    });
+  }
+
+  /** Goes off air: the playlist gets ENDLIST and the stage ends. Stopping an ended stage is a no-op. */
+  stop(id: string, reason = 'stopped'): Promise<{ view: StageView; changed: boolean }> {
+    return this.#serialized(id, async () => {
+      const rec = await this.#stages.get(id);
+      if (!rec) throw new RequestError('NOT_FOUND', `no stage ${id}`);
+      if (rec.status === 'ended') return { view: (await this.view(id))!, changed: false };
+      if (rec.status !== 'live') throw new RequestError('INVALID_STATE', 'this stage is not on air');
+      await this.#registry.get(id)?.goOffAir();
+      await this.#stages.setStatus(id, 'ended');
+      const broadcastId = this.#live.get(id);
+      this.#live.delete(id);
+      if (broadcastId) await this.#broadcasts.end(broadcastId, reason);
+      this.#log.info('stage off air', { stageId: id, broadcastId, reason });
+      return { view: (await this.view(id))!, changed: true };
+    });
+  }
+
+  /** Ends every broadcast on air (graceful shutdown). */
+  async stopAll(reason: string): Promise<void> {
+    await Promise.all(
+      [...this.#live.keys()].map((id) =>
+        this.stop(id, reason).catch((err: unknown) => this.#log.error('could not stop stage', { stageId: id, error: String(err) })),
+      ),
+    );
+  }
+
+  /** Live stages and who is on air in each, for the usage meter. */
+  liveSnapshot(): LiveSnapshot[] {
+    const out: LiveSnapshot[] = [];
+    for (const [stageId, broadcastId] of this.#live) {
+      const stage = this.#registry.get(stageId);
+      out.push({ stageId, broadcastId, performerIds: stage ? stage.performers.filter((p) => p.producer).map((p) => p.id) : [] });
+    }
+    return out;
+  }
+
+  /** At start-up: broadcasts a crash left open are ended, and their playlists closed. */
+  async endOrphanedBroadcasts(): Promise<number> {
+    const rows = await this.#stages.listByStatus('live');
+    for (const rec of rows) {
+      await endPlaylist(path.join(this.hlsDir(rec.id), PLAYLIST_NAME));
+      await this.#stages.setStatus(rec.id, 'ended');
+    }
+    await this.#broadcasts.closeAllOpen('server restarted');
+    return rows.length;
+  }
+
+  #onAir(broadcastId: string, performerId: string, displayName: string): Promise<void> {
+    return this.#broadcasts.performerOnAir({ broadcastId, performerId, displayName }).then(
+      () => undefined,
+      (err: unknown) => {
+        this.#log.error('could not record performer on air', { broadcastId, performerId, error: String(err) });
+      },
+    );
   }
 
   #recordSessions(stage: Stage): void {
@@ -106,7 +240,17 @@ export class StageService {
       });
       opening.set(p.id, done);
     });
+    stage.on('performerUpdated', (p) => {
+      const broadcastId = this.#live.get(stage.id);
+      if (broadcastId && p.producer) void this.#onAir(broadcastId, p.id, p.displayName);
+    });
     stage.on('performerLeft', (performerId, reason) => {
+      const broadcastId = this.#live.get(stage.id);
+      if (broadcastId) {
+        this.#broadcasts.performerOffAir(broadcastId, performerId).catch((err: unknown) => {
+          this.#log.error('could not record performer off air', { broadcastId, performerId, error: String(err) });
+        });
+      }
       const opened = opening.get(performerId) ?? Promise.resolve();
       opening.delete(performerId);
       opened

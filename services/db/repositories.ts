@@ -78,6 +78,11 @@ export class StageRepo {
     return rows[0] ? stageFromRow(rows[0]) : null;
   }
 
+  async listByStatus(status: StageStatus): Promise<Stage[]> {
+    const { rows } = await this.db.query<StageRow>(`select ${STAGE_COLUMNS} from stages where status = $1 order by created_at`, [status]);
+    return rows.map(stageFromRow);
+  }
+
   /**
    * Sets the status. Going 'live' stamps started_at, going 'ended' stamps ended_at (each only the first time).
    * Returns the updated stage, or null when there is no such stage. Transition rules are the caller's business.

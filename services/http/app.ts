@@ -8,6 +8,7 @@ import { RequestError } from '../sfu/errors.ts';
 import type { WorkerPool } from '../sfu/workerPool.ts';
 import { stageIdSchema, type ErrorCode } from '../shared/protocol.ts';
 import type { StageService } from '../stages.ts';
+import { liveRouter } from './live.ts';
 
 const STATUS_OF: Record<ErrorCode, number> = {
   BAD_REQUEST: 400,
@@ -39,6 +40,10 @@ export interface HttpDeps {
   db: Db;
   pages: PageBundle;
   log: Logger;
+  /** The CDN-origin folder: HLS is served from its live/ subfolder at /live. */
+  cdnDir: string;
+  /** Origin of PUBLIC_HLS_BASE_URL when it is set (it may differ from the app's), allowed by the pages' CSP. */
+  hlsOrigin: string | null;
 }
 
 function tokenMatches(presented: string, expected: string): boolean {
@@ -110,6 +115,23 @@ export function createHttpApp(deps: HttpDeps): express.Express {
     }),
   );
 
+  // Going on and off air: the admin token or the stage's performer key, as a Bearer token.
+  const stageTransition = (action: 'start' | 'stop') =>
+    wrap(async (req, res) => {
+      const id = stageIdParam(req);
+      const bearer = /^Bearer (.+)$/.exec(req.get('authorization') ?? '')?.[1];
+      if (!bearer) {
+        res.setHeader('WWW-Authenticate', 'Bearer');
+        throw new RequestError('UNAUTHORIZED', 'send the admin token or the performer key as a Bearer token');
+      }
+      if (!tokenMatches(bearer, deps.adminToken)) await deps.stages.checkKey(id, bearer);
+      parseBody(z.strictObject({}), req.body);
+      const { view, changed } = action === 'start' ? await deps.stages.start(id) : await deps.stages.stop(id);
+      res.status(200).json({ ...view, changed });
+    });
+  api.post('/stages/:id/start', stageTransition('start'));
+  api.post('/stages/:id/stop', stageTransition('stop'));
+
   api.get(
     '/stages/:id',
     wrap(async (req, res) => {
@@ -140,11 +162,15 @@ export function createHttpApp(deps: HttpDeps): express.Express {
   app.use('/api', api);
 
   // Pages: the markup is static; the stage id and key are read by the page's script from its URL.
+  // hls.js plays through a blob: MediaSource, fetches the HLS origin, and runs its transmuxer in a blob: worker.
+  const hls = deps.hlsOrigin ? ` ${deps.hlsOrigin}` : '';
+  const csp = `default-src 'self'; media-src 'self' blob:${hls}; connect-src 'self' ws: wss:${hls}; worker-src 'self' blob:; style-src 'self' 'unsafe-inline'`;
   const page = (html: string) => (_req: Request, res: Response) => {
-    res.setHeader('Content-Security-Policy', "default-src 'self'; media-src 'self' blob:; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'");
+    res.setHeader('Content-Security-Policy', csp);
     res.type('html').send(html);
   };
   app.get('/stage/:id', page(deps.pages.performerHtml));
+  app.get('/listen/:id', page(deps.pages.listenerHtml));
   app.get('/assets/:name', (req, res) => {
     const asset = deps.pages.assets.get(String(req.params['name']));
     if (!asset) {
@@ -155,6 +181,8 @@ export function createHttpApp(deps: HttpDeps): express.Express {
     res.send(asset.body);
   });
   app.get('/', (_req, res) => res.type('text').send('stage-radio: see /healthz, /api/stages/<id>, /stage/<id>?key=<performerKey>\n'));
+
+  app.use('/live', liveRouter(deps.cdnDir));
 
   app.use((_req, res) => sendError(res, 'NOT_FOUND', 'not found'));
 

@@ -9,6 +9,7 @@ export interface Asset {
 
 export interface PageBundle {
   performerHtml: string;
+  listenerHtml: string;
   assets: Map<string, Asset>;
 }
 
@@ -18,7 +19,7 @@ export interface PageBundle {
  */
 export async function buildPages(pagesDir: string): Promise<PageBundle> {
   const result = await build({
-    entryPoints: { performer: path.join(pagesDir, 'performer', 'main.ts') },
+    entryPoints: { performer: path.join(pagesDir, 'performer', 'main.ts'), listener: path.join(pagesDir, 'listener', 'main.ts') },
     bundle: true,
     format: 'iife',
     platform: 'browser',
@@ -36,6 +37,7 @@ export async function buildPages(pagesDir: string): Promise<PageBundle> {
   assets.set('style.css', { type: 'text/css', body: await fs.readFile(path.join(pagesDir, 'style.css'), 'utf8') });
   return {
     performerHtml: await fs.readFile(path.join(pagesDir, 'performer', 'index.html'), 'utf8'),
+    listenerHtml: await fs.readFile(path.join(pagesDir, 'listener', 'index.html'), 'utf8'),
     assets,
   };
 }

@@ -33,7 +33,7 @@ export class StageRegistry extends EventEmitter<RegistryEvents> {
         if (!stage.usesWorker(dead)) continue;
         stage.rebuild(replacement, 'media server restarted').catch((err: unknown) => {
           this.#log.error('stage rebuild failed; closing it', { stageId: stage.id, error: String(err) });
-          stage.close();
+          void stage.close();
         });
       }
     });
@@ -63,18 +63,19 @@ export class StageRegistry extends EventEmitter<RegistryEvents> {
       }).then((stage) => {
         this.#opening.delete(id);
         if (this.#closed) {
-          stage.close();
+          void stage.close();
           throw new Error('registry closed');
         }
         this.#stages.set(id, stage);
         stage.once('@close', () => this.#stages.delete(id));
-        stage.on('performerLeft', () => {
-          if (stage.size === 0 && !stage.rebuilding) stage.close();
-        });
+        // An empty stage costs nothing once closed; one on air keeps its router for the mix.
+        const closeIfIdle = () => {
+          if (stage.size === 0 && !stage.rebuilding && !stage.onAir) void stage.close();
+        };
+        stage.on('performerLeft', closeIfIdle);
+        stage.on('onAirChanged', closeIfIdle);
         stage.on('rebuilt', () => {
-          const t = setTimeout(() => {
-            if (stage.size === 0) stage.close();
-          }, REBUILT_IDLE_CLOSE_MS);
+          const t = setTimeout(closeIfIdle, REBUILT_IDLE_CLOSE_MS);
           t.unref();
           stage.once('@close', () => clearTimeout(t));
         });
@@ -87,12 +88,13 @@ export class StageRegistry extends EventEmitter<RegistryEvents> {
     return pending;
   }
 
-  /** Idempotent. */
-  close(): void {
+  /** Idempotent: closes every stage, waiting for their mixes to end their playlists. */
+  async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    for (const s of [...this.#stages.values()]) s.close();
+    const stages = [...this.#stages.values()];
     this.#stages.clear();
     this.removeAllListeners();
+    await Promise.all(stages.map((s) => s.close()));
   }
 }

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { types as ms } from 'mediasoup';
+import { Mixer, type MixerOptions } from '../../pipelines/mixer/mixer.ts';
 import type { Logger } from '../logger.ts';
 import { InvalidStateError, RequestError } from './errors.ts';
 import { Performer, type WebRtcTransportSettings } from './performer.ts';
@@ -19,6 +20,7 @@ type StageEvents = {
   audioLevels: [levels: { performerId: string; volume: number }[]];
   /** The router was lost with its worker and rebuilt: every performer was dropped and must join again. */
   rebuilt: [reason: string];
+  onAirChanged: [onAir: boolean];
   '@close': [];
 };
 
@@ -32,6 +34,7 @@ export class Stage extends EventEmitter<StageEvents> {
   #poolWorker: PoolWorker;
   #router: ms.Router;
   #levelObserver: ms.AudioLevelObserver;
+  #mixer: Mixer | null = null;
   #rebuilding = false;
   #ready: Promise<void> = Promise.resolve();
   #closed = false;
@@ -90,6 +93,46 @@ export class Stage extends EventEmitter<StageEvents> {
     return this.#closed;
   }
 
+  get mixer(): Mixer | null {
+    return this.#mixer;
+  }
+
+  get onAir(): boolean {
+    return this.#mixer !== null;
+  }
+
+  /** Starts the on-air mix: every performer who publishes, now or later, is fed into it. Idempotent. */
+  async goLive(opts: Omit<MixerOptions, 'stageId' | 'log'>): Promise<Mixer> {
+    if (this.#closed) throw new InvalidStateError('stage closed');
+    if (this.#mixer) return this.#mixer;
+    const mixer = await Mixer.start(this.#router, { ...opts, stageId: this.id, log: this.#log });
+    if (this.#closed) {
+      await mixer.stop();
+      throw new InvalidStateError('stage closed');
+    }
+    this.#mixer = mixer;
+    for (const p of this.#performers.values()) this.#feedMixer(p);
+    this.emit('onAirChanged', true);
+    return mixer;
+  }
+
+  /** Stops the mix (the playlist gets ENDLIST). Idempotent. */
+  async goOffAir(): Promise<void> {
+    const mixer = this.#mixer;
+    if (!mixer) return;
+    this.#mixer = null;
+    await mixer.stop();
+    this.emit('onAirChanged', false);
+  }
+
+  #feedMixer(performer: Performer): void {
+    const producer = performer.producer;
+    if (!this.#mixer || !producer || producer.closed) return;
+    this.#mixer.attach(performer.id, producer).catch((err: unknown) => {
+      this.#log.error('could not put performer on air', { performerId: performer.id, error: String(err) });
+    });
+  }
+
   /** True while performers are being dropped for a rebuild (the stage is not emptying for good). */
   get rebuilding(): boolean {
     return this.#rebuilding;
@@ -140,9 +183,11 @@ export class Stage extends EventEmitter<StageEvents> {
           this.#log.warn('could not observe producer level', { error: String(err) });
         });
       }
+      this.#feedMixer(performer);
       this.emit('performerUpdated', performer);
     });
     performer.once('@close', (reason) => {
+      this.#mixer?.detach(id);
       this.#performers.delete(id);
       this.emit('performerLeft', id, reason);
     });
@@ -190,20 +235,28 @@ export class Stage extends EventEmitter<StageEvents> {
     this.#poolWorker = poolWorker;
     this.#router = router;
     this.#levelObserver = levelObserver;
+    // The mix never stopped: its slots filled silence while the router was gone.
+    this.#mixer?.setRouter(router);
     this.#watchMedia();
     this.#log.warn('stage rebuilt on a new worker', { pid: poolWorker.worker.pid, reason });
     this.emit('rebuilt', reason);
   }
 
-  /** Idempotent; closes every performer and the router. */
-  close(): void {
+  /** Idempotent; stops the mix (ending its playlist), closes every performer and the router. */
+  async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     for (const p of [...this.#performers.values()]) p.close('stage closed');
     this.#performers.clear();
-    if (!this.#router.closed) this.#router.close();
-    this.#log.info('stage media closed');
-    this.emit('@close');
-    this.removeAllListeners();
+    const mixer = this.#mixer;
+    this.#mixer = null;
+    try {
+      await mixer?.stop();
+    } finally {
+      if (!this.#router.closed) this.#router.close();
+      this.#log.info('stage media closed');
+      this.emit('@close');
+      this.removeAllListeners();
+    }
   }
 }

@@ -47,6 +47,8 @@ export const requestSchemas = {
   setMuted: z.strictObject({ muted: z.boolean() }),
   restartIce: z.strictObject({ transportId: idSchema }),
   leave: z.strictObject({}),
+  startBroadcast: z.strictObject({}),
+  stopBroadcast: z.strictObject({}),
 } as const;
 
 export type RequestName = keyof typeof requestSchemas;
@@ -85,6 +87,8 @@ export interface ResponseData {
   setMuted: Record<string, never>;
   restartIce: { iceParameters: unknown };
   leave: Record<string, never>;
+  startBroadcast: { status: StageStatus };
+  stopBroadcast: { status: StageStatus };
 }
 
 export type ErrorCode =

@@ -123,6 +123,8 @@ export class SignalingServer {
         leave('left');
         return {};
       },
+      startBroadcast: async () => ({ status: (await this.#stages.start(joined().stage.id)).view.status }),
+      stopBroadcast: async () => ({ status: (await this.#stages.stop(joined().stage.id)).view.status }),
     };
 
     for (const name of Object.keys(requestSchemas) as RequestName[]) {
@@ -183,6 +185,7 @@ export class SignalingServer {
       if (p !== performer) socket.emit('performerUpdated', { performer: p.info() });
     };
     const onLevels = (levels: { performerId: string; volume: number }[]) => socket.volatile.emit('audioLevels', { levels });
+    const onAir = (live: boolean) => socket.emit('stageStatus', { status: live ? 'live' : 'ended' });
     const onConsumerClosed = (consumerId: string, producerId: string) => socket.emit('consumerClosed', { consumerId, producerId });
     const onPerformerClosed = (reason: string) => {
       detach();
@@ -194,6 +197,7 @@ export class SignalingServer {
     stage.on('performerLeft', onLeft);
     stage.on('performerUpdated', onUpdated);
     stage.on('audioLevels', onLevels);
+    stage.on('onAirChanged', onAir);
     performer.on('consumerClosed', onConsumerClosed);
     performer.once('@close', onPerformerClosed);
     const detach = () => {
@@ -201,6 +205,7 @@ export class SignalingServer {
       stage.off('performerLeft', onLeft);
       stage.off('performerUpdated', onUpdated);
       stage.off('audioLevels', onLevels);
+      stage.off('onAirChanged', onAir);
       performer.off('consumerClosed', onConsumerClosed);
       performer.off('@close', onPerformerClosed);
     };

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import { openDb, openPglite } from '../../services/db/index.ts';
+import { DEFAULT_SQL_DIR, openDb, openPglite, readMigrations } from '../../services/db/index.ts';
 import { PerformerSessionRepo, StageRepo } from '../../services/db/repositories.ts';
 import { dbContract, silentLog } from './contract.ts';
 
@@ -17,7 +17,7 @@ describe('db: PGlite (embedded)', function () {
     try {
       expect(db.kind).to.equal('pglite');
       const { rows } = await db.query<{ version: number }>('select version from schema_migrations');
-      expect(rows.map((r) => r.version)).to.deep.equal([1]);
+      expect(rows.map((r) => r.version)).to.deep.equal([1, 2]);
     } finally {
       await db.close();
     }
@@ -88,7 +88,7 @@ describe('db: PGlite (embedded)', function () {
         expect(stage!.createdAt).to.be.instanceOf(Date);
         expect((await new PerformerSessionRepo(second).listOpen('kept')).map((s) => s.displayName)).to.deep.equal(['Ann']);
         const { rows } = await second.query<{ n: number }>('select count(*)::int as n from schema_migrations');
-        expect(rows[0]!.n).to.equal(1);
+        expect(rows[0]!.n).to.equal((await readMigrations(DEFAULT_SQL_DIR)).length);
       } finally {
         await second.close();
       }

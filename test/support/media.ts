@@ -14,12 +14,15 @@ export class TempDir {
   }
 }
 
-/** A mono 48 kHz sine WAV at the given level (dBFS), long enough for Chromium's looping fake mic. */
+/** lavfi's sine source has an amplitude of 1/8 (-18.06 dBFS); this gain brings it to peakDb. */
+export const sineGainDb = (peakDb: number) => (peakDb + 18.06).toFixed(2);
+
+/** A mono 48 kHz sine WAV peaking at levelDb (dBFS), long enough for Chromium's looping fake mic. */
 export function toneWav(dir: TempDir, freq: number, seconds = 60, levelDb = -12): string {
   const out = dir.file(`tone-${freq}-${levelDb}.wav`);
   if (!fs.existsSync(out)) {
     execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i', `sine=frequency=${freq}:sample_rate=48000:duration=${seconds}`,
-      '-af', `volume=${levelDb + 3.01}dB`, '-ac', '1', '-c:a', 'pcm_s16le', out]);
+      '-af', `volume=${sineGainDb(levelDb)}dB`, '-ac', '1', '-c:a', 'pcm_s16le', out]);
   }
   return out;
 }

@@ -3,6 +3,7 @@
 import { Device, type types as mc } from 'mediasoup-client';
 import { io, type Socket } from 'socket.io-client';
 import type {
+  StageStatus,
   Ack,
   ClientToServerEvents,
   PerformerInfo,
@@ -26,6 +27,9 @@ const ui = {
   join: $<HTMLButtonElement>('join'),
   mute: $<HTMLButtonElement>('mute'),
   leave: $<HTMLButtonElement>('leave'),
+  startBroadcast: $<HTMLButtonElement>('start-broadcast'),
+  stopBroadcast: $<HTMLButtonElement>('stop-broadcast'),
+  onAir: $<HTMLSpanElement>('on-air'),
   status: $<HTMLParagraphElement>('status'),
   error: $<HTMLParagraphElement>('error'),
   meter: $<HTMLMeterElement>('level'),
@@ -110,6 +114,17 @@ const micAnalyser = audioCtx.createAnalyser();
 micAnalyser.fftSize = 2048;
 let micSource: MediaStreamAudioSourceNode | null = null;
 
+let stageStatus: StageStatus = 'idle';
+
+function showStageStatus(status: StageStatus): void {
+  stageStatus = status;
+  ui.onAir.dataset['status'] = status;
+  ui.onAir.textContent = status === 'live' ? 'On air' : status === 'ended' ? 'Ended' : 'Off air';
+  document.body.dataset['stageStatus'] = status;
+  ui.startBroadcast.disabled = state !== 'publishing' || status !== 'idle';
+  ui.stopBroadcast.disabled = state !== 'publishing' || status !== 'live';
+}
+
 function setState(next: PageState, status: string): void {
   state = next;
   document.body.dataset['state'] = next;
@@ -117,6 +132,7 @@ function setState(next: PageState, status: string): void {
   ui.join.disabled = next === 'joining' || next === 'publishing';
   ui.leave.disabled = !wantOnStage;
   ui.mute.disabled = next !== 'publishing';
+  showStageStatus(stageStatus);
   if (next !== 'error') ui.error.textContent = '';
 }
 
@@ -258,6 +274,7 @@ async function joinOnce(): Promise<void> {
   }
   const joined = await request('join', { stageId, key, displayName: ui.name.value.trim() });
   myId = joined.performerId;
+  stageStatus = joined.stage.status;
   ui.title.textContent = joined.stage.title;
   document.title = `${joined.stage.title} · stage`;
   const dev = new Device();
@@ -357,6 +374,7 @@ socket.on('consumerClosed', ({ producerId }) => {
   renderPerformers();
 });
 socket.on('rejoin', ({ reason }) => scheduleRejoin(reason));
+socket.on('stageStatus', ({ status }) => showStageStatus(status));
 socket.on('audioLevels', ({ levels }) => {
   const speaking = new Set(levels.filter((l) => l.volume > -50).map((l) => l.performerId));
   for (const r of remotes.values()) r.li.classList.toggle('speaking', speaking.has(r.info.id));
@@ -383,6 +401,18 @@ ui.join.addEventListener('click', () => {
   void join();
 });
 ui.leave.addEventListener('click', () => void leave());
+for (const [button, event] of [[ui.startBroadcast, 'startBroadcast'], [ui.stopBroadcast, 'stopBroadcast']] as const) {
+  button.addEventListener('click', () => {
+    button.disabled = true;
+    request(event, {}).then(
+      ({ status }) => showStageStatus(status),
+      (err: unknown) => {
+        ui.error.textContent = err instanceof Error ? err.message : String(err);
+        showStageStatus(stageStatus);
+      },
+    );
+  });
+}
 ui.mute.addEventListener('click', () => void toggleMute());
 
 // Level meter of the own microphone (RMS in dBFS), updated each frame.

@@ -1,0 +1,260 @@
+// The app as CDN origin for live HLS: /live/<stageId>/<file> from CDN_DIR/live, with the right types, caching, CORS
+// and ranges, and nothing else reachable.
+import http from 'node:http';
+import fs from 'node:fs';
+import path from 'node:path';
+import { expect } from 'chai';
+import type { App } from '../../services/app.ts';
+import { startTestApp } from '../support/app.ts';
+import { TempDir } from '../support/media.ts';
+
+interface RawResponse {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: Buffer;
+}
+
+/** A request whose path goes out byte for byte (fetch would normalise dot segments and encodings). */
+function raw(app: App, method: string, rawPath: string, headers: Record<string, string> = {}): Promise<RawResponse> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port: app.port, method, path: rawPath, headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+const STAGE = 'Stage_abc-123';
+const PLAYLIST = '#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:1\n#EXTINF:1.0,\nseg_00001.ts\n';
+const SECRET = 'TOP-SECRET-do-not-serve';
+
+describe('HTTP: /live (HLS origin)', function () {
+  this.timeout(30_000);
+  let app: App;
+  let tmp: TempDir;
+  let stageDir: string;
+  /** 1000 bytes: a fake MPEG-TS segment (sync bytes every 188 bytes is all a player would check first). */
+  const segment = Buffer.alloc(1000, 0xff);
+  for (let i = 0; i < segment.length; i += 188) segment[i] = 0x47;
+  segment.write('SEGMENT', 1);
+
+  before(async () => {
+    tmp = new TempDir();
+    stageDir = path.join(tmp.path, 'live', STAGE);
+    fs.mkdirSync(stageDir, { recursive: true });
+    fs.writeFileSync(path.join(stageDir, 'index.m3u8'), PLAYLIST);
+    fs.writeFileSync(path.join(stageDir, 'seg_00001.ts'), segment);
+    for (const ext of ['m4s', 'mp4', 'aac', 'vtt', 'json']) fs.writeFileSync(path.join(stageDir, `file.${ext}`), `content of ${ext}`);
+    // Things that must never be served.
+    fs.writeFileSync(path.join(tmp.path, 'secret.m3u8'), `${SECRET} outside live/`);
+    fs.writeFileSync(path.join(tmp.path, 'live', 'secret.m3u8'), `${SECRET} in live/ itself`);
+    fs.writeFileSync(path.join(stageDir, '.env'), `PASSWORD=${SECRET}`);
+    fs.writeFileSync(path.join(stageDir, '.hidden.m3u8'), `${SECRET} dotfile`);
+    fs.writeFileSync(path.join(stageDir, 'notes.txt'), `${SECRET} wrong extension`);
+    fs.writeFileSync(path.join(stageDir, 'index.m3u8.bak'), `${SECRET} backup`);
+    fs.mkdirSync(path.join(stageDir, 'folder.ts'));
+    fs.writeFileSync(path.join(stageDir, 'folder.ts', 'x.ts'), SECRET);
+    fs.mkdirSync(path.join(tmp.path, 'live', 'abc'), { recursive: true });
+    fs.writeFileSync(path.join(tmp.path, 'live', 'abc', 'index.m3u8'), `${SECRET} short stage id`);
+    app = await startTestApp({ CDN_DIR: tmp.path });
+  });
+  after(async () => {
+    await app?.close();
+    tmp?.remove();
+  });
+
+  const url = (file: string) => `${app.url}/live/${STAGE}/${file}`;
+
+  it('serves a playlist: type, short cache, CORS, ETag revalidation; a rewritten playlist is served fresh', async () => {
+    const res = await fetch(url('index.m3u8'));
+    expect(res.status).to.equal(200);
+    expect(res.headers.get('content-type')).to.equal('application/vnd.apple.mpegurl');
+    expect(res.headers.get('cache-control')).to.equal('no-cache, max-age=1');
+    expect(res.headers.get('access-control-allow-origin')).to.equal('*');
+    expect(res.headers.get('access-control-expose-headers')).to.equal('Content-Length, Content-Range');
+    expect(await res.text()).to.equal(PLAYLIST);
+    const etag = res.headers.get('etag');
+    expect(etag).to.be.a('string');
+
+    const again = await fetch(url('index.m3u8'), { headers: { 'if-none-match': etag! } });
+    expect(again.status).to.equal(304);
+
+    const next = PLAYLIST.replace('MEDIA-SEQUENCE:1', 'MEDIA-SEQUENCE:2');
+    const tmpFile = path.join(stageDir, 'index.m3u8.tmp');
+    fs.writeFileSync(tmpFile, next);
+    fs.renameSync(tmpFile, path.join(stageDir, 'index.m3u8')); // as ffmpeg's temp_file flag does
+    const changed = await fetch(url('index.m3u8'), { headers: { 'if-none-match': etag! } });
+    expect(changed.status).to.equal(200);
+    expect(await changed.text()).to.equal(next);
+    fs.writeFileSync(path.join(stageDir, 'index.m3u8'), PLAYLIST);
+  });
+
+  it('serves a segment: type, immutable cache, validators, byte ranges', async () => {
+    const res = await fetch(url('seg_00001.ts'));
+    expect(res.status).to.equal(200);
+    expect(res.headers.get('content-type')).to.equal('video/mp2t');
+    expect(res.headers.get('cache-control')).to.equal('public, max-age=31536000, immutable');
+    expect(res.headers.get('access-control-allow-origin')).to.equal('*');
+    expect(res.headers.get('accept-ranges')).to.equal('bytes');
+    expect(res.headers.get('etag')).to.be.a('string');
+    expect(res.headers.get('last-modified')).to.be.a('string');
+    expect(res.headers.get('content-length')).to.equal('1000');
+    expect(Buffer.from(await res.arrayBuffer()).equals(segment)).to.equal(true);
+
+    const part = await fetch(url('seg_00001.ts'), { headers: { range: 'bytes=188-375' } });
+    expect(part.status).to.equal(206);
+    expect(part.headers.get('content-range')).to.equal('bytes 188-375/1000');
+    expect(part.headers.get('content-length')).to.equal('188');
+    expect(part.headers.get('content-type')).to.equal('video/mp2t');
+    expect(Buffer.from(await part.arrayBuffer()).equals(segment.subarray(188, 376))).to.equal(true);
+
+    const tail = await fetch(url('seg_00001.ts'), { headers: { range: 'bytes=-100' } });
+    expect(tail.status).to.equal(206);
+    expect(tail.headers.get('content-range')).to.equal('bytes 900-999/1000');
+
+    const beyond = await fetch(url('seg_00001.ts'), { headers: { range: 'bytes=5000-' } });
+    expect(beyond.status).to.equal(416);
+    expect(beyond.headers.get('content-range')).to.equal('bytes */1000');
+    await beyond.arrayBuffer();
+  });
+
+  it('answers HEAD with the headers and no body', async () => {
+    for (const [file, type, length] of [
+      ['index.m3u8', 'application/vnd.apple.mpegurl', PLAYLIST.length],
+      ['seg_00001.ts', 'video/mp2t', 1000],
+    ] as const) {
+      const res = await raw(app, 'HEAD', `/live/${STAGE}/${file}`);
+      expect(res.status, file).to.equal(200);
+      expect(res.headers['content-type'], file).to.equal(type);
+      expect(res.headers['content-length'], file).to.equal(String(length));
+      expect(res.body.length, file).to.equal(0);
+    }
+  });
+
+  it('answers a CORS preflight', async () => {
+    const res = await fetch(url('seg_00001.ts'), {
+      method: 'OPTIONS',
+      headers: { origin: 'https://player.example', 'access-control-request-method': 'GET', 'access-control-request-headers': 'range' },
+    });
+    expect(res.status).to.equal(204);
+    expect(res.headers.get('access-control-allow-origin')).to.equal('*');
+    expect(res.headers.get('access-control-allow-methods')).to.equal('GET, HEAD, OPTIONS');
+    expect(res.headers.get('access-control-allow-headers')).to.equal('Range');
+    expect(await res.text()).to.equal('');
+  });
+
+  it('gives each extension its content type', async () => {
+    const types: Record<string, string> = {
+      m4s: 'video/iso.segment',
+      mp4: 'audio/mp4',
+      aac: 'audio/aac',
+      vtt: 'text/vtt; charset=utf-8',
+      json: 'application/json',
+    };
+    for (const [ext, type] of Object.entries(types)) {
+      const res = await fetch(url(`file.${ext}`));
+      expect(res.status, ext).to.equal(200);
+      expect(res.headers.get('content-type'), ext).to.equal(type);
+      expect(await res.text(), ext).to.equal(`content of ${ext}`);
+    }
+  });
+
+  it('a missing file is a 404 that is not cached', async () => {
+    const res = await fetch(url('seg_99999.ts'));
+    expect(res.status).to.equal(404);
+    expect(res.headers.get('cache-control')).to.equal('no-store');
+    expect(res.headers.get('access-control-allow-origin')).to.equal('*');
+    expect(await res.json()).to.deep.include({ ok: false });
+  });
+
+  it('refuses every path outside the whitelist with a 404 and never any file content', async () => {
+    const abs = path.join(tmp.path, 'secret.m3u8');
+    const bad: [string, string][] = [
+      ['dot-dot segments', `/live/${STAGE}/../../secret.m3u8`],
+      ['dot-dot to live/', `/live/${STAGE}/../secret.m3u8`],
+      ['dot-dot as stage', `/live/../secret.m3u8`],
+      ['encoded dot-dot-slash', `/live/${STAGE}/%2e%2e%2f%2e%2e%2fsecret.m3u8`],
+      ['encoded dot-dot as stage', `/live/%2e%2e/secret.m3u8`],
+      ['encoded slash', `/live/${STAGE}%2f..%2f..%2fsecret.m3u8`],
+      ['half-encoded', `/live/${STAGE}/..%2f..%2fsecret.m3u8`],
+      ['backslashes', `/live/${STAGE}/..\\..\\secret.m3u8`],
+      ['absolute path', `/live/${abs}`],
+      ['absolute, encoded', `/live/${encodeURIComponent(abs)}`],
+      ['file in live/ itself', `/live/secret.m3u8`],
+      ['dotfile', `/live/${STAGE}/.hidden.m3u8`],
+      ['.env', `/live/${STAGE}/.env`],
+      ['wrong extension', `/live/${STAGE}/notes.txt`],
+      ['backup file', `/live/${STAGE}/index.m3u8.bak`],
+      ['upper-case extension', `/live/${STAGE}/INDEX.M3U8`],
+      ['overlong name', `/live/${STAGE}/${'a'.repeat(126)}.ts`],
+      ['overlong stage id', `/live/${'s'.repeat(65)}/index.m3u8`],
+      ['directory with a segment name', `/live/${STAGE}/folder.ts`],
+      ['file under a directory', `/live/${STAGE}/folder.ts/x.ts`],
+      ['stage directory', `/live/${STAGE}/`],
+      ['stage directory, no slash', `/live/${STAGE}`],
+      ['live/ itself', `/live/`],
+      ['short stage id', `/live/abc/index.m3u8`],
+      ['stage id with a dot', `/live/${STAGE}.x/index.m3u8`],
+      ['null byte', `/live/${STAGE}/index.m3u8%00.ts`],
+      ['null byte in name', `/live/${STAGE}/.env%00.m3u8`],
+      ['trailing slash', `/live/${STAGE}/index.m3u8/`],
+      ['double slash', `/live/${STAGE}//index.m3u8`],
+      ['encoded name', `/live/${STAGE}/index%2em3u8`],
+    ];
+    for (const [name, p] of bad) {
+      for (const method of ['GET', 'HEAD']) {
+        const res = await raw(app, method, p);
+        expect(res.status, `${method} ${name}: ${p}`).to.equal(404);
+        const text = res.body.toString('utf8');
+        expect(text, `${method} ${name}`).to.not.include(SECRET);
+        expect(text, `${method} ${name}`).to.not.include('#EXTM3U');
+        if (method === 'GET') {
+          expect(JSON.parse(text), name).to.deep.equal({ ok: false, error: { code: 'NOT_FOUND', message: JSON.parse(text).error.message } });
+          expect(res.headers['cache-control'], name).to.equal('no-store');
+        }
+      }
+    }
+    expect(bad.length).to.be.at.least(12);
+    // Only GET, HEAD and OPTIONS.
+    expect((await raw(app, 'POST', `/live/${STAGE}/index.m3u8`)).status).to.equal(404);
+    expect((await raw(app, 'DELETE', `/live/${STAGE}/index.m3u8`)).status).to.equal(404);
+    expect(fs.existsSync(path.join(stageDir, 'index.m3u8')), 'nothing deleted').to.equal(true);
+  });
+
+  it('serves the listener page with a CSP that lets hls.js work', async () => {
+    const res = await fetch(`${app.url}/listen/${STAGE}`);
+    expect(res.status).to.equal(200);
+    const csp = res.headers.get('content-security-policy') ?? '';
+    expect(csp).to.include("media-src 'self' blob:");
+    expect(csp).to.include('worker-src');
+    expect(csp).to.match(/worker-src[^;]*blob:/);
+    const html = await res.text();
+    expect(html).to.include('/assets/listener.js');
+    const js = await fetch(`${app.url}/assets/listener.js`);
+    expect(js.headers.get('content-type')).to.match(/javascript/);
+  });
+});
+
+describe('HTTP: page CSP with an external HLS origin', function () {
+  this.timeout(30_000);
+  let app: App;
+  before(async () => {
+    app = await startTestApp({ PUBLIC_HLS_BASE_URL: 'https://cdn.example.test:8443/radio/live' });
+  });
+  after(async () => {
+    await app?.close();
+  });
+
+  it('allows media and connections to the HLS origin', async () => {
+    for (const p of ['/listen/Stage_abc-123', '/stage/Stage_abc-123']) {
+      const csp = (await fetch(`${app.url}${p}`)).headers.get('content-security-policy') ?? '';
+      expect(csp, p).to.match(/media-src 'self' blob: https:\/\/cdn\.example\.test:8443(;|$)/);
+      expect(csp, p).to.match(/connect-src 'self' ws: wss: https:\/\/cdn\.example\.test:8443(;|$)/);
+      expect(csp, p).to.not.include('/radio');
+    }
+  });
+});

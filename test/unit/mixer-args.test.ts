@@ -1,0 +1,58 @@
+// Golden tests: the exact SDP and FFmpeg arguments of the mixer.
+import { expect } from 'chai';
+import { mixerFilter, mixerInputOptions, mixerOutputOptions } from '../../pipelines/mixer/ffmpegArgs.ts';
+import { buildMixerSdp } from '../../pipelines/mixer/sdp.ts';
+
+describe('mixer SDP and FFmpeg arguments', () => {
+  it('SDP: one Opus stream per slot on loopback', () => {
+    expect(buildMixerSdp([50000, 50002])).to.equal(
+      [
+        'v=0',
+        'o=- 0 0 IN IP4 127.0.0.1',
+        's=stage-radio mix',
+        'c=IN IP4 127.0.0.1',
+        't=0 0',
+        'm=audio 50000 RTP/AVP 100',
+        'a=rtpmap:100 opus/48000/2',
+        'a=recvonly',
+        'm=audio 50002 RTP/AVP 100',
+        'a=rtpmap:100 opus/48000/2',
+        'a=recvonly',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('input options allow only file/rtp/udp and skip probing', () => {
+    expect(mixerInputOptions()).to.deep.equal(['-protocol_whitelist', 'file,rtp,udp', '-probesize', '32', '-analyzeduration', '0', '-fflags', '+nobuffer']);
+  });
+
+  it('filter: amix of every slot without normalization, then the loudness chain', () => {
+    expect(mixerFilter(3)).to.equal(
+      '[0:a:0][0:a:1][0:a:2]amix=inputs=3:normalize=0:dropout_transition=0,' +
+        'agate=threshold=0.003:ratio=2:range=0.06:attack=10:release=250,' +
+        'acompressor=threshold=0.01:ratio=20:attack=5:release=300:makeup=12:knee=2,' +
+        'volume=1.7dB,alimiter=limit=0.79:attack=5:release=50:level=disabled[mix]',
+    );
+  });
+
+  it('output: AAC-LC 48 kHz stereo into HLS with PDT and atomic writes; a restart adds a discontinuity', () => {
+    const opts = { inputs: 2, segmentSeconds: 1, listSize: 10, aacBitrateKbps: 128, outDir: '/cdn/live/s1', restart: false };
+    expect(mixerOutputOptions(opts)).to.deep.equal([
+      '-filter_complex', mixerFilter(2),
+      '-map', '[mix]',
+      '-c:a', 'aac',
+      '-b:a', '128k',
+      '-ar', '48000',
+      '-ac', '2',
+      '-f', 'hls',
+      '-hls_time', '1',
+      '-hls_list_size', '10',
+      '-hls_flags', 'program_date_time+temp_file+append_list+omit_endlist+independent_segments',
+      '-hls_segment_type', 'mpegts',
+      '-hls_segment_filename', '/cdn/live/s1/seg_%05d.ts',
+    ]);
+    const restarted = mixerOutputOptions({ ...opts, restart: true });
+    expect(restarted[restarted.indexOf('-hls_flags') + 1]).to.equal('program_date_time+temp_file+append_list+omit_endlist+independent_segments+discont_start');
+  });
+});
