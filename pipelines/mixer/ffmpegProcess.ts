@@ -23,7 +23,7 @@ const STDERR_KEEP = 40;
 
 /**
  * One long-running FFmpeg, started through fluent-ffmpeg and restarted when it dies (with a short backoff, well
- * inside the 2 s budget) until stop(). stop() asks it to finish ('q' on stdin), then SIGKILLs after a grace period.
+ * inside the 2 s budget) until stop(). stop() asks it to finish (SIGINT), then SIGKILLs after a grace period.
  */
 export class SupervisedFfmpeg extends EventEmitter<SupervisedEvents> {
   readonly #spec: FfmpegSpec;
@@ -61,6 +61,8 @@ export class SupervisedFfmpeg extends EventEmitter<SupervisedEvents> {
       const proc = (command as unknown as { ffmpegProc?: ChildProcess }).ffmpegProc ?? null;
       this.#proc = proc;
       const pid = proc?.pid ?? -1;
+      // stop() came while the process was being spawned: it ends now, gracefully.
+      if (this.#stopping) proc?.kill('SIGINT');
       this.#log.info('ffmpeg started', { pid, restart });
       this.emit('started', pid, restart);
     });
@@ -101,12 +103,11 @@ export class SupervisedFfmpeg extends EventEmitter<SupervisedEvents> {
     if (this.#restartTimer) clearTimeout(this.#restartTimer);
     this.#restartTimer = null;
     const proc = this.#proc;
-    if (proc && proc.exitCode === null && proc.signalCode === null) {
-      proc.stdin?.write('q');
-      const killer = setTimeout(() => proc.kill('SIGKILL'), STOP_GRACE_MS);
-      await this.#exited;
-      clearTimeout(killer);
-    }
+    // SIGINT, unlike 'q' on stdin, is honoured even while FFmpeg is still opening its input: it finishes the
+    // current segment and playlist and exits.
+    if (proc && proc.exitCode === null && proc.signalCode === null) proc.kill('SIGINT');
+    const killer = setTimeout(() => (this.#proc ?? proc)?.kill('SIGKILL'), STOP_GRACE_MS);
     await this.#exited;
+    clearTimeout(killer);
   }
 }

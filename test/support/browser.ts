@@ -3,6 +3,28 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 
 const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
 
+const COMMON_ARGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+/**
+ * A browser without a fake microphone (listeners). Autoplay is allowed as for performers unless `autoplay: false`,
+ * which keeps Chromium's default policy: media may only start after a user gesture (a Playwright click counts).
+ */
+export async function launchBrowser(opts: { autoplay?: boolean } = {}): Promise<Browser> {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [...COMMON_ARGS, ...(opts.autoplay === false ? [] : ['--autoplay-policy=no-user-gesture-required'])],
+  });
+}
+
 export async function launchPerformerBrowser(micWav: string, opts: { grantMic?: boolean } = {}): Promise<Browser> {
   return chromium.launch({
     executablePath: CHROMIUM,

@@ -24,6 +24,8 @@ const POLL_MS = 5_000;
 const RETRY_MS = 2_000;
 /** After the stage has ended, a stream that makes no progress for this long is over even without an end tag. */
 const ENDED_STALL_MS = 10_000;
+/** Otherwise, a stream stuck this long (a stale playlist after the mixer restarted, say) is loaded afresh. */
+const STALL_MS = 15_000;
 const MAX_MEDIA_RECOVERIES = 2;
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -70,7 +72,7 @@ const BADGE: Record<StageStatus, string> = { live: 'On air', idle: 'Off air', en
 function setState(next: PlayerState, status: string): void {
   state = next;
   document.body.dataset['state'] = next;
-  ui.status.textContent = status;
+  if (ui.status.textContent !== status) ui.status.textContent = status; // a live region: no repeats
   if (next !== 'error') ui.error.textContent = '';
   const over = next === 'ended' || next === 'error';
   ui.play.disabled = over || next === 'playing';
@@ -108,10 +110,12 @@ function showStage(s: StageView): void {
 
 let audioCtx: AudioContext | null = null;
 let analyser: AnalyserNode | null = null;
+let gain: GainNode | null = null;
 
 /**
- * Routes the element through an AnalyserNode once the AudioContext runs (an element routed into a suspended context
- * would be silent). Only for hls.js: Safari's own HLS gives a MediaElementAudioSourceNode silence.
+ * Routes the element through an AnalyserNode (before the volume) once the AudioContext runs (an element routed into a
+ * suspended context would be silent). Only for hls.js: Safari's own HLS gives a MediaElementAudioSourceNode silence.
+ * Once routed, the element's own volume no longer applies everywhere (Chromium ignores it), so a GainNode does it.
  */
 function connectGraph(): void {
   if (engine !== 'hls.js' || analyser) return;
@@ -127,17 +131,34 @@ function connectGraph(): void {
   ctx.onstatechange = null;
   const a = ctx.createAnalyser();
   a.fftSize = 8192;
+  const g = ctx.createGain();
   ctx.createMediaElementSource(audio).connect(a);
-  a.connect(ctx.destination);
+  a.connect(g);
+  g.connect(ctx.destination);
   analyser = a;
+  gain = g;
+  applyVolume();
+}
+
+function applyVolume(): void {
+  const v = ui.volume.valueAsNumber;
+  if (gain) {
+    audio.volume = 1;
+    gain.gain.value = v;
+  } else {
+    audio.volume = v;
+  }
 }
 
 // --- playback ---
 
-async function playlistExists(url: string): Promise<boolean> {
+/** Whether a live playlist is there. One with an end tag is a finished run: nothing to join. */
+async function livePlaylistExists(url: string): Promise<boolean> {
   try {
     const res = await fetch(url, { cache: 'no-store' });
-    return res.ok && (await res.text()).startsWith('#EXTM3U');
+    if (!res.ok) return false;
+    const text = await res.text();
+    return text.startsWith('#EXTM3U') && !/^#EXT-X-ENDLIST\b/m.test(text);
   } catch {
     return false;
   }
@@ -148,7 +169,7 @@ async function start(): Promise<void> {
   if (!stage || !engine || attached || probing) return;
   probing = true;
   if (stage.status === 'live') setState('loading', 'Connecting…');
-  const found = await playlistExists(stage.hlsUrl);
+  const found = await livePlaylistExists(stage.hlsUrl);
   probing = false;
   if (!wantPlay || attached || !stage || stage.status === 'ended') return update();
   if (!found) {
@@ -242,7 +263,7 @@ function update(): void {
   }
   if (attached || probing || retryTimer !== null) return;
   if (wantPlay) void start();
-  else setState('offair', stage.status === 'live' ? 'On air. Press Play to listen.' : 'Nothing is on air right now.');
+  else setState('offair', stage.status === 'live' ? 'On air. Press Play to listen.' : 'Off air.');
 }
 
 async function poll(): Promise<void> {
@@ -284,7 +305,10 @@ audio.addEventListener('error', () => {
 });
 
 window.setInterval(() => {
-  if (stage?.status === 'ended' && attached && Date.now() - lastProgressAt > ENDED_STALL_MS) finish();
+  if (!attached) return;
+  const stuckMs = Date.now() - lastProgressAt;
+  if (stage?.status === 'ended' && stuckMs > ENDED_STALL_MS) finish();
+  else if (stuckMs > STALL_MS) lost('The stream stalled, reconnecting…');
 }, 1_000);
 
 ui.play.addEventListener('click', () => {
@@ -307,17 +331,18 @@ ui.stop.addEventListener('click', () => {
 });
 
 const savedVolume = Number(localStorage.getItem('listenerVolume') ?? '1');
-audio.volume = ui.volume.valueAsNumber = Number.isFinite(savedVolume) ? Math.min(1, Math.max(0, savedVolume)) : 1;
+ui.volume.valueAsNumber = Number.isFinite(savedVolume) ? Math.min(1, Math.max(0, savedVolume)) : 1;
+applyVolume();
 ui.volume.addEventListener('input', () => {
-  audio.volume = ui.volume.valueAsNumber;
-  localStorage.setItem('listenerVolume', String(audio.volume));
+  applyVolume();
+  localStorage.setItem('listenerVolume', String(ui.volume.valueAsNumber));
 });
 
 /** Read-only hooks for automated tests and diagnostics. */
 declare global {
   interface Window {
     listenerDebug: {
-      /** Magnitude spectrum (dB) of what the page plays (hls.js engine only; empty before playback), bin width in Hz. */
+      /** Spectrum (dB) of what the page plays, before the volume (hls.js engine only; empty before playback), bin width in Hz. */
       spectrum: () => { binHz: number; db: number[] };
       currentTime: () => number;
       engine: string;
