@@ -1,0 +1,77 @@
+// The whole path: browser performers → mediasoup → FFmpeg mix → HLS → a listener page playing it through hls.js.
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { expect } from 'chai';
+import type { Browser, Page } from 'playwright-core';
+import type { App } from '../../services/app.ts';
+import { BroadcastRepo, UsageRepo } from '../../services/db/broadcasts.ts';
+import { createStage, startTestApp } from '../support/app.ts';
+import { eventually, joinAsPerformer, launchBrowser, launchPerformerBrowser } from '../support/browser.ts';
+import { TempDir, toneWav } from '../support/media.ts';
+
+async function listenerHears(page: Page, freqs: number[], tolHz = 15): Promise<number[]> {
+  const { binHz, db } = await page.evaluate(() => window.listenerDebug.spectrum());
+  return freqs.map((f) => {
+    let best = -Infinity;
+    for (let i = Math.floor((f - tolHz) / binHz); i <= Math.ceil((f + tolHz) / binHz); i++) best = Math.max(best, db[i] ?? -Infinity);
+    return best;
+  });
+}
+
+describe('e2e: broadcast to a listener', function () {
+  this.timeout(120_000);
+  let app: App;
+  let tmp: TempDir;
+  const browsers: Browser[] = [];
+
+  before(async () => {
+    tmp = new TempDir();
+    app = await startTestApp({ CDN_DIR: tmp.file('cdn') });
+  });
+  after(async () => {
+    await Promise.all(browsers.map((b) => b.close()));
+    await app?.close();
+    tmp?.remove();
+  });
+
+  it('two performers start a broadcast; a listener on hls.js hears both tones; the live playlist is AAC', async () => {
+    const stage = await createStage(app, 'Duet');
+    const pages: Page[] = [];
+    for (const [freq, name] of [[440, 'Ann'], [660, 'Bob']] as const) {
+      const b = await launchPerformerBrowser(toneWav(tmp, freq));
+      browsers.push(b);
+      pages.push(await joinAsPerformer(b, stage.performerUrl, name));
+    }
+    await pages[0]!.getByRole('button', { name: 'Start broadcast' }).click();
+    for (const p of pages) await p.waitForFunction(() => document.body.dataset['stageStatus'] === 'live', null, { timeout: 10_000 });
+
+    const view = (await (await fetch(`${app.url}/api/stages/${stage.id}`)).json()) as { status: string; hlsUrl: string };
+    expect(view.status).to.equal('live');
+
+    const lb = await launchBrowser();
+    browsers.push(lb);
+    const listener = await lb.newPage();
+    await listener.goto(`${app.url}/listen/${stage.id}`);
+    await listener.waitForFunction(() => document.body.dataset['state'] === 'playing', null, { timeout: 30_000 });
+    expect(await listener.evaluate(() => document.body.dataset['engine'])).to.equal('hls.js');
+    const levels = await eventually(() => listenerHears(listener, [440, 660, 1500]), ([a, b]) => a! > -60 && b! > -60, 20_000);
+    expect(levels[0], `listener hears Ann: ${levels}`).to.be.above(-60);
+    expect(levels[1], `listener hears Bob: ${levels}`).to.be.above(-60);
+    expect(levels[2]!, 'and not noise at 1500 Hz').to.be.below(Math.min(levels[0]!, levels[1]!) - 25);
+
+    const probe = await promisify(execFile)('ffprobe', ['-v', 'error', '-show_entries', 'stream=codec_name,profile,sample_rate,channels', '-of', 'json', view.hlsUrl], { timeout: 20_000 });
+    const stream = (JSON.parse(probe.stdout) as { streams: Record<string, unknown>[] }).streams[0]!;
+    expect(stream).to.include({ codec_name: 'aac', profile: 'LC', sample_rate: '48000', channels: 2 });
+
+    // Usage and the broadcast's performers are recorded.
+    expect(await app.usage.tick()).to.equal(3);
+    const [broadcast] = await new BroadcastRepo(app.db).listForStage(stage.id);
+    const onAir = await new BroadcastRepo(app.db).listPerformers(broadcast!.id);
+    expect(onAir.map((p) => p.displayName).sort()).to.deep.equal(['Ann', 'Bob']);
+    expect((await new UsageRepo(app.db).list(broadcast!.id)).length).to.equal(3);
+
+    await pages[1]!.getByRole('button', { name: 'Stop broadcast' }).click();
+    await pages[0]!.waitForFunction(() => document.body.dataset['stageStatus'] === 'ended', null, { timeout: 10_000 });
+    await listener.waitForFunction(() => document.body.dataset['state'] === 'ended', null, { timeout: 30_000 });
+  });
+});
