@@ -133,7 +133,9 @@ describe('pipeline: on-air mixer', function () {
           expect(db, `${f} Hz present at +${((w - t0) / 1000).toFixed(1)} s`).to.be.above(-40);
           checkedPresent++;
         } else {
-          expect(db, `${f} Hz absent at +${((w - t0) / 1000).toFixed(1)} s`).to.be.below(-60);
+          // Absent tones measure below -60 dB but for intermodulation of the others through the compressor (seen
+          // up to -59); present ones measure -14 to -30.
+          expect(db, `${f} Hz absent at +${((w - t0) / 1000).toFixed(1)} s`).to.be.below(-50);
           checkedAbsent++;
         }
       }
@@ -141,6 +143,11 @@ describe('pipeline: on-air mixer', function () {
     expect(checkedPresent, 'present windows checked').to.be.at.least(seconds / 2);
     expect(checkedAbsent, 'absent windows checked').to.be.at.least(seconds / 2);
     expect(mixer.ffmpeg.restarts, 'FFmpeg never restarted for a performer').to.equal(0);
+    const durs = body.map((x) => x.duration);
+    process.stdout.write(
+      `      churn ${seconds}s: ${segs.length} segments, durations ${Math.min(...durs).toFixed(3)}-${Math.max(...durs).toFixed(3)} s, ` +
+        `largest gap ${maxGap} ms, largest lag ${maxLag.toFixed(0)} ms, windows checked ${checkedPresent} present / ${checkedAbsent} absent\n`,
+    );
   });
 
   it('crash: a SIGKILLed FFmpeg is back within 2 s with a DISCONTINUITY, numbering continues, nothing written is lost', async () => {
@@ -163,6 +170,7 @@ describe('pipeline: on-air mixer', function () {
       const back = watcher.segments[countBefore]!;
       expect(back.arrivedAt - killedAt, 'first new segment listed after the kill (ms)').to.be.below(2500);
       expect(back.discontinuity, 'the first segment after the crash is marked').to.equal(true);
+      process.stdout.write(`      crash: restarted after ${restartedAt - killedAt} ms, first new segment listed after ${back.arrivedAt - killedAt} ms\n`);
       await watcher.waitFor((w) => w.segments.length >= countBefore + 3, 10_000);
       const nums = watcher.segments.map((s) => segmentNumber(s.uri));
       expect(nums, 'numbering continues').to.deep.equal(nums.map((_, i) => nums[0]! + i));
@@ -191,6 +199,7 @@ describe('pipeline: on-air mixer', function () {
       const summary = r.stderr.slice(r.stderr.lastIndexOf('Summary:'));
       const integrated = Number(/I:\s+(-?[\d.]+) LUFS/.exec(summary)?.[1]);
       const truePeak = Number(/True peak:\s+Peak:\s+(-?[\d.]+|-inf) dBFS/.exec(summary)?.[1]);
+      process.stdout.write(`      loudness at ${level} dBFS in: ${integrated} LUFS, true peak ${truePeak} dBFS\n`);
       expect(integrated, summary).to.be.within(-17.5, -14.5);
       expect(truePeak, summary).to.be.at.most(-1);
     });

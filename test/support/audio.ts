@@ -11,7 +11,7 @@ export function decodeToPcm(input: string, inputArgs: string[] = []): Float32Arr
   return new Float32Array(buf.buffer, buf.byteOffset, Math.floor(buf.length / 4));
 }
 
-/** Amplitude (dBFS of a sine) of one frequency in a window, by the Goertzel algorithm. */
+/** Amplitude (dBFS of a sine) of one frequency in a window: Goertzel over a Hann window (low leakage from neighbours). */
 export function toneDb(pcm: Float32Array, freq: number, start = 0, length = pcm.length - start): number {
   const end = Math.min(pcm.length, start + length);
   const n = end - start;
@@ -21,12 +21,14 @@ export function toneDb(pcm: Float32Array, freq: number, start = 0, length = pcm.
   let s1 = 0;
   let s2 = 0;
   for (let i = start; i < end; i++) {
-    const s0 = pcm[i]! + coeff * s1 - s2;
+    const w = 0.5 - 0.5 * Math.cos((2 * Math.PI * (i - start)) / (n - 1));
+    const s0 = pcm[i]! * w + coeff * s1 - s2;
     s2 = s1;
     s1 = s0;
   }
   const power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
-  const amplitude = (2 * Math.sqrt(Math.max(power, 0))) / n;
+  // The Hann window's coherent gain is 0.5.
+  const amplitude = (2 * Math.sqrt(Math.max(power, 0))) / (n * 0.5);
   return 20 * Math.log10(amplitude + 1e-12);
 }
 
