@@ -3,6 +3,7 @@
 // anything with query(): a Db or the tx of Db.transaction(). No statement here relies on catching a
 // constraint violation, so they are all safe inside a transaction on PostgreSQL.
 import type { Db } from './db.ts';
+import { toDate, toDateOrNull } from './rows.ts';
 
 type Queryable = Pick<Db, 'query'>;
 
@@ -53,18 +54,6 @@ export class BroadcastConflictError extends Error {
   }
 }
 
-function toDate(v: unknown): Date {
-  if (v instanceof Date) return v;
-  if (typeof v === 'string' || typeof v === 'number') {
-    const d = new Date(v);
-    if (!Number.isNaN(d.getTime())) return d;
-  }
-  throw new TypeError(`expected a timestamp, got ${String(v)}`);
-}
-
-function toDateOrNull(v: unknown): Date | null {
-  return v === null || v === undefined ? null : toDate(v);
-}
 
 interface BroadcastRow {
   id: string;

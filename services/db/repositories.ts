@@ -1,6 +1,7 @@
 // Small typed repositories over plain parameterized SQL that both PGlite and PostgreSQL accept.
 // They take anything with query(): a Db or the tx of Db.transaction().
 import type { Db } from './db.ts';
+import { toDate, toDateOrNull } from './rows.ts';
 
 type Queryable = Pick<Db, 'query'>;
 
@@ -25,18 +26,6 @@ export interface PerformerSession {
   leaveReason: string | null;
 }
 
-function toDate(v: unknown): Date {
-  if (v instanceof Date) return v;
-  if (typeof v === 'string' || typeof v === 'number') {
-    const d = new Date(v);
-    if (!Number.isNaN(d.getTime())) return d;
-  }
-  throw new TypeError(`expected a timestamp, got ${String(v)}`);
-}
-
-function toDateOrNull(v: unknown): Date | null {
-  return v === null || v === undefined ? null : toDate(v);
-}
 
 interface StageRow {
   id: string;

@@ -6,16 +6,11 @@ import type { Browser, Page } from 'playwright-core';
 import type { App } from '../../services/app.ts';
 import { BroadcastRepo, UsageRepo } from '../../services/db/broadcasts.ts';
 import { createStage, startTestApp } from '../support/app.ts';
-import { eventually, joinAsPerformer, launchBrowser, launchPerformerBrowser } from '../support/browser.ts';
+import { eventually, joinAsPerformer, launchBrowser, launchPerformerBrowser, levelsAt } from '../support/browser.ts';
 import { TempDir, toneWav } from '../support/media.ts';
 
-async function listenerHears(page: Page, freqs: number[], tolHz = 15): Promise<number[]> {
-  const { binHz, db } = await page.evaluate(() => window.listenerDebug.spectrum());
-  return freqs.map((f) => {
-    let best = -Infinity;
-    for (let i = Math.floor((f - tolHz) / binHz); i <= Math.ceil((f + tolHz) / binHz); i++) best = Math.max(best, db[i] ?? -Infinity);
-    return best;
-  });
+async function listenerHears(page: Page, freqs: number[]): Promise<number[]> {
+  return levelsAt(await page.evaluate(() => window.listenerDebug.spectrum()), freqs);
 }
 
 describe('e2e: broadcast to a listener', function () {

@@ -30,13 +30,7 @@ export async function launchPerformerBrowser(micWav: string, opts: { grantMic?: 
     executablePath: CHROMIUM,
     headless: true,
     args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
+      ...COMMON_ARGS,
       '--autoplay-policy=no-user-gesture-required',
       // Without the fake UI, headless Chromium answers the permission prompt with a denial.
       ...(opts.grantMic === false ? [] : ['--use-fake-ui-for-media-stream']),
@@ -57,9 +51,13 @@ export async function joinAsPerformer(browser: Browser, performerUrl: string, na
   return page;
 }
 
-/** Level in dB of the strongest bin within ±tol Hz of freq, in what the page hears. */
+/** Level in dB of the strongest bin within ±tol Hz of freq, in what the performer page hears. */
 export async function hearsAt(page: Page, freqs: number[], tolHz = 15): Promise<number[]> {
-  const { binHz, db } = await page.evaluate(() => window.stageDebug.hearingSpectrum());
+  return levelsAt(await page.evaluate(() => window.stageDebug.hearingSpectrum()), freqs, tolHz);
+}
+
+/** Level in dB of the strongest bin within ±tol Hz of each frequency of a page's analyser spectrum. */
+export function levelsAt({ binHz, db }: { binHz: number; db: number[] }, freqs: number[], tolHz = 15): number[] {
   return freqs.map((f) => {
     let best = -Infinity;
     const lo = Math.max(0, Math.floor((f - tolHz) / binHz));
