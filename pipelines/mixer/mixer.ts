@@ -40,6 +40,8 @@ export class Mixer {
   readonly #relays: SlotRelay[];
   readonly #ffmpeg: SupervisedFfmpeg;
   readonly #feeds = new Map<string, Feed>();
+  /** Slots promised to attaches still in flight, so concurrent attaches never share a slot. */
+  readonly #pending = new Map<string, { slot: number; done: Promise<number> }>();
   readonly #sdpPath: string;
   #router: ms.Router;
   #closed = false;
@@ -104,18 +106,27 @@ export class Mixer {
   /** Feeds a performer's producer into a free slot. Idempotent per performer. */
   async attach(performerId: string, producer: ms.Producer): Promise<number> {
     if (this.#closed) throw new Error('mixer closed');
+    const inFlight = this.#pending.get(performerId);
+    if (inFlight) return inFlight.done;
     const existing = this.#feeds.get(performerId);
     if (existing && existing.consumer.producerId === producer.id && !existing.consumer.closed) return existing.slot;
     if (existing) this.detach(performerId);
-    const used = new Set([...this.#feeds.values()].map((f) => f.slot));
+    // Chosen synchronously: two performers attached at once must never be given the same slot.
+    const used = new Set([...this.#feeds.values(), ...this.#pending.values()].map((f) => f.slot));
     const slot = this.#relays.findIndex((_, i) => !used.has(i));
     if (slot < 0) throw new Error('no free mixer slot');
+    const done = this.#connect(performerId, producer, slot).finally(() => this.#pending.delete(performerId));
+    this.#pending.set(performerId, { slot, done });
+    return done;
+  }
+
+  async #connect(performerId: string, producer: ms.Producer, slot: number): Promise<number> {
     const router = this.#router;
     const transport = await router.createPlainTransport({ listenIp: { ip: '127.0.0.1' }, rtcpMux: true, comedia: false });
     try {
       await transport.connect({ ip: '127.0.0.1', port: this.#relays[slot]!.port });
       const consumer = await transport.consume({ producerId: producer.id, rtpCapabilities: router.rtpCapabilities, paused: false });
-      if (this.#closed || this.#feeds.has(performerId)) {
+      if (this.#closed || this.#feeds.has(performerId) || producer.closed) {
         transport.close();
         return this.#feeds.get(performerId)?.slot ?? -1;
       }

@@ -7,6 +7,8 @@ import type { App } from '../../services/app.ts';
 import { BroadcastRepo, UsageRepo } from '../../services/db/broadcasts.ts';
 import { createStage, startTestApp } from '../support/app.ts';
 import { eventually, joinAsPerformer, launchBrowser, launchPerformerBrowser, levelsAt } from '../support/browser.ts';
+import { decodeToPcm, toneDb } from '../support/audio.ts';
+import { PlaylistWatcher } from '../support/hls.ts';
 import { TempDir, toneWav } from '../support/media.ts';
 
 async function listenerHears(page: Page, freqs: number[]): Promise<number[]> {
@@ -57,6 +59,14 @@ describe('e2e: broadcast to a listener', function () {
     const probe = await promisify(execFile)('ffprobe', ['-v', 'error', '-show_entries', 'stream=codec_name,profile,sample_rate,channels', '-of', 'json', view.hlsUrl], { timeout: 20_000 });
     const stream = (JSON.parse(probe.stdout) as { streams: Record<string, unknown>[] }).streams[0]!;
     expect(stream).to.include({ codec_name: 'aac', profile: 'LC', sample_rate: '48000', channels: 2 });
+
+    // The programme itself carries both performers at full level (each alone in its slot).
+    const watcher = new PlaylistWatcher(app.registry.get(stage.id)!.mixer!.playlistPath);
+    await watcher.waitFor((w) => w.segments.length >= 2, 10_000);
+    watcher.stop();
+    const pcm = decodeToPcm(watcher.concatInput(watcher.segments.length - 2));
+    expect(toneDb(pcm, 440), 'Ann in the mix').to.be.above(-25);
+    expect(toneDb(pcm, 660), 'Bob in the mix').to.be.above(-25);
 
     // Usage and the broadcast's performers are recorded.
     expect(await app.usage.tick()).to.equal(3);

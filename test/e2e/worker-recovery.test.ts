@@ -6,6 +6,9 @@ import { createStage, startTestApp } from '../support/app.ts';
 import { eventually, hearsAt, joinAsPerformer, launchPerformerBrowser } from '../support/browser.ts';
 import { connectClient } from '../support/client.ts';
 import { TempDir, toneWav } from '../support/media.ts';
+import { decodeToPcm, toneDb } from '../support/audio.ts';
+import { PlaylistWatcher } from '../support/hls.ts';
+import { TEST_ADMIN_TOKEN } from '../support/app.ts';
 
 const HEARD_DB = -60;
 
@@ -17,7 +20,7 @@ describe('e2e: mediasoup worker death', function () {
 
   before(async () => {
     tmp = new TempDir();
-    app = await startTestApp({ MEDIASOUP_WORKERS: '2' });
+    app = await startTestApp({ MEDIASOUP_WORKERS: '2', CDN_DIR: tmp.file('cdn') });
   });
   after(async () => {
     await Promise.all(browsers.map((b) => b.close()));
@@ -31,12 +34,16 @@ describe('e2e: mediasoup worker death', function () {
     return joinAsPerformer(browser, url, name);
   }
 
-  it('is replaced within 2 s; new stages work; the affected pages rejoin and hear each other again', async () => {
+  it('is replaced within 2 s; new stages work; the affected pages rejoin and hear each other again; the mix never stalls', async () => {
     const stage = await createStage(app, 'Survivors');
     const a = await performer(stage.performerUrl, 440, 'Ann');
     const b = await performer(stage.performerUrl, 660, 'Bob');
     await eventually(() => hearsAt(a, [660]), ([f]) => f! > HEARD_DB, 10_000);
     await eventually(() => hearsAt(b, [440]), ([f]) => f! > HEARD_DB, 10_000);
+    const started = await fetch(`${app.url}/api/stages/${stage.id}/start`, { method: 'POST', headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}` } });
+    expect(started.status).to.equal(200);
+    const watcher = new PlaylistWatcher(app.registry.get(stage.id)!.mixer!.playlistPath);
+    await watcher.waitFor((w) => w.segments.length >= 3, 15_000);
 
     const media = app.registry.get(stage.id)!;
     const deadPid = media.worker.pid;
@@ -62,6 +69,20 @@ describe('e2e: mediasoup worker death', function () {
     const bHears = await eventually(() => hearsAt(b, [440]), ([f]) => f! > HEARD_DB, 10_000);
     expect(aHears[0], 'Ann hears Bob again').to.be.greaterThan(HEARD_DB);
     expect(bHears[0], 'Bob hears Ann again').to.be.greaterThan(HEARD_DB);
+
+    // The mix ran through it all: no pause between segments, FFmpeg never restarted, and both performers are back in it.
+    const mixer = app.registry.get(stage.id)!.mixer!;
+    await eventually(async () => mixer.attached.size, (n) => n === 2, 10_000);
+    const count = watcher.segments.length;
+    await watcher.waitFor((w) => w.segments.length >= count + 3, 10_000);
+    watcher.stop();
+    let maxGap = 0;
+    for (let i = 1; i < watcher.segments.length; i++) maxGap = Math.max(maxGap, watcher.segments[i]!.arrivedAt - watcher.segments[i - 1]!.arrivedAt);
+    expect(maxGap, 'largest pause between segments across the worker death (ms)').to.be.at.most(1500);
+    expect(mixer.ffmpeg.restarts).to.equal(0);
+    const last = decodeToPcm(watcher.concatInput(watcher.segments.length - 2));
+    expect(toneDb(last, 440), 'Ann is back on air').to.be.above(-40);
+    expect(toneDb(last, 660), 'Bob is back on air').to.be.above(-40);
 
     // A new stage after the crash works end to end on the signaling side.
     const fresh = await createStage(app, 'After the crash');

@@ -205,6 +205,20 @@ describe('pipeline: on-air mixer', function () {
     });
   }
 
+  it('performers attached at the same moment get separate slots, and both are heard', async () => {
+    const mixer = await startMixer('together');
+    const [a, b] = await Promise.all([performer(440), performer(660)]);
+    const slots = await Promise.all([mixer.attach('a', a.producer), mixer.attach('b', b.producer), mixer.attach('a', a.producer)]);
+    expect(slots[0]).to.not.equal(slots[1]);
+    expect(slots[2], 'attaching again is idempotent').to.equal(slots[0]);
+    const watcher = new PlaylistWatcher(mixer.playlistPath);
+    await watcher.waitFor((w) => w.segments.length >= 4, 15_000);
+    watcher.stop();
+    const pcm = decodeToPcm(watcher.concatInput(watcher.segments.length - 2));
+    expect(toneDb(pcm, 440)).to.be.above(-25);
+    expect(toneDb(pcm, 660)).to.be.above(-25);
+  });
+
   it('stop: ENDLIST, FFmpeg gone, every UDP port and transport released', async () => {
     const mixer = await startMixer('cleanup');
     await mixer.attach('a', (await performer(440)).producer);
