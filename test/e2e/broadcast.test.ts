@@ -2,14 +2,14 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
-import type { Browser, Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import type { App } from '../../services/app.ts';
 import { BroadcastRepo, UsageRepo } from '../../services/db/broadcasts.ts';
 import { createStage, startTestApp } from '../support/app.ts';
-import { eventually, joinAsPerformer, launchBrowser, launchPerformerBrowser, levelsAt } from '../support/browser.ts';
+import { BrowserSet, eventually, levelsAt } from '../support/browser.ts';
 import { decodeToPcm, toneDb } from '../support/audio.ts';
 import { PlaylistWatcher } from '../support/hls.ts';
-import { TempDir, toneWav } from '../support/media.ts';
+import { TempDir } from '../support/media.ts';
 
 async function listenerHears(page: Page, freqs: number[]): Promise<number[]> {
   return levelsAt(await page.evaluate(() => window.listenerDebug.spectrum()), freqs);
@@ -19,14 +19,15 @@ describe('e2e: broadcast to a listener', function () {
   this.timeout(120_000);
   let app: App;
   let tmp: TempDir;
-  const browsers: Browser[] = [];
+  let browsers: BrowserSet;
 
   before(async () => {
     tmp = new TempDir();
+    browsers = new BrowserSet(tmp);
     app = await startTestApp({ CDN_DIR: tmp.file('cdn') });
   });
   after(async () => {
-    await Promise.all(browsers.map((b) => b.close()));
+    await browsers?.close();
     await app?.close();
     tmp?.remove();
   });
@@ -34,20 +35,14 @@ describe('e2e: broadcast to a listener', function () {
   it('two performers start a broadcast; a listener on hls.js hears both tones; the live playlist is AAC', async () => {
     const stage = await createStage(app, 'Duet');
     const pages: Page[] = [];
-    for (const [freq, name] of [[440, 'Ann'], [660, 'Bob']] as const) {
-      const b = await launchPerformerBrowser(toneWav(tmp, freq));
-      browsers.push(b);
-      pages.push(await joinAsPerformer(b, stage.performerUrl, name));
-    }
+    for (const [freq, name] of [[440, 'Ann'], [660, 'Bob']] as const) pages.push(await browsers.performer(stage.performerUrl, freq, name));
     await pages[0]!.getByRole('button', { name: 'Start broadcast' }).click();
     for (const p of pages) await p.waitForFunction(() => document.body.dataset['stageStatus'] === 'live', null, { timeout: 10_000 });
 
     const view = (await (await fetch(`${app.url}/api/stages/${stage.id}`)).json()) as { status: string; hlsUrl: string };
     expect(view.status).to.equal('live');
 
-    const lb = await launchBrowser();
-    browsers.push(lb);
-    const listener = await lb.newPage();
+    const listener = await browsers.listener();
     await listener.goto(`${app.url}/listen/${stage.id}`);
     await listener.waitForFunction(() => document.body.dataset['state'] === 'playing', null, { timeout: 30_000 });
     expect(await listener.evaluate(() => document.body.dataset['engine'])).to.equal('hls.js');

@@ -1,10 +1,9 @@
 // Browser performers on one stage hear each other through mediasoup: real Chromium, fake mics playing tones.
 import { expect } from 'chai';
-import type { Browser, Page } from 'playwright-core';
 import type { App } from '../../services/app.ts';
 import { createStage, startTestApp } from '../support/app.ts';
-import { eventually, hearsAt, joinAsPerformer, launchPerformerBrowser } from '../support/browser.ts';
-import { TempDir, toneWav } from '../support/media.ts';
+import { BrowserSet, eventually, hearsAt } from '../support/browser.ts';
+import { TempDir } from '../support/media.ts';
 
 /**
  * A tone counts as heard above HEARD_DB (present tones measure -40 to -56 dB here), and as absent when it is at least
@@ -18,29 +17,24 @@ describe('e2e: performers hear each other', function () {
   this.timeout(120_000);
   let app: App;
   let tmp: TempDir;
-  const browsers: Browser[] = [];
+  let browsers: BrowserSet;
 
   before(async () => {
     tmp = new TempDir();
+    browsers = new BrowserSet(tmp);
     app = await startTestApp();
   });
 
   after(async () => {
-    await Promise.all(browsers.map((b) => b.close()));
+    await browsers?.close();
     await app?.close();
     tmp?.remove();
   });
 
-  async function performer(url: string, freq: number, name: string): Promise<Page> {
-    const browser = await launchPerformerBrowser(toneWav(tmp, freq));
-    browsers.push(browser);
-    return joinAsPerformer(browser, url, name);
-  }
-
   it('two performers hear each other and not themselves; a third hears both; a leave is announced', async () => {
     const stage = await createStage(app, 'Tones');
-    const a = await performer(stage.performerUrl, 440, 'Ann');
-    const b = await performer(stage.performerUrl, 660, 'Bob');
+    const a = await browsers.performer(stage.performerUrl, 440, 'Ann');
+    const b = await browsers.performer(stage.performerUrl, 660, 'Bob');
 
     const aHears = await eventually(() => hearsAt(a, [440, 660]), ([, f660]) => f660! > HEARD_DB, 10_000);
     const bHears = await eventually(() => hearsAt(b, [440, 660]), ([f440]) => f440! > HEARD_DB, 10_000);
@@ -49,7 +43,7 @@ describe('e2e: performers hear each other', function () {
     expect(bHears[0], 'Bob hears Ann (440 Hz)').to.be.greaterThan(HEARD_DB);
     expect(absent(bHears, 1), `Bob does not hear himself (660 Hz): ${bHears}`).to.equal(true);
 
-    const c = await performer(stage.performerUrl, 880, 'Cat');
+    const c = await browsers.performer(stage.performerUrl, 880, 'Cat');
     const cHears = await eventually(() => hearsAt(c, [440, 660, 880]), ([x, y]) => x! > HEARD_DB && y! > HEARD_DB, 10_000);
     expect(cHears[0], 'Cat hears Ann').to.be.greaterThan(HEARD_DB);
     expect(cHears[1], 'Cat hears Bob').to.be.greaterThan(HEARD_DB);

@@ -1,14 +1,12 @@
 // A SIGKILLed mediasoup worker is replaced, its stage is rebuilt, and the performers' pages rejoin by themselves.
 import { expect } from 'chai';
-import type { Browser, Page } from 'playwright-core';
 import type { App } from '../../services/app.ts';
-import { createStage, startTestApp } from '../support/app.ts';
-import { eventually, hearsAt, joinAsPerformer, launchPerformerBrowser } from '../support/browser.ts';
+import { TEST_ADMIN_TOKEN, createStage, startTestApp } from '../support/app.ts';
+import { BrowserSet, eventually, hearsAt } from '../support/browser.ts';
 import { connectClient } from '../support/client.ts';
-import { TempDir, toneWav } from '../support/media.ts';
+import { TempDir } from '../support/media.ts';
 import { decodeToPcm, toneDb } from '../support/audio.ts';
 import { PlaylistWatcher } from '../support/hls.ts';
-import { TEST_ADMIN_TOKEN } from '../support/app.ts';
 
 const HEARD_DB = -60;
 
@@ -16,28 +14,23 @@ describe('e2e: mediasoup worker death', function () {
   this.timeout(120_000);
   let app: App;
   let tmp: TempDir;
-  const browsers: Browser[] = [];
+  let browsers: BrowserSet;
 
   before(async () => {
     tmp = new TempDir();
+    browsers = new BrowserSet(tmp);
     app = await startTestApp({ MEDIASOUP_WORKERS: '2', CDN_DIR: tmp.file('cdn') });
   });
   after(async () => {
-    await Promise.all(browsers.map((b) => b.close()));
+    await browsers?.close();
     await app?.close();
     tmp?.remove();
   });
 
-  async function performer(url: string, freq: number, name: string): Promise<Page> {
-    const browser = await launchPerformerBrowser(toneWav(tmp, freq));
-    browsers.push(browser);
-    return joinAsPerformer(browser, url, name);
-  }
-
   it('is replaced within 2 s; new stages work; the affected pages rejoin and hear each other again; the mix never stalls', async () => {
     const stage = await createStage(app, 'Survivors');
-    const a = await performer(stage.performerUrl, 440, 'Ann');
-    const b = await performer(stage.performerUrl, 660, 'Bob');
+    const a = await browsers.performer(stage.performerUrl, 440, 'Ann');
+    const b = await browsers.performer(stage.performerUrl, 660, 'Bob');
     await eventually(() => hearsAt(a, [660]), ([f]) => f! > HEARD_DB, 10_000);
     await eventually(() => hearsAt(b, [440]), ([f]) => f! > HEARD_DB, 10_000);
     const started = await fetch(`${app.url}/api/stages/${stage.id}/start`, { method: 'POST', headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}` } });

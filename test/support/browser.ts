@@ -1,5 +1,6 @@
 // Real Debian Chromium through playwright-core, with a fake microphone playing a WAV file.
 import { chromium, type Browser, type Page } from 'playwright-core';
+import { toneWav, type TempDir } from './media.ts';
 
 const CHROMIUM = process.env['CHROMIUM_PATH'] ?? '/usr/bin/chromium';
 
@@ -76,4 +77,31 @@ export async function eventually<T>(fn: () => Promise<T>, check: (v: T) => boole
     v = await fn();
   }
   return v;
+}
+
+/** The browsers one test file launches: performers with a tone for a mic, listeners; closed together. */
+export class BrowserSet {
+  readonly #browsers: Browser[] = [];
+  readonly #tmp: TempDir;
+
+  constructor(tmp: TempDir) {
+    this.#tmp = tmp;
+  }
+
+  /** A performer whose mic plays freq Hz, joined and publishing on the stage. */
+  async performer(performerUrl: string, freq: number, name: string): Promise<Page> {
+    const browser = await launchPerformerBrowser(toneWav(this.#tmp, freq));
+    this.#browsers.push(browser);
+    return joinAsPerformer(browser, performerUrl, name);
+  }
+
+  async listener(): Promise<Page> {
+    const browser = await launchBrowser();
+    this.#browsers.push(browser);
+    return browser.newPage();
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.#browsers.splice(0).map((b) => b.close()));
+  }
 }
