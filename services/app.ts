@@ -1,6 +1,8 @@
 // The composition root: builds every part from the config and owns their lifetimes.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Archiver } from './archive/archiver.ts';
+import { openStore } from './archive/store.ts';
 import type { Config } from './config.ts';
 import { openDb, type Db } from './db/index.ts';
 import { PerformerSessionRepo } from './db/repositories.ts';
@@ -22,6 +24,7 @@ export interface App {
   readonly registry: StageRegistry;
   readonly stages: StageService;
   readonly usage: UsageMeter;
+  readonly archiver: Archiver;
   close(): Promise<void>;
 }
 
@@ -63,6 +66,24 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     });
     cleanups.push(() => registry.close());
 
+    const q = config.archiveQueue;
+    const archiver = new Archiver({
+      db,
+      store: openStore(config.archive, log),
+      log,
+      spoolDir: q.spoolDir,
+      aacBitrateKbps: config.hls.aacBitrateKbps,
+      queue: {
+        concurrency: q.concurrency,
+        retryBaseSeconds: q.retryBaseSeconds,
+        retryMaxSeconds: q.retryMaxSeconds,
+        maxAttempts: q.maxAttempts,
+        retentionSeconds: q.retentionSeconds,
+        sweepSchedule: `*/${q.sweepSeconds} * * * * *`,
+      },
+    });
+    cleanups.push(() => archiver.close());
+
     let baseUrl = config.http.publicUrl ?? '';
     const stages = new StageService({
       db,
@@ -73,15 +94,18 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       cdnDir: config.cdn.dir,
       hls: config.hls,
       maxPerformers: config.stage.maxPerformers,
+      archiver,
     });
     const orphanedLive = await stages.endOrphanedBroadcasts();
     if (orphanedLive > 0) log.warn('ended broadcasts an earlier run left on air', { count: orphanedLive });
+    await archiver.start();
+    log.info('archive store', { store: archiver.store.description });
     cleanups.push(() => stages.stopAll('server shutting down'));
     const usage = new UsageMeter({ db, log, snapshot: () => stages.liveSnapshot() });
     usage.start();
     cleanups.push(() => usage.close());
 
-    const server = http.createServer(createHttpApp({ adminToken: config.adminToken, stages, pool, db, pages, log, cdnDir: config.cdn.dir, hlsOrigin: config.cdn.publicHlsBaseUrl ? new URL(config.cdn.publicHlsBaseUrl).origin : null }));
+    const server = http.createServer(createHttpApp({ adminToken: config.adminToken, stages, pool, db, pages, log, cdnDir: config.cdn.dir, hlsOrigin: config.cdn.publicHlsBaseUrl ? new URL(config.cdn.publicHlsBaseUrl).origin : null, archiver, downloadTtlSeconds: q.downloadTtlSeconds }));
     server.keepAliveTimeout = 65_000;
     const signaling = new SignalingServer({ httpServer: server, registry, stages, log });
     cleanups.push(
@@ -114,6 +138,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       registry,
       stages,
       usage,
+      archiver,
       close: () => (closing ??= closeAll()),
     };
   } catch (err) {

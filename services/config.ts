@@ -43,6 +43,14 @@ export const ENV_SCHEMA = z
     S3_ACCESS_KEY_ID: z.string().min(1).optional(),
     S3_SECRET_ACCESS_KEY: z.string().min(1).optional(),
     S3_FORCE_PATH_STYLE: z.enum(['true', 'false']).default('false'),
+    ARCHIVE_SPOOL_DIR: z.string().min(1).optional(),
+    ARCHIVE_UPLOAD_CONCURRENCY: z.coerce.number({ error: 'must be a whole number 1-64' }).int().min(1).max(64).default(4),
+    ARCHIVE_RETRY_BASE_SECONDS: z.coerce.number({ error: 'must be a number of seconds' }).min(0.05).max(3600).default(1),
+    ARCHIVE_RETRY_MAX_SECONDS: z.coerce.number({ error: 'must be a number of seconds' }).min(0.1).max(86400).default(30),
+    ARCHIVE_MAX_ATTEMPTS: z.coerce.number({ error: 'must be a whole number 1-1000000' }).int().min(1).max(1_000_000).default(1000),
+    ARCHIVE_SWEEP_SECONDS: z.coerce.number({ error: 'must be a whole number 1-59' }).int().min(1).max(59).default(5),
+    ARCHIVE_RETENTION_SECONDS: z.coerce.number({ error: 'must be a whole number of seconds' }).int().min(0).default(86400),
+    ARCHIVE_DOWNLOAD_TTL_SECONDS: z.coerce.number({ error: 'must be a whole number 10-604800' }).int().min(10).max(604800).default(300),
   })
   .superRefine((env, ctx) => {
     if (env.RTC_MIN_PORT > env.RTC_MAX_PORT) {
@@ -86,6 +94,17 @@ export interface Config {
         secretAccessKey: string | null;
         forcePathStyle: boolean;
       };
+  /** The upload queue and the local spool of files waiting for upload. */
+  archiveQueue: {
+    spoolDir: string;
+    concurrency: number;
+    retryBaseSeconds: number;
+    retryMaxSeconds: number;
+    maxAttempts: number;
+    sweepSeconds: number;
+    retentionSeconds: number;
+    downloadTtlSeconds: number;
+  };
   paths: { projectRoot: string; sqlDir: string; pagesDir: string };
 }
 
@@ -144,6 +163,16 @@ export function loadConfig(source: Record<string, string | undefined> = process.
             forcePathStyle: env.S3_FORCE_PATH_STYLE === 'true',
           }
         : { kind: 'local', dir: path.resolve(env.ARCHIVE_DIR ?? path.join(PROJECT_ROOT, 'data', 'archive')) },
+    archiveQueue: {
+      spoolDir: path.resolve(env.ARCHIVE_SPOOL_DIR ?? path.join(PROJECT_ROOT, 'data', 'spool')),
+      concurrency: env.ARCHIVE_UPLOAD_CONCURRENCY,
+      retryBaseSeconds: env.ARCHIVE_RETRY_BASE_SECONDS,
+      retryMaxSeconds: Math.max(env.ARCHIVE_RETRY_MAX_SECONDS, env.ARCHIVE_RETRY_BASE_SECONDS),
+      maxAttempts: env.ARCHIVE_MAX_ATTEMPTS,
+      sweepSeconds: env.ARCHIVE_SWEEP_SECONDS,
+      retentionSeconds: env.ARCHIVE_RETENTION_SECONDS,
+      downloadTtlSeconds: env.ARCHIVE_DOWNLOAD_TTL_SECONDS,
+    },
     paths: {
       projectRoot: PROJECT_ROOT,
       sqlDir: path.join(PROJECT_ROOT, 'sql'),

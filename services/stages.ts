@@ -2,6 +2,7 @@ import crypto from 'node:crypto';
 import path from 'node:path';
 import { endPlaylist } from '../pipelines/hls/playlist.ts';
 import { PLAYLIST_NAME } from '../pipelines/mixer/ffmpegArgs.ts';
+import type { Archiver } from './archive/archiver.ts';
 import type { Config } from './config.ts';
 import { BroadcastRepo } from './db/broadcasts.ts';
 import type { Db } from './db/db.ts';
@@ -53,6 +54,9 @@ export class StageService {
   readonly #cdnDir: string;
   readonly #hls: Config['hls'];
   readonly #maxPerformers: number;
+  readonly #archiver: Archiver | null;
+  /** Archives being finalized after their broadcast ended. */
+  readonly #finalizing = new Set<Promise<void>>();
   /** Open broadcast per live stage. */
   readonly #live = new Map<string, string>();
   /** Start/stop of one stage run one at a time. */
@@ -67,7 +71,9 @@ export class StageService {
     cdnDir: string;
     hls: Config['hls'];
     maxPerformers: number;
+    archiver?: Archiver | null;
   }) {
+    this.#archiver = args.archiver ?? null;
     this.#stages = new StageRepo(args.db);
     this.#sessions = new PerformerSessionRepo(args.db);
     this.#broadcasts = new BroadcastRepo(args.db);
@@ -156,18 +162,20 @@ export class StageService {
       if (rec.status === 'ended') throw new RequestError('INVALID_STATE', 'this stage has ended; create a new one');
       const stage = await this.#registry.open(id);
       const wasLive = stage.onAir;
-      await stage.goLive({
+      const broadcastId = this.#live.get(id) ?? crypto.randomUUID();
+      const mixer = await stage.goLive({
         outDir: this.hlsDir(id),
         slots: this.#maxPerformers,
         segmentSeconds: this.#hls.segmentSeconds,
         listSize: this.#hls.listSize,
         aacBitrateKbps: this.#hls.aacBitrateKbps,
+        ...(this.#archiver ? { tracksDir: this.#archiver.tracksDir(broadcastId) } : {}),
       });
       if (!wasLive || rec.status !== 'live') {
         await this.#stages.setStatus(id, 'live');
-        const broadcastId = crypto.randomUUID();
         await this.#broadcasts.start({ id: broadcastId, stageId: id });
         this.#live.set(id, broadcastId);
+        await this.#archiver?.begin({ broadcastId, stageId: id, hlsDir: this.hlsDir(id), mixer });
         for (const p of stage.performers) if (p.producer) void this.#onAir(broadcastId, p.id, p.displayName);
         this.#log.info('stage on air', { stageId: id, broadcastId });
       }
@@ -182,23 +190,36 @@ export class StageService {
       if (!rec) throw new RequestError('NOT_FOUND', `no stage ${id}`);
       if (rec.status === 'ended') return { view: (await this.view(id))!, changed: false };
       if (rec.status !== 'live') throw new RequestError('INVALID_STATE', 'this stage is not on air');
-      await this.#registry.get(id)?.goOffAir();
+      const stage = this.#registry.get(id);
+      const runs = stage?.mixer?.runs;
+      await stage?.goOffAir();
       await this.#stages.setStatus(id, 'ended');
       const broadcastId = this.#live.get(id);
       this.#live.delete(id);
-      if (broadcastId) await this.#broadcasts.end(broadcastId, reason);
+      if (broadcastId) {
+        await this.#broadcasts.end(broadcastId, reason);
+        this.#finalizeArchive(broadcastId, runs);
+      }
       this.#log.info('stage off air', { stageId: id, broadcastId, reason });
       return { view: (await this.view(id))!, changed: true };
     });
   }
 
-  /** Ends every broadcast on air (graceful shutdown). */
+  #finalizeArchive(broadcastId: string, runs: Parameters<Archiver['finalize']>[1]): void {
+    if (!this.#archiver) return;
+    const p = this.#archiver.finalize(broadcastId, runs).catch(() => undefined);
+    this.#finalizing.add(p);
+    void p.finally(() => this.#finalizing.delete(p));
+  }
+
+  /** Ends every broadcast on air (graceful shutdown), and waits for their archives to be finalized and queued. */
   async stopAll(reason: string): Promise<void> {
     await Promise.all(
       [...this.#live.keys()].map((id) =>
         this.stop(id, reason).catch((err: unknown) => this.#log.error('could not stop stage', { stageId: id, error: String(err) })),
       ),
     );
+    await Promise.allSettled([...this.#finalizing]);
   }
 
   /** Live stages and who is on air in each, for the usage meter. */

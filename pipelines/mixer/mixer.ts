@@ -9,6 +9,20 @@ import { PLAYLIST_NAME, mixerInputOptions, mixerOutputOptions } from './ffmpegAr
 import { SupervisedFfmpeg } from './ffmpegProcess.ts';
 import { MIX_PAYLOAD_TYPE, buildMixerSdp } from './sdp.ts';
 import { SlotRelay } from './slotRelay.ts';
+import { TrackRecorder } from '../archive/track.ts';
+import { waitForBoundPorts } from './udpPorts.ts';
+
+/** How long FFmpeg may take to open its RTP inputs before the relays start anyway. */
+const BIND_TIMEOUT_MS = 5000;
+
+/** One FFmpeg run: where its timeline starts on the programme clock. A crash-restart begins a new run. */
+export interface MixerRun {
+  index: number;
+  /** Seconds on the programme clock (the slots' line) of the first sample this run mixed. */
+  startSeconds: number;
+  /** Wall clock (ms since the epoch) when the run started receiving. */
+  startedAtMs: number;
+}
 
 export interface MixerOptions {
   stageId: string;
@@ -19,6 +33,8 @@ export interface MixerOptions {
   listSize: number;
   aacBitrateKbps: number;
   log: Logger;
+  /** Where each performer's isolated track is recorded (`<performerId>.opus`); none when unset. */
+  tracksDir?: string;
 }
 
 interface Feed {
@@ -37,8 +53,15 @@ export class Mixer {
   readonly playlistPath: string;
   readonly #opts: MixerOptions;
   readonly #log: Logger;
-  readonly #relays: SlotRelay[];
+  #relays: SlotRelay[] = [];
+  readonly #ports: number[];
   readonly #ffmpeg: SupervisedFfmpeg;
+  readonly #tracks = new Map<string, TrackRecorder>();
+  readonly #runs: MixerRun[] = [];
+  /** performance.now() and Date.now() at the programme clock's zero. */
+  #originPerf = 0;
+  #originWallMs = 0;
+  #generation = 0;
   readonly #feeds = new Map<string, Feed>();
   /** Slots promised to attaches still in flight, so concurrent attaches never share a slot. */
   readonly #pending = new Map<string, { slot: number; done: Promise<number> }>();
@@ -46,11 +69,11 @@ export class Mixer {
   #router: ms.Router;
   #closed = false;
 
-  private constructor(router: ms.Router, opts: MixerOptions, relays: SlotRelay[], sdpPath: string, log: Logger) {
+  private constructor(router: ms.Router, opts: MixerOptions, ports: number[], sdpPath: string, log: Logger) {
     this.stageId = opts.stageId;
     this.#router = router;
     this.#opts = opts;
-    this.#relays = relays;
+    this.#ports = ports;
     this.#sdpPath = sdpPath;
     this.#log = log;
     this.playlistPath = path.join(opts.outDir, PLAYLIST_NAME);
@@ -63,27 +86,75 @@ export class Mixer {
       },
       log,
     );
+    // While FFmpeg restarts, the relays hold what they would have sent; the new run starts with it.
+    this.#ffmpeg.on('died', () => {
+      this.#generation++;
+      for (const r of this.#relays) r.hold();
+    });
+    this.#ffmpeg.on('started', (_pid, restart) => {
+      if (restart) void this.#resume(this.#generation);
+    });
   }
 
+  /**
+   * Starts FFmpeg, waits until it listens on every slot, and only then starts the slots' line: the programme clock's
+   * zero is the first sample FFmpeg mixes, so tracks and the mix share one timeline.
+   */
   static async start(router: ms.Router, opts: MixerOptions): Promise<Mixer> {
     const log = opts.log.child({ component: 'mixer' });
     await fs.mkdir(opts.outDir, { recursive: true });
+    if (opts.tracksDir) await fs.mkdir(opts.tracksDir, { recursive: true });
     const ports = await reserveRtpPorts(opts.slots);
-    const startMs = performance.now();
-    const relays: SlotRelay[] = [];
+    const sdpPath = path.join(opts.outDir, '.mix.sdp');
+    await fs.writeFile(sdpPath, buildMixerSdp(ports));
+    const mixer = new Mixer(router, opts, ports, sdpPath, log);
     try {
-      for (let i = 0; i < opts.slots; i++) {
-        relays.push(await SlotRelay.open({ index: i, payloadType: MIX_PAYLOAD_TYPE, ssrc: crypto.randomInt(1, 2 ** 32 - 1), targetPort: ports[i]!, startMs }));
-      }
-      const sdpPath = path.join(opts.outDir, '.mix.sdp');
-      await fs.writeFile(sdpPath, buildMixerSdp(ports));
-      const mixer = new Mixer(router, opts, relays, sdpPath, log);
       mixer.#ffmpeg.start(false);
+      const bound = await waitForBoundPorts(ports, BIND_TIMEOUT_MS);
+      if (!bound) log.warn('ffmpeg did not open its RTP inputs in time; starting the slots anyway', { timeoutMs: BIND_TIMEOUT_MS });
+      const startMs = performance.now();
+      for (let i = 0; i < opts.slots; i++) {
+        mixer.#relays.push(await SlotRelay.open({ index: i, payloadType: MIX_PAYLOAD_TYPE, ssrc: crypto.randomInt(1, 2 ** 32 - 1), targetPort: ports[i]!, startMs }));
+      }
+      mixer.#originPerf = startMs;
+      mixer.#originWallMs = Date.now() - (performance.now() - startMs);
+      mixer.#runs.push({ index: 0, startSeconds: 0, startedAtMs: mixer.#originWallMs });
       return mixer;
     } catch (err) {
-      for (const r of relays) r.close();
+      await mixer.stop().catch(() => undefined);
       throw err;
     }
+  }
+
+  async #resume(generation: number): Promise<void> {
+    const ok = await waitForBoundPorts(this.#ports, BIND_TIMEOUT_MS, () => generation !== this.#generation || this.#closed);
+    if (generation !== this.#generation || this.#closed) return;
+    if (!ok) this.#log.warn('restarted ffmpeg did not open its RTP inputs in time; releasing the slots anyway');
+    const starts = this.#relays.map((r) => r.release()).filter((t): t is number => t !== null);
+    const startTs = starts.length > 0 ? Math.min(...starts) : this.#relays[0]?.timestampAt(performance.now()) ?? 0;
+    const run: MixerRun = { index: this.#runs.length, startSeconds: startTs / 48000, startedAtMs: Date.now() };
+    this.#runs.push(run);
+    this.#log.info('mixer run started', { run: run.index, startSeconds: run.startSeconds });
+  }
+
+  /** The FFmpeg runs so far, in order (a crash-restart adds one). */
+  get runs(): readonly MixerRun[] {
+    return this.#runs;
+  }
+
+  /** Wall clock (ms since the epoch) of the programme clock's zero. */
+  get originWallMs(): number {
+    return this.#originWallMs;
+  }
+
+  /** Seconds on the programme clock now. */
+  programmeSeconds(): number {
+    return (performance.now() - this.#originPerf) / 1000;
+  }
+
+  /** The performers' track files recorded so far. */
+  get tracks(): { performerId: string; path: string }[] {
+    return [...this.#tracks.values()].map((t) => ({ performerId: t.performerId, path: t.path }));
   }
 
   get ffmpeg(): SupervisedFfmpeg {
@@ -104,7 +175,7 @@ export class Mixer {
   }
 
   /** Feeds a performer's producer into a free slot. Idempotent per performer. */
-  async attach(performerId: string, producer: ms.Producer): Promise<number> {
+  async attach(performerId: string, producer: ms.Producer, displayName = performerId): Promise<number> {
     if (this.#closed) throw new Error('mixer closed');
     const inFlight = this.#pending.get(performerId);
     if (inFlight) return inFlight.done;
@@ -115,12 +186,12 @@ export class Mixer {
     const used = new Set([...this.#feeds.values(), ...this.#pending.values()].map((f) => f.slot));
     const slot = this.#relays.findIndex((_, i) => !used.has(i));
     if (slot < 0) throw new Error('no free mixer slot');
-    const done = this.#connect(performerId, producer, slot).finally(() => this.#pending.delete(performerId));
+    const done = this.#connect(performerId, producer, slot, displayName).finally(() => this.#pending.delete(performerId));
     this.#pending.set(performerId, { slot, done });
     return done;
   }
 
-  async #connect(performerId: string, producer: ms.Producer, slot: number): Promise<number> {
+  async #connect(performerId: string, producer: ms.Producer, slot: number, displayName: string): Promise<number> {
     const router = this.#router;
     const transport = await router.createPlainTransport({ listenIp: { ip: '127.0.0.1' }, rtcpMux: true, comedia: false });
     try {
@@ -137,6 +208,7 @@ export class Mixer {
       };
       consumer.on('producerclose', drop);
       consumer.on('transportclose', drop);
+      this.#tapTrack(performerId, displayName, slot);
       this.#log.info('performer on air', { performerId, slot });
       return slot;
     } catch (err) {
@@ -150,8 +222,23 @@ export class Mixer {
     const feed = this.#feeds.get(performerId);
     if (!feed) return;
     this.#feeds.delete(performerId);
+    const relay = this.#relays[feed.slot];
+    if (relay) relay.tap = null;
     feed.transport.close();
     this.#log.info('performer off air', { performerId, slot: feed.slot });
+  }
+
+  #tapTrack(performerId: string, displayName: string, slot: number): void {
+    const dir = this.#opts.tracksDir;
+    const relay = this.#relays[slot];
+    if (!dir || !relay) return;
+    let track = this.#tracks.get(performerId);
+    if (!track) {
+      track = TrackRecorder.open(path.join(dir, `${trackFileName(performerId)}`), performerId, displayName);
+      this.#tracks.set(performerId, track);
+    }
+    const t = track;
+    relay.tap = (ts, payload) => t.push(ts, payload);
   }
 
   /** After the stage moved to a new router (worker death): feeds died with the old one; slots keep filling silence. */
@@ -165,12 +252,21 @@ export class Mixer {
     if (this.#closed) return;
     this.#closed = true;
     for (const id of [...this.#feeds.keys()]) this.detach(id);
+    const endTs = Math.round(this.programmeSeconds() * 48000);
     await this.#ffmpeg.stop();
     for (const r of this.#relays) r.close();
+    await Promise.all([...this.#tracks.values()].map((t) => t.close(endTs).catch((err: unknown) => {
+      this.#log.error('could not finish a performer track', { performerId: t.performerId, error: String(err) });
+    })));
     await endPlaylist(this.playlistPath);
     await fs.rm(this.#sdpPath, { force: true });
     this.#log.info('mix stopped', { restarts: this.#ffmpeg.restarts });
   }
+}
+
+/** Performer ids are url-safe already; anything else is replaced so the name is always a plain file name. */
+export function trackFileName(performerId: string): string {
+  return `${performerId.replace(/[^A-Za-z0-9_-]/g, '_')}.opus`;
 }
 
 /** Finds n free even UDP ports on loopback whose odd neighbour (FFmpeg's RTCP port) is free too. */

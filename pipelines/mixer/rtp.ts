@@ -53,23 +53,63 @@ export function buildRtp(p: { payloadType: number; marker?: boolean; sequence: n
   return out;
 }
 
+/** Samples (48 kHz) per frame for each of the 32 TOC configurations (RFC 6716 §3.1, Table 2). */
+function frameSamples(config: number): number {
+  if (config < 12) return [480, 960, 1920, 2880][config % 4]!; // SILK NB/MB/WB: 10, 20, 40, 60 ms
+  if (config < 16) return [480, 960][config % 2]!; // Hybrid SWB/FB: 10, 20 ms
+  return [120, 240, 480, 960][config % 4]!; // CELT NB/WB/SWB/FB: 2.5, 5, 10, 20 ms
+}
+
+/** Samples (48 kHz) in an Opus packet from its TOC byte and frame count code (RFC 6716 §3.1); 0 for malformed. */
+export function opusPacketSamples(packet: Buffer): number {
+  if (packet.length < 1) return 0;
+  const toc = packet[0]!;
+  const perFrame = frameSamples(toc >> 3);
+  let frames: number;
+  switch (toc & 0x03) {
+    case 0:
+      frames = 1;
+      break;
+    case 1: // two frames of equal size: the rest must split evenly (RFC 6716 R3)
+      if ((packet.length - 1) % 2 !== 0) return 0;
+      frames = 2;
+      break;
+    case 2: // two frames, the first one's length coded after the TOC
+      if (packet.length < 2) return 0;
+      frames = 2;
+      break;
+    default: // code 3: frame count byte
+      if (packet.length < 2) return 0;
+      frames = packet[1]! & 0x3f;
+      break;
+  }
+  const total = frames * perFrame;
+  // At least one frame, at most 120 ms (RFC 6716 R5).
+  return total > 0 && total <= 5760 ? total : 0;
+}
+
 /** Input packets later than this after the previous one count as a gap that silence fills. */
 export const GAP_MS = 60;
 
+/** The most silence a sender's own gap (lost packets, DTX) is filled with; longer gaps are left to the wall clock. */
+const MAX_SENDER_GAP_SAMPLES = OPUS_CLOCK_KHZ * 1000;
+
 /**
- * The timing core of a mixer slot. Real packets are renumbered onto one SSRC, sequence and timestamp line; when
- * none has arrived for GAP_MS, silence frames are due, as many as the wall clock says have passed since the last
- * frame out (catching up, never one per timer tick: late ticks would make the slot run slow and drift the mix).
+ * The timing core of a mixer slot: one gapless line of Opus frames. Every frame starts exactly where the previous one
+ * ended (FFmpeg's amix concatenates what it is given, so a hole in the timestamps would shift everything after it).
+ * Real packets are renumbered onto one SSRC and sequence; a gap in the sender's own timestamps (lost packets, DTX) is
+ * filled with silence frames; when no packet has arrived for GAP_MS, silence frames are due, as many as the wall clock
+ * says have passed (catching up, never one per timer tick: late ticks would make the slot run slow and drift the mix).
  */
 export class SlotStream {
   readonly ssrc: number;
   readonly payloadType: number;
   readonly #startMs: number;
   #seq = 0;
-  /** Timestamp of the last frame sent, in 48 kHz units since start; -960 before the first. */
-  #lastTs = -OPUS_FRAME_SAMPLES;
+  /** Where the next frame starts, in 48 kHz units since start. */
+  #nextTs = 0;
   #lastRealMs = Number.NEGATIVE_INFINITY;
-  #source: { ssrc: number; timestamp: number } | null = null;
+  #source: { ssrc: number; timestamp: number; samples: number } | null = null;
   #filled = false;
   realPackets = 0;
   silencePackets = 0;
@@ -84,31 +124,47 @@ export class SlotStream {
     return Math.floor((nowMs - this.#startMs) * OPUS_CLOCK_KHZ);
   }
 
-  #emit(ts: number, payload: Buffer, marker = false): Buffer {
-    this.#lastTs = ts;
-    const pkt = buildRtp({ payloadType: this.payloadType, marker, sequence: this.#seq, timestamp: ts, ssrc: this.ssrc, payload });
+  #emit(payload: Buffer, samples: number, marker = false): Buffer {
+    const pkt = buildRtp({ payloadType: this.payloadType, marker, sequence: this.#seq, timestamp: this.#nextTs, ssrc: this.ssrc, payload });
+    this.#nextTs += samples;
     this.#seq = (this.#seq + 1) & 0xffff;
     return pkt;
   }
 
-  /** A packet from the performer; returns the packet to send on, or null to drop it. */
-  onPacket(pkt: RtpPacket, nowMs: number): Buffer | null {
-    let ts: number;
+  #silence(out: Buffer[]): void {
+    out.push(this.#emit(OPUS_SILENCE, OPUS_FRAME_SAMPLES));
+    this.silencePackets++;
+  }
+
+  /** A packet from the performer; returns what to send on (silence that must come first, then the packet), or []. */
+  onPacket(pkt: RtpPacket, nowMs: number): Buffer[] {
+    const samples = opusPacketSamples(pkt.payload);
+    if (samples === 0) return [];
+    const out: Buffer[] = [];
     const src = this.#source;
     if (src && src.ssrc === pkt.ssrc && !this.#filled) {
       const delta = (pkt.timestamp - src.timestamp) >>> 0;
       // Late, duplicate or absurd jumps: drop rather than disturb the line (loopback hardly reorders).
-      if (delta === 0 || delta > 0x7fffffff) return null;
-      ts = this.#lastTs + Math.min(delta, OPUS_CLOCK_KHZ * 1000);
+      if (delta === 0 || delta > 0x7fffffff) return [];
+      // Lost packets or DTX: the sender's own gap becomes silence, so what follows stays in place.
+      const gap = Math.min(delta - src.samples, MAX_SENDER_GAP_SAMPLES);
+      for (let n = Math.round(gap / OPUS_FRAME_SAMPLES); n > 0; n--) this.#silence(out);
     } else {
-      // A new sender, or the first packet after silence: continue the line right after the last frame.
-      ts = Math.max(this.#lastTs + OPUS_FRAME_SAMPLES, src ? 0 : this.#wallTs(nowMs) - OPUS_FRAME_SAMPLES);
+      // A new sender, or the first packet after silence: catch the line up with the wall clock, then continue it.
+      const wall = this.#wallTs(nowMs);
+      while (this.#nextTs + 2 * OPUS_FRAME_SAMPLES <= wall) this.#silence(out);
     }
-    this.#source = { ssrc: pkt.ssrc, timestamp: pkt.timestamp };
+    this.#source = { ssrc: pkt.ssrc, timestamp: pkt.timestamp, samples };
     this.#filled = false;
     this.#lastRealMs = nowMs;
     this.realPackets++;
-    return this.#emit(ts, pkt.payload, pkt.marker);
+    out.push(this.#emit(pkt.payload, samples, pkt.marker));
+    return out;
+  }
+
+  /** Where the line is at nowMs: the later of the wall clock and the end of the last frame sent (48 kHz units). */
+  timestampAt(nowMs: number): number {
+    return Math.max(this.#wallTs(nowMs), this.#nextTs);
   }
 
   /** Silence frames due now (empty while the performer's packets flow). */
@@ -116,9 +172,8 @@ export class SlotStream {
     if (nowMs - this.#lastRealMs < GAP_MS) return [];
     const out: Buffer[] = [];
     const wall = this.#wallTs(nowMs);
-    while (this.#lastTs + OPUS_FRAME_SAMPLES <= wall) {
-      out.push(this.#emit(this.#lastTs + OPUS_FRAME_SAMPLES, OPUS_SILENCE));
-      this.silencePackets++;
+    while (this.#nextTs <= wall) {
+      this.#silence(out);
       this.#filled = true;
     }
     return out;

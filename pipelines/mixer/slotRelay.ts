@@ -2,6 +2,11 @@ import dgram from 'node:dgram';
 import { parseRtp, SlotStream } from './rtp.ts';
 
 const TICK_MS = 10;
+/** Packets kept while FFmpeg restarts (10 s of 20 ms frames); older ones are dropped first. */
+const HOLD_MAX_PACKETS = 500;
+
+/** Sees every packet the relay sends on (real or silence), with its timestamp on the slot's line. */
+export type SlotTap = (timestamp: number, payload: Buffer) => void;
 
 /**
  * One mixer input: a UDP socket that receives a performer's RTP from mediasoup and sends FFmpeg one stream that never
@@ -14,6 +19,10 @@ export class SlotRelay {
   readonly #target: { host: string; port: number };
   #timer: NodeJS.Timeout | null = null;
   #closed = false;
+  /** While FFmpeg is down, packets are held here and sent on when it listens again (nothing is lost). */
+  #held: Buffer[] | null = null;
+  /** The performer's track recorder, while one is attached. */
+  tap: SlotTap | null = null;
 
   private constructor(index: number, socket: dgram.Socket, stream: SlotStream, target: { host: string; port: number }) {
     this.index = index;
@@ -54,8 +63,7 @@ export class SlotRelay {
     if (!pkt) return;
     // Silence due before this packet goes first, so the timeline stays in order.
     this.#flush();
-    const out = this.#stream.onPacket(pkt, performance.now());
-    if (out) this.#send(out);
+    for (const out of this.#stream.onPacket(pkt, performance.now())) this.#send(out);
   }
 
   #flush(): void {
@@ -64,7 +72,35 @@ export class SlotRelay {
 
   #send(pkt: Buffer): void {
     if (this.#closed) return;
+    if (this.tap) this.tap(pkt.readUInt32BE(4), pkt.subarray(12));
+    if (this.#held) {
+      if (this.#held.length >= HOLD_MAX_PACKETS) this.#held.shift();
+      this.#held.push(pkt);
+      return;
+    }
     this.#socket.send(pkt, this.#target.port, this.#target.host);
+  }
+
+  /** FFmpeg is gone: hold packets from now on. */
+  hold(): void {
+    if (!this.#held) this.#held = [];
+  }
+
+  /**
+   * FFmpeg listens again: sends the held packets, then goes on as usual. Returns the timestamp of the first packet
+   * the new FFmpeg gets (where its timeline starts), or null if nothing was held.
+   */
+  release(): number | null {
+    const held = this.#held;
+    this.#held = null;
+    if (!held || this.#closed) return null;
+    for (const pkt of held) this.#socket.send(pkt, this.#target.port, this.#target.host);
+    return held[0] ? held[0].readUInt32BE(4) : null;
+  }
+
+  /** The timestamp the next frame will carry at nowMs (the slot's line), in 48 kHz units. */
+  timestampAt(nowMs: number): number {
+    return this.#stream.timestampAt(nowMs);
   }
 
   /** Idempotent. */

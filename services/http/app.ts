@@ -8,7 +8,9 @@ import { RequestError } from '../sfu/errors.ts';
 import type { WorkerPool } from '../sfu/workerPool.ts';
 import { stageIdSchema, type ErrorCode } from '../shared/protocol.ts';
 import type { StageService } from '../stages.ts';
+import type { Archiver } from '../archive/archiver.ts';
 import { liveRouter } from './live.ts';
+import { recordingsRouter } from './recordings.ts';
 
 const STATUS_OF: Record<ErrorCode, number> = {
   BAD_REQUEST: 400,
@@ -44,6 +46,9 @@ export interface HttpDeps {
   cdnDir: string;
   /** Origin of PUBLIC_HLS_BASE_URL when it is set (it may differ from the app's), allowed by the pages' CSP. */
   hlsOrigin: string | null;
+  /** The archive (recordings listing and downloads). */
+  archiver: Archiver | null;
+  downloadTtlSeconds: number;
 }
 
 function tokenMatches(presented: string, expected: string): boolean {
@@ -141,6 +146,8 @@ export function createHttpApp(deps: HttpDeps): express.Express {
     }),
   );
 
+  if (deps.archiver) api.use(recordingsRouter({ archiver: deps.archiver, stages: deps.stages, db: deps.db, downloadTtlSeconds: deps.downloadTtlSeconds }));
+
   api.use((_req, res) => sendError(res, 'NOT_FOUND', 'no such API route'));
 
   app.get(
@@ -187,6 +194,10 @@ export function createHttpApp(deps: HttpDeps): express.Express {
   app.use((_req, res) => sendError(res, 'NOT_FOUND', 'not found'));
 
   const onError: ErrorRequestHandler = (err: unknown, _req, res, _next) => {
+    if (err instanceof RequestError && res.statusCode === 416) {
+      res.json({ ok: false, error: { code: err.code, message: err.message } });
+      return;
+    }
     if (err instanceof RequestError) return sendError(res, err.code, err.message);
     const e = err as { type?: string; status?: number; message?: string };
     if (e.type === 'entity.parse.failed') return sendError(res, 'BAD_REQUEST', 'request body is not valid JSON');

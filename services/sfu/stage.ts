@@ -128,7 +128,7 @@ export class Stage extends EventEmitter<StageEvents> {
   #feedMixer(performer: Performer): void {
     const producer = performer.producer;
     if (!this.#mixer || !producer || producer.closed) return;
-    this.#mixer.attach(performer.id, producer).catch((err: unknown) => {
+    this.#mixer.attach(performer.id, producer, performer.displayName).catch((err: unknown) => {
       this.#log.error('could not put performer on air', { performerId: performer.id, error: String(err) });
     });
   }

@@ -17,7 +17,7 @@ describe('db: PGlite (embedded)', function () {
     try {
       expect(db.kind).to.equal('pglite');
       const { rows } = await db.query<{ version: number }>('select version from schema_migrations');
-      expect(rows.map((r) => r.version)).to.deep.equal([1, 2]);
+      expect(rows.map((r) => r.version)).to.deep.equal([1, 2, 3]);
     } finally {
       await db.close();
     }

@@ -42,7 +42,7 @@ describe('db: PostgreSQL (real server)', function () {
     try {
       expect(db.kind).to.equal('postgres');
       const { rows } = await db.query<{ version: number }>('select version from schema_migrations');
-      expect(rows.map((r) => r.version)).to.deep.equal([1, 2]);
+      expect(rows.map((r) => r.version)).to.deep.equal([1, 2, 3]);
     } finally {
       await db.close();
     }
@@ -84,7 +84,7 @@ describe('db: PostgreSQL (real server)', function () {
     const dbs = await Promise.all([1, 2, 3, 4].map(() => openDb({ kind: 'postgres', url }, silentLog)));
     try {
       const { rows } = await dbs[0]!.query<{ version: number }>('select version from schema_migrations');
-      expect(rows.map((r) => r.version)).to.deep.equal([1, 2]);
+      expect(rows.map((r) => r.version)).to.deep.equal([1, 2, 3]);
     } finally {
       await Promise.all(dbs.map((db) => db.close()));
     }

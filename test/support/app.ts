@@ -1,12 +1,19 @@
 // A real app (real mediasoup workers, real database) on an ephemeral port, for one test file.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { startApp, type App } from '../../services/app.ts';
 import { loadConfig } from '../../services/config.ts';
 import { createLogger } from '../../services/logger.ts';
 
 export const TEST_ADMIN_TOKEN = 'test-admin-token-0123456789abcdef';
 
+/** Starts the app; the local archive and spool go to a temp dir removed on close unless env says where. */
 export async function startTestApp(env: Record<string, string> = {}): Promise<App> {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'stage-radio-app-'));
   const config = loadConfig({
+    ARCHIVE_DIR: path.join(tmp, 'archive'),
+    ARCHIVE_SPOOL_DIR: path.join(tmp, 'spool'),
     PORT: '0',
     HOST: '127.0.0.1',
     ADMIN_TOKEN: TEST_ADMIN_TOKEN,
@@ -15,7 +22,20 @@ export async function startTestApp(env: Record<string, string> = {}): Promise<Ap
     LOG_LEVEL: process.env['TEST_LOG_LEVEL'] ?? 'error',
     ...env,
   });
-  return startApp(config, createLogger(config.logLevel));
+  let app: App;
+  try {
+    app = await startApp(config, createLogger(config.logLevel));
+  } catch (err) {
+    fs.rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  }
+  const close = app.close;
+  return Object.assign(app, {
+    close: async () => {
+      await close();
+      fs.rmSync(tmp, { recursive: true, force: true });
+    },
+  });
 }
 
 export async function createStage(app: App, title = 'Test stage'): Promise<{ id: string; performerKey: string; performerUrl: string }> {

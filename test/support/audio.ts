@@ -47,3 +47,87 @@ export function toneTimeline(pcm: Float32Array, freqs: number[], windowSec = 0.5
   for (let s = 0; s + win <= pcm.length; s += win) rows.push({ t: s / SAMPLE_RATE, db: freqs.map((f) => toneDb(pcm, f, s, win)) });
   return rows;
 }
+
+/**
+ * Onsets (seconds) of bursts of one tone: where its level, measured over a sliding 10 ms window every 1 ms, first
+ * rises above half the amplitude of the loudest bursts after at least minGapSec below it.
+ */
+export function toneOnsets(pcm: Float32Array, freq: number, minGapSec = 0.2): number[] {
+  const win = Math.round(0.01 * SAMPLE_RATE);
+  const hop = Math.round(0.001 * SAMPLE_RATE);
+  const levels: number[] = [];
+  for (let s = 0; s + win <= pcm.length; s += hop) levels.push(toneDb(pcm, freq, s, win));
+  const sorted = [...levels].sort((a, b) => b - a);
+  const plateau = sorted[Math.floor(sorted.length * 0.05)] ?? -Infinity;
+  const threshold = plateau - 6;
+  const onsets: number[] = [];
+  let below = Infinity;
+  for (let i = 0; i < levels.length; i++) {
+    if (levels[i]! < threshold) {
+      below++;
+      continue;
+    }
+    if (below * 0.001 >= minGapSec) onsets.push((i * hop + win / 2) / SAMPLE_RATE);
+    below = 0;
+  }
+  return onsets;
+}
+
+/** For each onset in a, the signed offset (b - a, seconds) to the nearest onset in b within maxSec. */
+export function matchOnsets(a: number[], b: number[], maxSec = 0.3): number[] {
+  const out: number[] = [];
+  for (const t of a) {
+    let best: number | null = null;
+    for (const u of b) if (Math.abs(u - t) <= maxSec && (best === null || Math.abs(u - t) < Math.abs(best))) best = u - t;
+    if (best !== null) out.push(best);
+  }
+  return out;
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((x, y) => x - y);
+  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+/** Linear amplitude of one tone over sliding 10 ms windows every 1 ms, from fromSec for durSec. */
+function toneEnvelope(pcm: Float32Array, freq: number, fromSec: number, durSec: number): number[] {
+  const win = Math.round(0.01 * SAMPLE_RATE);
+  const hop = Math.round(0.001 * SAMPLE_RATE);
+  const out: number[] = [];
+  const start = Math.round(fromSec * SAMPLE_RATE);
+  for (let i = 0; i * 0.001 < durSec; i++) {
+    const s = start + i * hop;
+    out.push(s < 0 || s + win > pcm.length ? 0 : 10 ** (toneDb(pcm, freq, s, win) / 20));
+  }
+  return out;
+}
+
+/**
+ * How far (seconds, b minus a) the tone's envelope in b is shifted from a around time t: the lag within ±maxLagSec
+ * that maximizes the normalized cross-correlation of the two envelopes over [t - 0.25 s, t + 0.45 s]. Robust to a
+ * level change between the two (a compressor in b).
+ */
+export function envelopeLag(a: Float32Array, b: Float32Array, freq: number, t: number, maxLagSec = 0.15): number {
+  const ea = toneEnvelope(a, freq, t - 0.25, 0.7);
+  const maxLag = Math.round(maxLagSec * 1000);
+  const eb = toneEnvelope(b, freq, t - 0.25 - maxLagSec, 0.7 + 2 * maxLagSec);
+  const norm = (xs: number[]) => {
+    const m = xs.reduce((s, x) => s + x, 0) / xs.length;
+    const d = xs.map((x) => x - m);
+    const n = Math.sqrt(d.reduce((s, x) => s + x * x, 0)) || 1;
+    return d.map((x) => x / n);
+  };
+  const na = norm(ea);
+  let best = -Infinity;
+  let bestLag = 0;
+  for (let lag = -maxLag; lag <= maxLag; lag++) {
+    const nb = norm(eb.slice(lag + maxLag, lag + maxLag + ea.length));
+    let c = 0;
+    for (let i = 0; i < na.length; i++) c += na[i]! * nb[i]!;
+    if (c > best) {
+      best = c;
+      bestLag = lag;
+    }
+  }
+  return bestLag / 1000;
+}

@@ -88,9 +88,9 @@ export class BrowserSet {
     this.#tmp = tmp;
   }
 
-  /** A performer whose mic plays freq Hz, joined and publishing on the stage. */
-  async performer(performerUrl: string, freq: number, name: string): Promise<Page> {
-    const browser = await launchPerformerBrowser(toneWav(this.#tmp, freq));
+  /** A performer whose mic plays freq Hz (or the given WAV), joined and publishing on the stage. */
+  async performer(performerUrl: string, freq: number, name: string, micWav?: string): Promise<Page> {
+    const browser = await launchPerformerBrowser(micWav ?? toneWav(this.#tmp, freq));
     this.#browsers.push(browser);
     return joinAsPerformer(browser, performerUrl, name);
   }

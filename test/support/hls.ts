@@ -55,6 +55,11 @@ export class PlaylistWatcher {
     return `concat:${this.segments.slice(from).map((s) => path.join(dir, s.uri)).join('|')}`;
   }
 
+  /** Gaps (ms) between consecutive segments' arrivals. */
+  gapsMs(): number[] {
+    return this.segments.slice(1).map((s, i) => s.arrivedAt - this.segments[i]!.arrivedAt);
+  }
+
   stop(): void {
     clearInterval(this.#timer);
     this.poll();

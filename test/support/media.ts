@@ -26,3 +26,20 @@ export function toneWav(dir: TempDir, freq: number, seconds = 60, levelDb = -12)
   }
   return out;
 }
+
+/**
+ * A mono 48 kHz WAV of tone bursts: freq Hz for onSec at the start of every periodSec, silence between; peak levelDb.
+ * The bursts' onsets are markers: the same instants must line up in every file that carries this mic.
+ */
+export function pulseWav(dir: TempDir, freq: number, opts: { periodSec: number; onSec: number; seconds?: number; levelDb?: number }): string {
+  const seconds = opts.seconds ?? 120;
+  const level = opts.levelDb ?? -12;
+  const out = dir.file(`pulse-${freq}-${opts.periodSec}-${opts.onSec}-${level}.wav`);
+  if (!fs.existsSync(out)) {
+    const amp = 10 ** (level / 20);
+    execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'lavfi', '-i',
+      `aevalsrc='if(lt(mod(t\\,${opts.periodSec})\\,${opts.onSec})\\,${amp.toFixed(6)}*sin(2*PI*${freq}*t)\\,0)':s=48000:d=${seconds}`,
+      '-ac', '1', '-c:a', 'pcm_s16le', out]);
+  }
+  return out;
+}

@@ -1,0 +1,236 @@
+// The durable upload queue: archive_objects rows in PostgreSQL, uploaded by a small in-process pump with retries and
+// backoff, swept by node-cron. Nothing is forgotten on a restart or an S3 outage: the rows stay until confirmed.
+import crypto from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import cron, { type ScheduledTask } from 'node-cron';
+import type { ArchiveObject, ArchiveRepo, QueueStats } from '../db/archive.ts';
+import type { Logger } from '../logger.ts';
+import type { ObjectStore } from './store.ts';
+
+export interface UploadQueueOptions {
+  repo: ArchiveRepo;
+  store: ObjectStore;
+  log: Logger;
+  /** Uploads at once. */
+  concurrency: number;
+  /** First retry after this, doubling per attempt (with jitter) up to retryMaxSeconds. */
+  retryBaseSeconds: number;
+  retryMaxSeconds: number;
+  /** An object that failed this many times is marked failed (and so is its broadcast's archive). */
+  maxAttempts: number;
+  /** Uploaded local files are deleted this long after their broadcast is archived. */
+  retentionSeconds: number;
+  /** Cron expression of the sweep (6 fields: seconds first). */
+  sweepSchedule: string;
+  /** An upload still running after this is presumed lost and handed out again. */
+  leaseSeconds?: number;
+}
+
+type QueueEvents = {
+  uploaded: [object: ArchiveObject];
+  retry: [object: ArchiveObject, error: string];
+  failed: [object: ArchiveObject, error: string];
+  archived: [broadcastId: string];
+};
+
+export async function sha256File(file: string): Promise<{ sha256: string; size: number }> {
+  const hash = crypto.createHash('sha256');
+  let size = 0;
+  for await (const chunk of fs.createReadStream(file)) {
+    hash.update(chunk as Buffer);
+    size += (chunk as Buffer).length;
+  }
+  return { sha256: hash.digest('hex'), size };
+}
+
+export class UploadQueue extends EventEmitter<QueueEvents> {
+  readonly #o: Required<UploadQueueOptions>;
+  readonly #log: Logger;
+  readonly #active = new Set<Promise<void>>();
+  #task: ScheduledTask | null = null;
+  #pumping: Promise<void> | null = null;
+  #again = false;
+  #sweeping: Promise<void> | null = null;
+  #closed = false;
+  /** Counters since start, for metrics. */
+  readonly counters = { uploaded: 0, retries: 0, failed: 0 };
+
+  constructor(opts: UploadQueueOptions) {
+    super();
+    this.#o = { leaseSeconds: 600, ...opts };
+    this.#log = opts.log.child({ component: 'upload-queue' });
+    if (!cron.validate(this.#o.sweepSchedule)) throw new Error(`invalid sweep schedule: ${this.#o.sweepSchedule}`);
+  }
+
+  /** At start-up nothing is in flight: uploads a crash interrupted are handed out again. Then the sweep starts. */
+  async start(): Promise<void> {
+    const released = await this.#o.repo.releaseLeases(true);
+    if (released > 0) this.#log.info('uploads interrupted by a restart are queued again', { count: released });
+    this.#task = cron.schedule(this.#o.sweepSchedule, () => void this.sweep(), { name: 'archive-sweep', noOverlap: true });
+    this.kick();
+  }
+
+  stats(): Promise<QueueStats> {
+    return this.#o.repo.stats();
+  }
+
+  /** Looks for due uploads now. */
+  kick(): void {
+    if (this.#closed) return;
+    if (this.#pumping) {
+      this.#again = true;
+      return;
+    }
+    this.#pumping = this.#pump()
+      .catch((err: unknown) => {
+        this.#log.error('upload pump failed; the sweep retries', { error: String(err) });
+      })
+      .finally(() => {
+        this.#pumping = null;
+        if (this.#again) {
+          this.#again = false;
+          this.kick();
+        }
+      });
+  }
+
+  async #pump(): Promise<void> {
+    while (!this.#closed) {
+      const free = this.#o.concurrency - this.#active.size;
+      if (free <= 0) return;
+      const due = await this.#o.repo.claimDue(free, this.#o.leaseSeconds);
+      if (due.length === 0) return;
+      for (const obj of due) {
+        const p: Promise<void> = this.#upload(obj).finally(() => {
+          this.#active.delete(p);
+          this.kick();
+        });
+        this.#active.add(p);
+      }
+    }
+  }
+
+  async #upload(obj: ArchiveObject): Promise<void> {
+    const repo = this.#o.repo;
+    try {
+      let local: { sha256: string; size: number };
+      try {
+        local = await sha256File(obj.localPath);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+          await this.#fail(obj, `the local file is gone: ${obj.localPath}`);
+          return;
+        }
+        throw err;
+      }
+      if (local.sha256 !== obj.sha256) {
+        await this.#fail(obj, `the local file changed after it was queued (sha256 ${local.sha256} != ${obj.sha256})`);
+        return;
+      }
+      const t0 = performance.now();
+      const stored = await this.#o.store.putFile(obj.key, obj.localPath, obj.contentType);
+      if (stored.size !== obj.size) throw new Error(`stored size ${stored.size} != ${obj.size}`);
+      await repo.markUploaded(obj.broadcastId, obj.key, obj.sha256);
+      this.counters.uploaded++;
+      this.#log.debug('uploaded', { key: obj.key, bytes: obj.size, ms: Math.round(performance.now() - t0) });
+      this.emit('uploaded', obj);
+      // One upload went through: the store is back, so nothing needs to wait out its backoff any longer.
+      if (obj.attempts > 1) await repo.endBackoff();
+      if (await repo.completeIfDone(obj.broadcastId)) {
+        this.#log.info('broadcast archived', { broadcastId: obj.broadcastId });
+        this.emit('archived', obj.broadcastId);
+      }
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      if (obj.attempts >= this.#o.maxAttempts) {
+        await this.#fail(obj, `gave up after ${obj.attempts} attempts: ${message}`).catch(() => undefined);
+        return;
+      }
+      const exp = Math.min(this.#o.retryMaxSeconds, this.#o.retryBaseSeconds * 2 ** Math.min(30, obj.attempts - 1));
+      const delay = exp * (0.5 + Math.random() * 0.5);
+      this.counters.retries++;
+      this.#log.warn('upload failed; will retry', { key: obj.key, attempt: obj.attempts, retryInSeconds: Number(delay.toFixed(2)), error: message });
+      await repo.markRetry(obj.broadcastId, obj.key, message, delay).catch((e: unknown) => {
+        // The lease runs out and the sweep hands the row out again.
+        this.#log.error('could not record a failed upload', { key: obj.key, error: String(e) });
+      });
+      this.emit('retry', obj, message);
+    }
+  }
+
+  async #fail(obj: ArchiveObject, reason: string): Promise<void> {
+    this.counters.failed++;
+    this.#log.error('upload failed for good', { key: obj.key, reason });
+    await this.#o.repo.markFailed(obj.broadcastId, obj.key, reason);
+    await this.#o.repo.fail(obj.broadcastId, `${obj.key}: ${reason}`);
+    this.emit('failed', obj, reason);
+  }
+
+  /**
+   * The periodic sweep: expired leases are handed out again; while uploads are backing off, the store is probed and,
+   * if it answers, they are due at once; due uploads start; local files past their retention are deleted.
+   */
+  sweep(): Promise<void> {
+    this.#sweeping ??= this.#sweep().finally(() => (this.#sweeping = null));
+    return this.#sweeping;
+  }
+
+  async #sweep(): Promise<void> {
+    if (this.#closed) return;
+    const repo = this.#o.repo;
+    try {
+      await repo.releaseLeases(false);
+      const stats = await repo.stats();
+      if (stats.backingOff > 0) {
+        try {
+          await this.#o.store.init();
+          const n = await repo.endBackoff();
+          if (n > 0) this.#log.info('the store answers again; retrying now', { count: n });
+        } catch {
+          // Still down: the backoff stands.
+        }
+      }
+      this.kick();
+      await this.#cleanup();
+    } catch (err) {
+      this.#log.error('archive sweep failed', { error: String(err) });
+    }
+  }
+
+  async #cleanup(): Promise<void> {
+    const repo = this.#o.repo;
+    for (const obj of await repo.deletable(this.#o.retentionSeconds, 500)) {
+      try {
+        await fsp.rm(obj.localPath, { force: true });
+        await repo.markLocalDeleted(obj.broadcastId, obj.key);
+      } catch (err) {
+        this.#log.warn('could not delete an uploaded local file', { path: obj.localPath, error: String(err) });
+      }
+    }
+  }
+
+  /** Waits until nothing is pending or uploading, or the timeout. Returns true if the queue drained. */
+  async drain(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const s = await this.#o.repo.stats();
+      if (s.pending === 0 && s.uploading === 0) return true;
+      if (Date.now() >= deadline || this.#closed) return false;
+      this.kick();
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** Stops the sweep and waits for uploads in flight (what is left stays queued for the next start). Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#task?.destroy();
+    this.#task = null;
+    await this.#pumping;
+    await this.#sweeping;
+    await Promise.allSettled([...this.#active]);
+  }
+}
