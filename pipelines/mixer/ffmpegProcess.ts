@@ -1,4 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { EventEmitter } from 'node:events';
 import ffmpeg from 'fluent-ffmpeg';
 import type { Logger } from '../../services/logger.ts';
@@ -16,6 +18,10 @@ type SupervisedEvents = {
   died: [error: string];
   stderr: [line: string];
 };
+
+/** Runs FFmpeg so that it dies with this process (Linux, util-linux setpriv); plain ffmpeg where that is missing. */
+const CHILD_WRAPPER = path.join(import.meta.dirname, 'ffmpeg-child.sh');
+export const FFMPEG_COMMAND = fs.existsSync('/usr/bin/setpriv') ? CHILD_WRAPPER : 'ffmpeg';
 
 const RESTART_DELAYS_MS = [250, 500, 1000, 1500];
 const STOP_GRACE_MS = 5000;
@@ -49,6 +55,7 @@ export class SupervisedFfmpeg extends EventEmitter<SupervisedEvents> {
   start(restart = false): void {
     if (this.#stopping) return;
     const command = ffmpeg({ stdoutLines: 0 })
+      .setFfmpegPath(FFMPEG_COMMAND)
       .input(this.#spec.input)
       .inputOptions(this.#spec.inputOptions)
       .outputOptions(this.#spec.outputOptions(restart))

@@ -35,6 +35,8 @@ type QueueEvents = {
   archived: [broadcastId: string];
 };
 
+const RETRY_LOG_MS = 10_000;
+
 export async function sha256File(file: string): Promise<{ sha256: string; size: number }> {
   const hash = crypto.createHash('sha256');
   let size = 0;
@@ -54,6 +56,9 @@ export class UploadQueue extends EventEmitter<QueueEvents> {
   #again = false;
   #sweeping: Promise<void> | null = null;
   #closed = false;
+  /** Retries are logged as a warning at most every RETRY_LOG_MS (an outage fails every upload), otherwise at debug. */
+  #lastRetryWarnAt = 0;
+  #retriesSinceWarn = 0;
   /** Counters since start, for metrics. */
   readonly counters = { uploaded: 0, retries: 0, failed: 0 };
 
@@ -151,7 +156,15 @@ export class UploadQueue extends EventEmitter<QueueEvents> {
       const exp = Math.min(this.#o.retryMaxSeconds, this.#o.retryBaseSeconds * 2 ** Math.min(30, obj.attempts - 1));
       const delay = exp * (0.5 + Math.random() * 0.5);
       this.counters.retries++;
-      this.#log.warn('upload failed; will retry', { key: obj.key, attempt: obj.attempts, retryInSeconds: Number(delay.toFixed(2)), error: message });
+      this.#retriesSinceWarn++;
+      const fields = { key: obj.key, attempt: obj.attempts, retryInSeconds: Number(delay.toFixed(2)), error: message };
+      if (Date.now() - this.#lastRetryWarnAt >= RETRY_LOG_MS) {
+        this.#log.warn('upload failed; will retry', { ...fields, failuresSinceLastWarning: this.#retriesSinceWarn });
+        this.#lastRetryWarnAt = Date.now();
+        this.#retriesSinceWarn = 0;
+      } else {
+        this.#log.debug('upload failed; will retry', fields);
+      }
       await repo.markRetry(obj.broadcastId, obj.key, message, delay).catch((e: unknown) => {
         // The lease runs out and the sweep hands the row out again.
         this.#log.error('could not record a failed upload', { key: obj.key, error: String(e) });
