@@ -37,7 +37,8 @@ describe('archive: local store (embedded default)', function () {
     expect(rec.durationSeconds).to.be.within(4, 7);
     expect(rec.files.map((f) => f.file).sort()).to.deep.equal(['audio', 'manifest', 'playlist']);
     expect(app.archiver.store.kind).to.equal('local');
-    const manifest = await verifyArchive(app.archiver.store, rec, app.stages.hlsDir(stage.id));
+    // (Not compared with the live folder: with a retention of 0 the sweep may already be deleting it.)
+    const manifest = await verifyArchive(app.archiver.store, rec);
     expect(manifest.objects.filter((o) => o.kind === 'segment').length).to.equal(rec.segments.count);
 
     const audio = rec.files.find((f) => f.file === 'audio')!;

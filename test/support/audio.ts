@@ -104,13 +104,13 @@ function toneEnvelope(pcm: Float32Array, freq: number, fromSec: number, durSec: 
 
 /**
  * How far (seconds, b minus a) the tone's envelope in b is shifted from a around time t: the lag within ±maxLagSec
- * that maximizes the normalized cross-correlation of the two envelopes over [t - 0.25 s, t + 0.45 s]. Robust to a
- * level change between the two (a compressor in b).
+ * that maximizes the normalized cross-correlation of the two envelopes over [t - 0.1 s, t + 0.2 s] (the rising edge
+ * dominates). Robust to a level change between the two (a compressor in b).
  */
 export function envelopeLag(a: Float32Array, b: Float32Array, freq: number, t: number, maxLagSec = 0.15): number {
-  const ea = toneEnvelope(a, freq, t - 0.25, 0.7);
+  const ea = toneEnvelope(a, freq, t - 0.1, 0.3);
   const maxLag = Math.round(maxLagSec * 1000);
-  const eb = toneEnvelope(b, freq, t - 0.25 - maxLagSec, 0.7 + 2 * maxLagSec);
+  const eb = toneEnvelope(b, freq, t - 0.1 - maxLagSec, 0.3 + 2 * maxLagSec);
   const norm = (xs: number[]) => {
     const m = xs.reduce((s, x) => s + x, 0) / xs.length;
     const d = xs.map((x) => x - m);
