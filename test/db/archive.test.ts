@@ -5,13 +5,12 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
-import pg from 'pg';
 import type { Db } from '../../services/db/db.ts';
 import { DEFAULT_SQL_DIR, migrate, openDb, openPglite, openPostgres } from '../../services/db/index.ts';
 import { ArchiveRepo, type ArchiveObject, type NewArchiveObject } from '../../services/db/archive.ts';
 import { BroadcastRepo } from '../../services/db/broadcasts.ts';
 import { StageRepo } from '../../services/db/repositories.ts';
-import { startPostgres, type PostgresServer } from '../support/postgres.ts';
+import { createDatabase, startPostgres, type PostgresServer } from '../support/postgres.ts';
 import { silentLog, tempSqlDir } from './contract.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -773,20 +772,8 @@ describe('db: archive repo on PostgreSQL (real server)', function () {
   let server: PostgresServer;
   let n = 0;
 
-  /** Creates an empty database on the server and returns its URL. */
-  async function emptyDbUrl(): Promise<string> {
-    const name = `archive${++n}_${process.pid}`;
-    const admin = new pg.Client({ connectionString: server.url });
-    await admin.connect();
-    try {
-      await admin.query(`create database ${name}`);
-    } finally {
-      await admin.end();
-    }
-    const u = new URL(server.url);
-    u.pathname = `/${name}`;
-    return u.toString();
-  }
+  /** Creates an empty database and returns its URL. */
+  const emptyDbUrl = () => createDatabase(server.url, `archive${++n}_${process.pid}`);
 
   before(async () => {
     server = await startPostgres();

@@ -5,7 +5,7 @@ import pg from 'pg';
 import type { Db } from '../../services/db/db.ts';
 import { DEFAULT_SQL_DIR, migrate, openDb, openPostgres } from '../../services/db/index.ts';
 import { StageRepo } from '../../services/db/repositories.ts';
-import { startPostgres, type PostgresServer } from '../support/postgres.ts';
+import { createDatabase, startPostgres, type PostgresServer } from '../support/postgres.ts';
 import { dbContract, silentLog, tempSqlDir } from './contract.ts';
 
 describe('db: PostgreSQL (real server)', function () {
@@ -14,19 +14,7 @@ describe('db: PostgreSQL (real server)', function () {
   let n = 0;
 
   /** Creates an empty database and returns its URL. */
-  async function freshUrl(): Promise<string> {
-    const name = `t${++n}_${process.pid}`;
-    const admin = new pg.Client({ connectionString: server.url });
-    await admin.connect();
-    try {
-      await admin.query(`create database ${name}`);
-    } finally {
-      await admin.end();
-    }
-    const u = new URL(server.url);
-    u.pathname = `/${name}`;
-    return u.toString();
-  }
+  const freshUrl = () => createDatabase(server.url, `t${++n}_${process.pid}`);
 
   before(async () => {
     server = await startPostgres();

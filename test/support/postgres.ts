@@ -320,3 +320,17 @@ export async function startPostgres(opts: StartPostgresOptions = {}): Promise<Po
     },
   };
 }
+
+/** Creates an empty database named name on the server at serverUrl and returns its URL. */
+export async function createDatabase(serverUrl: string, name: string): Promise<string> {
+  const admin = new pg.Client({ connectionString: serverUrl });
+  await admin.connect();
+  try {
+    await admin.query(`create database ${name}`);
+  } finally {
+    await admin.end();
+  }
+  const u = new URL(serverUrl);
+  u.pathname = `/${name}`;
+  return u.toString();
+}
