@@ -43,6 +43,7 @@ export const ENV_SCHEMA = z
     S3_ACCESS_KEY_ID: z.string().min(1).optional(),
     S3_SECRET_ACCESS_KEY: z.string().min(1).optional(),
     S3_FORCE_PATH_STYLE: z.enum(['true', 'false']).default('false'),
+    S3_CHECKSUMS: z.enum(['when_required', 'when_supported']).default('when_required'),
     ARCHIVE_SPOOL_DIR: z.string().min(1).optional(),
     ARCHIVE_UPLOAD_CONCURRENCY: z.coerce.number({ error: 'must be a whole number 1-64' }).int().min(1).max(64).default(4),
     ARCHIVE_RETRY_BASE_SECONDS: z.coerce.number({ error: 'must be a number of seconds' }).min(0.05).max(3600).default(1),
@@ -93,6 +94,8 @@ export interface Config {
         accessKeyId: string | null;
         secretAccessKey: string | null;
         forcePathStyle: boolean;
+        /** The SDK's requestChecksumCalculation / responseChecksumValidation. */
+        checksums?: 'WHEN_REQUIRED' | 'WHEN_SUPPORTED';
       };
   /** The upload queue and the local spool of files waiting for upload. */
   archiveQueue: {
@@ -161,6 +164,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
             accessKeyId: env.S3_ACCESS_KEY_ID ?? null,
             secretAccessKey: env.S3_SECRET_ACCESS_KEY ?? null,
             forcePathStyle: env.S3_FORCE_PATH_STYLE === 'true',
+            checksums: env.S3_CHECKSUMS === 'when_supported' ? 'WHEN_SUPPORTED' : 'WHEN_REQUIRED',
           }
         : { kind: 'local', dir: path.resolve(env.ARCHIVE_DIR ?? path.join(PROJECT_ROOT, 'data', 'archive')) },
     archiveQueue: {

@@ -376,8 +376,8 @@ export class S3Store implements ObjectStore {
       forcePathStyle: cfg.forcePathStyle,
       // Plain (non aws-chunked) bodies: S3-compatible servers that do not understand the chunked trailer
       // framing would otherwise store it inside the object. Real S3 accepts this too.
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      responseChecksumValidation: 'WHEN_REQUIRED',
+      requestChecksumCalculation: cfg.checksums ?? 'WHEN_REQUIRED',
+      responseChecksumValidation: cfg.checksums ?? 'WHEN_REQUIRED',
       // The caller (a durable queue) retries with its own backoff; fail fast here.
       maxAttempts: 2,
       requestHandler: new NodeHttpHandler({ connectionTimeout: CONNECTION_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS }),
