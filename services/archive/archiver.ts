@@ -211,6 +211,9 @@ export class Archiver {
   }
 
   async #finalize(broadcastId: string, runs?: readonly MixerRun[]): Promise<void> {
+    const t0 = performance.now();
+    const steps: Record<string, number> = {};
+    const step = (name: string, since: number) => (steps[name] = Math.round(performance.now() - since));
     const rec = await this.repo.recording(broadcastId);
     if (!rec) throw new Error(`no broadcast ${broadcastId}`);
     if (rec.archiveStatus !== 'recording' && rec.archiveStatus !== 'uploading') return;
@@ -229,7 +232,9 @@ export class Archiver {
     if (segments.length === 0) throw new Error('no audio was recorded');
     const duration = segments.reduce((s, o) => s + (o.durationSeconds ?? 0), 0);
 
+    step('segments', t0);
     // VOD playlist.
+    let t = performance.now();
     const vodPath = path.join(spool, PLAYLIST_NAME);
     await writeAtomic(vodPath, buildVodPlaylist(segments.map((o) => ({
       uri: path.posix.basename(o.key),
@@ -239,7 +244,9 @@ export class Archiver {
     }))));
     await this.#enqueueFile(rec, 'playlist', `hls/${PLAYLIST_NAME}`, vodPath, { durationSeconds: duration, mediaStart: 0 });
 
+    step('playlist', t);
     // The whole broadcast as one audio file, on the programme clock.
+    t = performance.now();
     const audioPath = path.join(spool, 'audio.m4a');
     try {
       await remuxToM4a(splitRuns(segments), audioPath, { bitrateKbps: this.#aacBitrateKbps });
@@ -250,7 +257,9 @@ export class Archiver {
       this.#log.warn('no audio file: the broadcast is too short to hold audio', { broadcastId, durationSeconds: duration, error: String(err) });
     }
 
+    step('audio', t);
     // Each performer's track.
+    t = performance.now();
     const performers = await this.#broadcasts.listPerformers(broadcastId);
     const tracksDir = path.join(spool, 'tracks');
     const trackFiles = (await fsp.readdir(tracksDir).catch(() => [] as string[])).filter((f) => f.endsWith('.opus'));
@@ -260,14 +269,18 @@ export class Archiver {
       await this.#enqueueFile(rec, 'track', `tracks/${f}`, local, { performerId, durationSeconds: await probeDuration(local), mediaStart: 0 });
     }
 
+    step('tracks', t);
     // The manifest: every object with its size, duration and sha256.
+    t = performance.now();
     const objects = (await this.repo.objects(broadcastId)).filter((o) => o.kind !== 'manifest');
     const manifest = buildManifest(rec, duration, objects, performers, runs);
     const manifestPath = path.join(spool, 'manifest.json');
     await writeAtomic(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`);
     await this.#enqueueFile(rec, 'manifest', 'manifest.json', manifestPath, {});
     await this.repo.markFinalized(broadcastId, duration);
-    this.#log.info('archive finalized; uploading', { broadcastId, segments: segments.length, tracks: trackFiles.length, durationSeconds: Number(duration.toFixed(3)) });
+    step('manifest', t);
+    step('total', t0);
+    this.#log.info('archive finalized; uploading', { broadcastId, segments: segments.length, tracks: trackFiles.length, durationSeconds: Number(duration.toFixed(3)), ms: steps });
     this.queue.kick();
     if (await this.repo.completeIfDone(broadcastId)) this.queue.emit('archived', broadcastId);
   }
