@@ -13,6 +13,8 @@ import { StageRegistry } from './sfu/registry.ts';
 import { WorkerPool } from './sfu/workerPool.ts';
 import { SignalingServer } from './signaling/server.ts';
 import { StageService } from './stages.ts';
+import { ListenerSignaling } from './signaling/listeners.ts';
+import { TimelineService } from './timeline/service.ts';
 import { UsageMeter } from './usage.ts';
 
 export interface App {
@@ -25,6 +27,7 @@ export interface App {
   readonly stages: StageService;
   readonly usage: UsageMeter;
   readonly archiver: Archiver;
+  readonly timeline: TimelineService;
   close(): Promise<void>;
 }
 
@@ -96,6 +99,9 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       maxPerformers: config.stage.maxPerformers,
       archiver,
     });
+    const timeline = new TimelineService({ db, stages, registry, log });
+    stages.timeline = timeline;
+    cleanups.push(() => timeline.close());
     const orphanedLive = await stages.endOrphanedBroadcasts();
     if (orphanedLive > 0) log.warn('ended broadcasts an earlier run left on air', { count: orphanedLive });
     await archiver.start();
@@ -108,6 +114,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     const server = http.createServer(createHttpApp({ adminToken: config.adminToken, stages, pool, db, pages, log, cdnDir: config.cdn.dir, hlsOrigin: config.cdn.publicHlsBaseUrl ? new URL(config.cdn.publicHlsBaseUrl).origin : null, archiver, downloadTtlSeconds: q.downloadTtlSeconds }));
     server.keepAliveTimeout = 65_000;
     const signaling = new SignalingServer({ httpServer: server, registry, stages, log });
+    const listeners = new ListenerSignaling({ io: signaling.io, stages, timeline, log });
     cleanups.push(
       () =>
         new Promise<void>((resolve) => {
@@ -116,6 +123,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
         }),
     );
     cleanups.push(() => signaling.close());
+    cleanups.push(() => listeners.close());
 
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -139,6 +147,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       stages,
       usage,
       archiver,
+      timeline,
       close: () => (closing ??= closeAll()),
     };
   } catch (err) {

@@ -1,8 +1,9 @@
 import crypto from 'node:crypto';
 import path from 'node:path';
 import { endPlaylist } from '../pipelines/hls/playlist.ts';
-import { PLAYLIST_NAME } from '../pipelines/mixer/ffmpegArgs.ts';
+import { MIX_PLAYLIST_NAME, PLAYLIST_NAME } from '../pipelines/mixer/ffmpegArgs.ts';
 import type { Archiver } from './archive/archiver.ts';
+import type { TimelineService } from './timeline/service.ts';
 import type { Config } from './config.ts';
 import { BroadcastRepo } from './db/broadcasts.ts';
 import type { Db } from './db/db.ts';
@@ -57,6 +58,8 @@ export class StageService {
   readonly #archiver: Archiver | null;
   /** Archives being finalized after their broadcast ended. */
   readonly #finalizing = new Set<Promise<void>>();
+  /** The timeline of each broadcast (set by the composition root). */
+  timeline: TimelineService | null = null;
   /** Open broadcast per live stage. */
   readonly #live = new Map<string, string>();
   /** Start/stop of one stage run one at a time. */
@@ -176,6 +179,7 @@ export class StageService {
         await this.#broadcasts.start({ id: broadcastId, stageId: id });
         this.#live.set(id, broadcastId);
         await this.#archiver?.begin({ broadcastId, stageId: id, hlsDir: this.hlsDir(id), mixer });
+        this.timeline?.begin(id, broadcastId, mixer);
         for (const p of stage.performers) if (p.producer) void this.#onAir(broadcastId, p.id, p.displayName);
         this.#log.info('stage on air', { stageId: id, broadcastId });
       }
@@ -192,6 +196,7 @@ export class StageService {
       if (rec.status !== 'live') throw new RequestError('INVALID_STATE', 'this stage is not on air');
       const stage = this.#registry.get(id);
       const runs = stage?.mixer?.runs;
+      await this.timeline?.end(id);
       await stage?.goOffAir();
       await this.#stages.setStatus(id, 'ended');
       const broadcastId = this.#live.get(id);
@@ -222,6 +227,11 @@ export class StageService {
     await Promise.allSettled([...this.#finalizing]);
   }
 
+  /** The stage's broadcast on air, or null. */
+  liveBroadcast(stageId: string): string | null {
+    return this.#live.get(stageId) ?? null;
+  }
+
   /** Live stages and who is on air in each, for the usage meter. */
   liveSnapshot(): LiveSnapshot[] {
     const out: LiveSnapshot[] = [];
@@ -236,6 +246,7 @@ export class StageService {
   async endOrphanedBroadcasts(): Promise<number> {
     const rows = await this.#stages.listByStatus('live');
     for (const rec of rows) {
+      await endPlaylist(path.join(this.hlsDir(rec.id), MIX_PLAYLIST_NAME));
       await endPlaylist(path.join(this.hlsDir(rec.id), PLAYLIST_NAME));
       await this.#stages.setStatus(rec.id, 'ended');
     }

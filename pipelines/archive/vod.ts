@@ -12,9 +12,9 @@ export interface VodSegment {
 }
 
 /** An HLS VOD playlist (RFC 8216 §4.3.3.5): every segment, PROGRAM-DATE-TIME kept, ENDLIST. */
-export function buildVodPlaylist(segments: readonly VodSegment[]): string {
+export function buildVodPlaylist(segments: readonly VodSegment[], dateRangeTags: readonly string[] = []): string {
   const target = Math.max(1, ...segments.map((s) => Math.round(s.duration)));
-  const lines = ['#EXTM3U', '#EXT-X-VERSION:3', '#EXT-X-PLAYLIST-TYPE:VOD', '#EXT-X-INDEPENDENT-SEGMENTS', `#EXT-X-TARGETDURATION:${target}`, '#EXT-X-MEDIA-SEQUENCE:0'];
+  const lines = ['#EXTM3U', '#EXT-X-VERSION:3', '#EXT-X-PLAYLIST-TYPE:VOD', '#EXT-X-INDEPENDENT-SEGMENTS', `#EXT-X-TARGETDURATION:${target}`, '#EXT-X-MEDIA-SEQUENCE:0', ...dateRangeTags];
   segments.forEach((s, i) => {
     if (s.discontinuity && i > 0) lines.push('#EXT-X-DISCONTINUITY');
     if (s.programDateTime) lines.push(`#EXT-X-PROGRAM-DATE-TIME:${s.programDateTime}`);

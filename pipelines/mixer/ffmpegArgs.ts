@@ -12,7 +12,10 @@ export interface MixerArgsOptions {
   restart: boolean;
 }
 
+/** The playlist players fetch (published with its EXT-X-DATERANGE tags by pipelines/hls/publisher.ts). */
 export const PLAYLIST_NAME = 'index.m3u8';
+/** FFmpeg's own playlist (a dotfile: never served). */
+export const MIX_PLAYLIST_NAME = '.mix.m3u8';
 export const SEGMENT_PATTERN = 'seg_%05d.ts';
 
 /** Options placed before the SDP input. */

@@ -5,7 +5,8 @@ import path from 'node:path';
 import type { types as ms } from 'mediasoup';
 import type { Logger } from '../../services/logger.ts';
 import { endPlaylist } from '../hls/playlist.ts';
-import { PLAYLIST_NAME, mixerInputOptions, mixerOutputOptions } from './ffmpegArgs.ts';
+import { MIX_PLAYLIST_NAME, PLAYLIST_NAME, mixerInputOptions, mixerOutputOptions } from './ffmpegArgs.ts';
+import { PlaylistPublisher } from '../hls/publisher.ts';
 import { SupervisedFfmpeg } from './ffmpegProcess.ts';
 import { MIX_PAYLOAD_TYPE, buildMixerSdp } from './sdp.ts';
 import { SlotRelay } from './slotRelay.ts';
@@ -50,7 +51,10 @@ interface Feed {
  */
 export class Mixer {
   readonly stageId: string;
+  /** FFmpeg's own playlist. */
   readonly playlistPath: string;
+  /** The playlist players fetch: FFmpeg's with the timeline's EXT-X-DATERANGE tags. */
+  readonly publisher: PlaylistPublisher;
   readonly #opts: MixerOptions;
   readonly #log: Logger;
   #relays: SlotRelay[] = [];
@@ -76,7 +80,8 @@ export class Mixer {
     this.#ports = ports;
     this.#sdpPath = sdpPath;
     this.#log = log;
-    this.playlistPath = path.join(opts.outDir, PLAYLIST_NAME);
+    this.playlistPath = path.join(opts.outDir, MIX_PLAYLIST_NAME);
+    this.publisher = new PlaylistPublisher(this.playlistPath, path.join(opts.outDir, PLAYLIST_NAME), log);
     this.#ffmpeg = new SupervisedFfmpeg(
       {
         input: sdpPath,
@@ -109,6 +114,7 @@ export class Mixer {
     await fs.writeFile(sdpPath, buildMixerSdp(ports));
     const mixer = new Mixer(router, opts, ports, sdpPath, log);
     try {
+      mixer.publisher.start();
       mixer.#ffmpeg.start(false);
       const bound = await waitForBoundPorts(ports, BIND_TIMEOUT_MS);
       if (!bound) log.warn('ffmpeg did not open its RTP inputs in time; starting the slots anyway', { timeoutMs: BIND_TIMEOUT_MS });
@@ -150,6 +156,17 @@ export class Mixer {
   /** Seconds on the programme clock now. */
   programmeSeconds(): number {
     return (performance.now() - this.#originPerf) / 1000;
+  }
+
+  /**
+   * Where a performer's audio is on the programme clock now: the end of the last frame their slot carried (the line
+   * follows their packets, so this includes any lag of their slot behind the wall clock). Programme time now for
+   * anyone not on air.
+   */
+  lineSeconds(performerId?: string): number {
+    const feed = performerId ? this.#feeds.get(performerId) : undefined;
+    const relay = feed ? this.#relays[feed.slot] : undefined;
+    return relay ? relay.timestampAt(performance.now()) / 48000 : this.programmeSeconds();
   }
 
   /** The performers' track files recorded so far. */
@@ -259,6 +276,7 @@ export class Mixer {
       this.#log.error('could not finish a performer track', { performerId: t.performerId, error: String(err) });
     })));
     await endPlaylist(this.playlistPath);
+    await this.publisher.end();
     await fs.rm(this.#sdpPath, { force: true });
     this.#log.info('mix stopped', { restarts: this.#ffmpeg.restarts });
   }

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { parseMediaPlaylist } from '../../pipelines/hls/playlist.ts';
-import { PLAYLIST_NAME } from '../../pipelines/mixer/ffmpegArgs.ts';
+import { MIX_PLAYLIST_NAME, PLAYLIST_NAME } from '../../pipelines/mixer/ffmpegArgs.ts';
 import type { Mixer, MixerRun } from '../../pipelines/mixer/mixer.ts';
 import { buildVodPlaylist, remuxToM4a, type RemuxRun } from '../../pipelines/archive/vod.ts';
 import { ArchiveRepo, type ArchiveObject, type NewArchiveObject, type Recording } from '../db/archive.ts';
@@ -15,6 +15,10 @@ import { BroadcastRepo } from '../db/broadcasts.ts';
 import type { Db } from '../db/db.ts';
 import type { Logger } from '../logger.ts';
 import { sha256File, UploadQueue } from './queue.ts';
+import { TimelineRepo } from '../db/timeline.ts';
+import { dateRangeTag } from '../../pipelines/hls/publisher.ts';
+import { buildChaptersVtt, buildTimelineFile } from '../timeline/files.ts';
+import { toDateRange } from '../timeline/service.ts';
 import type { ObjectStore } from './store.ts';
 
 const execFileP = promisify(execFile);
@@ -27,6 +31,8 @@ export const CONTENT_TYPES = {
   audio: 'audio/mp4',
   track: 'audio/ogg',
   manifest: 'application/json',
+  timeline: 'application/json',
+  chapters: 'text/vtt',
 } as const;
 
 export function keyPrefix(stageId: string, broadcastId: string): string {
@@ -72,7 +78,7 @@ class SegmentWatcher {
   }
 
   async #scan(): Promise<void> {
-    const file = path.join(this.rec.hlsDir, PLAYLIST_NAME);
+    const file = path.join(this.rec.hlsDir, MIX_PLAYLIST_NAME);
     let stat;
     try {
       stat = await fsp.stat(file);
@@ -130,6 +136,7 @@ export class Archiver {
   readonly queue: UploadQueue;
   readonly repo: ArchiveRepo;
   readonly #broadcasts: BroadcastRepo;
+  readonly #timeline: TimelineRepo;
   readonly #log: Logger;
   readonly #spoolDir: string;
   readonly #aacBitrateKbps: number;
@@ -141,6 +148,7 @@ export class Archiver {
     this.store = opts.store;
     this.repo = new ArchiveRepo(opts.db);
     this.#broadcasts = new BroadcastRepo(opts.db);
+    this.#timeline = new TimelineRepo(opts.db);
     this.#log = opts.log.child({ component: 'archiver' });
     this.#spoolDir = opts.spoolDir;
     this.#aacBitrateKbps = opts.aacBitrateKbps;
@@ -233,17 +241,31 @@ export class Archiver {
     const duration = segments.reduce((s, o) => s + (o.durationSeconds ?? 0), 0);
 
     step('segments', t0);
-    // VOD playlist.
+    // The timeline: every event, who spoke when, and the chapters, on the recording's clock.
     let t = performance.now();
+    const events = await this.#timeline.list(broadcastId);
+    const originDate = segments.find((o) => o.seq === 0)?.programDateTime ?? rec.originAt?.toISOString() ?? null;
+    const originIso = originDate ? new Date(Date.parse(originDate)).toISOString() : null;
+    const timeline = buildTimelineFile({ broadcastId, stageId: rec.stageId, originDate: originIso, durationSeconds: duration, events });
+    const timelinePath = path.join(spool, 'timeline.json');
+    await writeAtomic(timelinePath, `${JSON.stringify(timeline, null, 2)}\n`);
+    await this.#enqueueFile(rec, 'timeline', 'timeline.json', timelinePath, { durationSeconds: duration, mediaStart: 0 });
+    const chaptersPath = path.join(spool, 'chapters.vtt');
+    await writeAtomic(chaptersPath, buildChaptersVtt(events, duration));
+    await this.#enqueueFile(rec, 'chapters', 'chapters.vtt', chaptersPath, { durationSeconds: duration, mediaStart: 0 });
+    step('timeline', t);
+
+    // VOD playlist, with the timeline's chapters, tracks and markers as EXT-X-DATERANGE tags.
+    t = performance.now();
     const vodPath = path.join(spool, PLAYLIST_NAME);
+    const dateRanges = originIso ? timeline.events.filter((e) => e.type !== 'comment').map((e) => dateRangeTag(toDateRange(e))) : [];
     await writeAtomic(vodPath, buildVodPlaylist(segments.map((o) => ({
       uri: path.posix.basename(o.key),
       duration: o.durationSeconds ?? 0,
       programDateTime: o.programDateTime,
       discontinuity: o.discontinuity,
-    }))));
+    })), dateRanges));
     await this.#enqueueFile(rec, 'playlist', `hls/${PLAYLIST_NAME}`, vodPath, { durationSeconds: duration, mediaStart: 0 });
-
     step('playlist', t);
     // The whole broadcast as one audio file, on the programme clock.
     t = performance.now();

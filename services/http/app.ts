@@ -11,6 +11,8 @@ import type { StageService } from '../stages.ts';
 import type { Archiver } from '../archive/archiver.ts';
 import { liveRouter } from './live.ts';
 import { recordingsRouter } from './recordings.ts';
+import { RateLimiter } from '../signaling/rateLimit.ts';
+import { performerEventSchema } from '../shared/timeline.ts';
 
 const STATUS_OF: Record<ErrorCode, number> = {
   BAD_REQUEST: 400,
@@ -20,6 +22,7 @@ const STATUS_OF: Record<ErrorCode, number> = {
   NOT_JOINED: 409,
   ALREADY_JOINED: 409,
   INVALID_STATE: 409,
+  RATE_LIMITED: 429,
   UNAVAILABLE: 503,
   INTERNAL: 500,
 };
@@ -134,6 +137,38 @@ export function createHttpApp(deps: HttpDeps): express.Express {
       const { view, changed } = action === 'start' ? await deps.stages.start(id) : await deps.stages.stop(id);
       res.status(200).json({ ...view, changed });
     });
+  // Timeline events (chapter, track, marker) by the admin or a performer of the stage.
+  const eventLimiter = new RateLimiter({ capacity: 10, perSecond: 2 });
+  api.post(
+    '/stages/:id/events',
+    wrap(async (req, res) => {
+      const id = stageIdParam(req);
+      const bearer = /^Bearer (.+)$/.exec(req.get('authorization') ?? '')?.[1];
+      if (!bearer) {
+        res.setHeader('WWW-Authenticate', 'Bearer');
+        throw new RequestError('UNAUTHORIZED', 'send the admin token or the performer key as a Bearer token');
+      }
+      const admin = tokenMatches(bearer, deps.adminToken);
+      if (!admin) await deps.stages.checkKey(id, bearer);
+      const input = parseBody(performerEventSchema, req.body);
+      if (!(await deps.stages.view(id))) throw new RequestError('NOT_FOUND', 'no such stage');
+      if (!eventLimiter.take(id)) throw new RequestError('RATE_LIMITED', 'too many events on this stage; slow down');
+      const timeline = deps.stages.timeline;
+      if (!timeline) throw new RequestError('UNAVAILABLE', 'the timeline is not available');
+      const event = timeline.post(id, input, { kind: admin ? 'admin' : 'performer' });
+      res.status(201).json({ event });
+    }),
+  );
+  api.get(
+    '/stages/:id/events',
+    wrap(async (req, res) => {
+      const id = stageIdParam(req);
+      if (!(await deps.stages.view(id))) throw new RequestError('NOT_FOUND', 'no such stage');
+      const timeline = deps.stages.timeline;
+      if (!timeline) throw new RequestError('UNAVAILABLE', 'the timeline is not available');
+      res.json(await timeline.snapshot(id));
+    }),
+  );
   api.post('/stages/:id/start', stageTransition('start'));
   api.post('/stages/:id/stop', stageTransition('stop'));
 

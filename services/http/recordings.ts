@@ -13,7 +13,7 @@ import type { StageService } from '../stages.ts';
 
 export const recordingIdSchema = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'must be a recording id (a UUID)');
 export const downloadQuery = z.strictObject({
-  file: z.string().regex(/^(audio|playlist|manifest|track:[A-Za-z0-9_-]{1,128})$/, 'must be audio, playlist, manifest or track:<performerId>'),
+  file: z.string().regex(/^(audio|playlist|manifest|timeline|chapters|track:[A-Za-z0-9_-]{1,128})$/, 'must be audio, playlist, manifest, timeline, chapters or track:<performerId>'),
 });
 
 export interface RecordingFile {
@@ -44,7 +44,7 @@ export interface RecordingView {
 }
 
 function fileParam(o: ArchiveObject): string | null {
-  if (o.kind === 'audio' || o.kind === 'playlist' || o.kind === 'manifest') return o.kind;
+  if (o.kind === 'audio' || o.kind === 'playlist' || o.kind === 'manifest' || o.kind === 'timeline' || o.kind === 'chapters') return o.kind;
   if (o.kind === 'track' && o.performerId) return `track:${o.performerId}`;
   return null;
 }

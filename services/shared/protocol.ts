@@ -2,13 +2,15 @@
 // The browser imports only types from here (`import type`), so zod stays out of its bundle.
 // docs/protocol.md describes the same messages; keep both in step.
 import { z } from 'zod';
+import { performerEventSchema, type TimelineEvent } from './timeline.ts';
 
 export const STAGE_NAMESPACE = '/stage';
 
 /** Largest Socket.IO message the server accepts, in bytes. */
 export const MAX_MESSAGE_BYTES = 64 * 1024;
 
-export const stageIdSchema = z.string().regex(/^[A-Za-z0-9_-]{6,64}$/, 'must be 6-64 characters of A-Z a-z 0-9 _ -');
+export { stageIdSchema } from './ids.ts';
+import { stageIdSchema } from './ids.ts';
 const idSchema = z.string().min(1).max(128);
 const displayNameSchema = z
   .string()
@@ -49,6 +51,8 @@ export const requestSchemas = {
   leave: z.strictObject({}),
   startBroadcast: z.strictObject({}),
   stopBroadcast: z.strictObject({}),
+  /** A chapter, track or marker on the broadcast's timeline (see services/shared/timeline.ts). */
+  postEvent: performerEventSchema,
 } as const;
 
 export type RequestName = keyof typeof requestSchemas;
@@ -89,6 +93,7 @@ export interface ResponseData {
   leave: Record<string, never>;
   startBroadcast: { status: StageStatus };
   stopBroadcast: { status: StageStatus };
+  postEvent: { event: TimelineEvent };
 }
 
 export type ErrorCode =
@@ -99,6 +104,7 @@ export type ErrorCode =
   | 'NOT_JOINED'
   | 'ALREADY_JOINED'
   | 'INVALID_STATE'
+  | 'RATE_LIMITED'
   | 'UNAVAILABLE'
   | 'INTERNAL';
 

@@ -11,15 +11,15 @@ import {
   MAX_MESSAGE_BYTES,
   STAGE_NAMESPACE,
   requestSchemas,
-  type Ack,
   type ClientToServerEvents,
-  type ErrorBody,
   type RequestName,
   type RequestPayload,
   type ResponseData,
   type ServerToClientEvents,
 } from '../shared/protocol.ts';
 import type { StageService } from '../stages.ts';
+import { RateLimiter } from './rateLimit.ts';
+import { handleRequest, refuseUnknown } from './requests.ts';
 
 type StageSocket = Socket<ClientToServerEvents, ServerToClientEvents>;
 
@@ -39,6 +39,8 @@ export class SignalingServer {
   readonly #registry: StageRegistry;
   readonly #stages: StageService;
   readonly #log: Logger;
+  /** Performers' timeline events per stage: 10 at once, then one every 0.5 s. */
+  readonly #eventLimiter = new RateLimiter({ capacity: 10, perSecond: 2 });
   #closed = false;
 
   constructor(args: { httpServer: HttpServer; registry: StageRegistry; stages: StageService; log: Logger }) {
@@ -125,52 +127,25 @@ export class SignalingServer {
       },
       startBroadcast: async () => ({ status: (await this.#stages.start(joined().stage.id)).view.status }),
       stopBroadcast: async () => ({ status: (await this.#stages.stop(joined().stage.id)).view.status }),
+      postEvent: async (event) => {
+        const { stage, performer } = joined();
+        const timeline = this.#stages.timeline;
+        if (!timeline) throw new RequestError('UNAVAILABLE', 'the timeline is not available');
+        if (!this.#eventLimiter.take(stage.id)) throw new RequestError('RATE_LIMITED', 'too many events on this stage; slow down');
+        return { event: timeline.post(stage.id, event, { kind: 'performer', performerId: performer.id, displayName: performer.displayName }) };
+      },
     };
 
     for (const name of Object.keys(requestSchemas) as RequestName[]) {
       socket.on(name, (...args: unknown[]) => {
-        void this.#handle(name, args, handlers[name] as (p: unknown) => Promise<unknown>, log);
+        void handleRequest(requestSchemas, name, args, handlers[name] as (p: unknown) => Promise<unknown>, log);
       });
     }
-    socket.onAny((event: unknown, ...args: unknown[]) => {
-      if (typeof event === 'string' && Object.hasOwn(requestSchemas, event)) return;
-      const ack = args.at(-1);
-      if (typeof ack === 'function') {
-        (ack as (r: Ack<never>) => void)({ ok: false, error: { code: 'BAD_REQUEST', message: `unknown event ${String(event).slice(0, 64)}` } });
-      }
-    });
+    socket.onAny((event: unknown, ...args: unknown[]) => refuseUnknown(requestSchemas, event, args));
     socket.on('disconnect', (reason) => {
       log.debug('socket disconnected', { reason });
       leave('disconnected');
     });
-  }
-
-  /** Validates, runs and acks one request; nothing a client sends can throw out of here. */
-  async #handle(name: RequestName, args: unknown[], handler: (payload: unknown) => Promise<unknown>, log: Logger): Promise<void> {
-    const ack = args.length > 0 && typeof args[args.length - 1] === 'function' ? (args.pop() as (r: Ack<unknown>) => void) : null;
-    const reply = (res: Ack<unknown>) => {
-      if (ack) ack(res);
-    };
-    if (!ack) {
-      log.debug('request without ack ignored', { event: name });
-      return;
-    }
-    if (args.length !== 1) {
-      reply({ ok: false, error: { code: 'BAD_REQUEST', message: `${name} takes exactly one payload object` } });
-      return;
-    }
-    const parsed = requestSchemas[name].safeParse(args[0]);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      const where = issue && issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
-      reply({ ok: false, error: { code: 'BAD_REQUEST', message: `invalid ${name}: ${where}${issue?.message ?? 'bad payload'}` } });
-      return;
-    }
-    try {
-      reply({ ok: true, data: await handler(parsed.data) });
-    } catch (err) {
-      reply({ ok: false, error: toErrorBody(err, name, log) });
-    }
   }
 
   /** Forwards the stage's and the performer's events to this socket; returns the undo. */
@@ -227,14 +202,4 @@ export class SignalingServer {
 
 function roomOf(stageId: string): string {
   return `stage:${stageId}`;
-}
-
-function toErrorBody(err: unknown, request: string, log: Logger): ErrorBody {
-  if (err instanceof RequestError) return { code: err.code, message: err.message };
-  // mediasoup throws TypeError for arguments it refuses (bad RTP or DTLS parameters): the client's fault.
-  if (err instanceof TypeError) return { code: 'BAD_REQUEST', message: err.message };
-  if (err instanceof Error && err.name === 'UnsupportedError') return { code: 'BAD_REQUEST', message: err.message };
-  if (err instanceof Error && err.name === 'InvalidStateError') return { code: 'INVALID_STATE', message: err.message };
-  log.error('request failed', { request, error: err instanceof Error ? err.stack : String(err) });
-  return { code: 'INTERNAL', message: 'internal error' };
 }

@@ -35,7 +35,7 @@ describe('archive: local store (embedded default)', function () {
     expect((await fetch(`${app.url}/api/stages/${stage.id}/stop`, { method: 'POST', headers: auth, body: '{}' })).status).to.equal(200);
     const { rec } = await waitArchived(app.url, stage.id, 30_000);
     expect(rec.durationSeconds).to.be.within(4, 7);
-    expect(rec.files.map((f) => f.file).sort()).to.deep.equal(['audio', 'manifest', 'playlist']);
+    expect(rec.files.map((f) => f.file).sort()).to.deep.equal(['audio', 'chapters', 'manifest', 'playlist', 'timeline']);
     expect(app.archiver.store.kind).to.equal('local');
     // (Not compared with the live folder: with a retention of 0 the sweep may already be deleting it.)
     const manifest = await verifyArchive(app.archiver.store, rec);

@@ -11,8 +11,8 @@ export interface TestClient {
   close(): void;
 }
 
-export async function connectClient(baseUrl: string): Promise<TestClient> {
-  const socket = io(`${baseUrl}/stage`, { transports: ['websocket'], reconnection: false, forceNew: true });
+export async function connectClient(baseUrl: string, namespace = '/stage'): Promise<TestClient> {
+  const socket = io(`${baseUrl}${namespace}`, { transports: ['websocket'], reconnection: false, forceNew: true });
   await new Promise<void>((resolve, reject) => {
     socket.once('connect', () => resolve());
     socket.once('connect_error', reject);

@@ -1,11 +1,21 @@
-// The listener page: plays a stage's HLS and shows whether it is on air. Public: no key.
+// The listener page: plays a stage's HLS and shows whether it is on air, and the broadcast's timeline (chapter, track,
+// who is speaking, comments) in step with what the player plays. Public: no key.
 // Bundled by esbuild for the browser. For automation: document.body.dataset.state = offair|loading|playing|ended|error
 // ("offair": not playing, because nothing is on air or the listener has not pressed Play or has stopped),
-// dataset.engine = hls.js|native, and window.listenerDebug.
+// dataset.engine = hls.js|native, dataset.chapter = the current chapter's title ('' when none), and window.listenerDebug.
 import HlsUmd from 'hls.js/dist/hls.js';
 import type HlsClass from 'hls.js';
-import type { ErrorData } from 'hls.js';
-import type { StageStatus } from '../../shared/protocol.ts';
+import type { DateRange, ErrorData, LevelDetails } from 'hls.js';
+import { io, type Socket } from 'socket.io-client';
+import type { Ack, StageStatus } from '../../shared/protocol.ts';
+import type {
+  ListenerRequestName,
+  ListenerRequestPayload,
+  ListenerResponseData,
+  ListenerServerEvents,
+  TimelineEvent,
+  TimelineEventType,
+} from '../../shared/timeline.ts';
 
 // The UMD build carries hls.js's transmuxer worker inline (started from a blob: URL, hence the CSP's worker-src blob:);
 // the ESM build would need the worker as a separate file. Its typings are those of the ESM build, hence the cast.
@@ -38,6 +48,15 @@ const ui = {
   status: $<HTMLParagraphElement>('status'),
   error: $<HTMLParagraphElement>('error'),
   audio: $<HTMLAudioElement>('player'),
+  chapter: $<HTMLElement>('chapter'),
+  track: $<HTMLElement>('track'),
+  speaking: $<HTMLElement>('speaking'),
+  comments: $<HTMLOListElement>('comments'),
+  commentForm: $<HTMLFormElement>('comment-form'),
+  commentName: $<HTMLInputElement>('comment-name'),
+  commentText: $<HTMLInputElement>('comment-text'),
+  commentSend: $<HTMLButtonElement>('comment-send'),
+  commentError: $<HTMLParagraphElement>('comment-error'),
 };
 const audio = ui.audio;
 
@@ -81,6 +100,7 @@ function setState(next: PlayerState, status: string): void {
 
 function fail(message: string): void {
   stopEverything();
+  socket?.disconnect();
   ui.error.textContent = message;
   setState('error', '');
 }
@@ -191,6 +211,9 @@ function attach(url: string): void {
     const h = new Hls({ enableWorker: true, backBufferLength: 30 });
     hls = h;
     h.on(Hls.Events.ERROR, (_event, data) => onHlsError(h, data));
+    // The playlist's EXT-X-DATERANGE tags: the timeline as the stream itself carries it.
+    h.on(Hls.Events.LEVEL_LOADED, (_event, data) => onLevelDetails(data.details));
+    h.on(Hls.Events.LEVEL_UPDATED, (_event, data) => onLevelDetails(data.details));
     h.attachMedia(audio);
     h.loadSource(url);
   } else {
@@ -338,6 +361,349 @@ ui.volume.addEventListener('input', () => {
   localStorage.setItem('listenerVolume', String(ui.volume.valueAsNumber));
 });
 
+// --- the timeline: scheduled against what the player plays ---
+
+type EventSource = 'socket' | 'hls';
+
+interface KnownEvent {
+  id: string;
+  type: TimelineEventType;
+  /** From the server (Socket.IO); from the playlist's DATERANGE alone until the server's copy arrives. */
+  event: TimelineEvent;
+  /** When it plays: the stream's PROGRAM-DATE-TIME (epoch ms), or null while unknown. */
+  startMs: number | null;
+  /** Arrival order, to break ties between events with the same start. */
+  seq: number;
+  sources: EventSource[];
+  arrivedAtMs: number;
+  arrivedBySource: Partial<Record<EventSource, number>>;
+  shownAtMs: number | null;
+  shownAtPlayingDateMs: number | null;
+}
+
+type ListenerClientEvents = {
+  [E in ListenerRequestName]: (payload: ListenerRequestPayload<E>, ack: (res: Ack<ListenerResponseData[E]>) => void) => void;
+};
+
+const TICK_MS = 100;
+const MAX_COMMENTS = 50;
+const DATERANGE_TYPES: Record<string, TimelineEventType> = {
+  'com.stage-radio.chapter': 'chapter',
+  'com.stage-radio.track': 'track',
+  'com.stage-radio.marker': 'marker',
+};
+
+const events = new Map<string, KnownEvent>();
+/** The events with a known start, by start then arrival; rebuilt when events change. */
+let ordered: KnownEvent[] = [];
+let orderDirty = false;
+let eventSeq = 0;
+let broadcastId: string | null = null;
+let originMs: number | null = null;
+/** The last playing position seen: the timeline stays where the player stopped. */
+let lastPlayingMs: number | null = null;
+
+interface TimelineView {
+  chapter: KnownEvent | null;
+  track: KnownEvent | null;
+  speaking: string[];
+  comments: KnownEvent[];
+}
+let view: TimelineView = { chapter: null, track: null, speaking: [], comments: [] };
+let shownCommentsKey = '';
+
+function parseMs(iso: string | null | undefined): number | null {
+  if (!iso) return null;
+  const ms = Date.parse(iso);
+  return Number.isFinite(ms) ? ms : null;
+}
+
+/** Where the event plays: its startDate, or the broadcast's origin + its programme time. */
+function startOf(e: TimelineEvent): number | null {
+  return parseMs(e.startDate) ?? (originMs !== null && Number.isFinite(e.mediaTime) ? originMs + e.mediaTime * 1000 : null);
+}
+
+function recordEvent(e: TimelineEvent, source: EventSource, startMs: number | null): void {
+  const now = Date.now();
+  const known = events.get(e.id);
+  if (!known) {
+    events.set(e.id, {
+      id: e.id,
+      type: e.type,
+      event: e,
+      startMs,
+      seq: eventSeq++,
+      sources: [source],
+      arrivedAtMs: now,
+      arrivedBySource: { [source]: now },
+      shownAtMs: null,
+      shownAtPlayingDateMs: null,
+    });
+    orderDirty = true;
+    return;
+  }
+  if (!known.sources.includes(source)) {
+    known.sources.push(source);
+    known.arrivedBySource[source] = now;
+  }
+  if (source === 'socket') {
+    // The server's copy is complete (the tag carries only a few attributes); the tag's START-DATE stays in charge.
+    known.event = e;
+    known.type = e.type;
+    if (!known.sources.includes('hls') && startMs !== null && startMs !== known.startMs) {
+      known.startMs = startMs;
+      orderDirty = true;
+    }
+  } else if (startMs !== null && startMs !== known.startMs) {
+    known.startMs = startMs;
+    orderDirty = true;
+  }
+}
+
+function fromSocket(e: TimelineEvent): void {
+  recordEvent(e, 'socket', startOf(e));
+}
+
+/** A DATERANGE tag of the live playlist: its ID is the event's id. */
+function fromDateRange(r: DateRange): void {
+  const type = DATERANGE_TYPES[r.class];
+  if (!type || !r.isValid) return;
+  const startMs = r.startDate.getTime();
+  if (!Number.isFinite(startMs)) return;
+  const attr = r.attr as Record<string, unknown>;
+  const text = (k: string) => (typeof attr[k] === 'string' ? (attr[k] as string) : undefined);
+  const data: TimelineEvent['data'] = {};
+  const title = text('X-TITLE');
+  const artist = text('X-ARTIST');
+  const label = text('X-LABEL');
+  const by = text('X-BY');
+  if (title !== undefined) data.title = title;
+  if (artist !== undefined) data.artist = artist;
+  if (label !== undefined) data.label = label;
+  if (by !== undefined) data.name = by;
+  const known = events.get(r.id);
+  const e: TimelineEvent = known?.event ?? {
+    id: r.id,
+    type,
+    at: r.startDate.toISOString(),
+    mediaTime: originMs !== null ? (startMs - originMs) / 1000 : NaN,
+    startDate: r.startDate.toISOString(),
+    data,
+  };
+  recordEvent(e, 'hls', startMs);
+}
+
+function onLevelDetails(details: LevelDetails): void {
+  for (const r of Object.values(details.dateRanges)) if (r) fromDateRange(r);
+  tick();
+}
+
+/** The PROGRAM-DATE-TIME of what the player plays now, or null when it cannot tell. */
+function playingMs(): number | null {
+  if (!attached) return null;
+  if (hls) {
+    const d = hls.playingDate;
+    const ms = d ? d.getTime() : NaN;
+    return Number.isFinite(ms) ? ms : null;
+  }
+  // Safari's own HLS: the date of currentTime 0 (from EXT-X-PROGRAM-DATE-TIME), NaN when the stream has none.
+  const start = (audio as HTMLAudioElement & { getStartDate?: () => Date }).getStartDate?.();
+  const ms = start ? start.getTime() + audio.currentTime * 1000 : NaN;
+  return Number.isFinite(ms) ? ms : null;
+}
+
+function sortEvents(): void {
+  if (!orderDirty) return;
+  ordered = [...events.values()].filter((k) => k.startMs !== null).sort((a, b) => a.startMs! - b.startMs! || a.seq - b.seq);
+  orderDirty = false;
+}
+
+function trackText(k: KnownEvent): string {
+  const { title, artist } = k.event.data;
+  return artist ? `${title ?? ''} — ${artist}` : (title ?? '');
+}
+
+function markShown(k: KnownEvent, at: number): void {
+  if (k.shownAtMs !== null) return;
+  k.shownAtMs = Date.now();
+  k.shownAtPlayingDateMs = at;
+}
+
+/** Brings the timeline's display to the player's position. */
+function tick(): void {
+  const now = playingMs();
+  if (now !== null) lastPlayingMs = now;
+  const at = lastPlayingMs;
+  sortEvents();
+  let chapter: KnownEvent | null = null;
+  let track: KnownEvent | null = null;
+  const speakers = new Map<string, KnownEvent>();
+  const comments: KnownEvent[] = [];
+  if (at !== null) {
+    for (const k of ordered) {
+      if (k.startMs! > at) break;
+      if (k.type === 'chapter') chapter = k;
+      else if (k.type === 'track') track = k;
+      else if (k.type === 'speaking') speakers.set(k.event.data.performerId ?? k.event.data.displayName ?? k.id, k);
+      else if (k.type === 'comment') comments.push(k);
+    }
+  }
+  const speaking = [...speakers.values()]
+    .filter((k) => k.event.data.speaking === true)
+    .map((k) => k.event.data.displayName ?? k.event.data.performerId ?? '?')
+    .sort((a, b) => a.localeCompare(b));
+  const latest = comments.slice(-MAX_COMMENTS).reverse();
+  view = { chapter, track, speaking, comments: latest };
+  render(at);
+}
+
+function setText(el: HTMLElement, text: string): void {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+function render(at: number | null): void {
+  const chapterTitle = view.chapter?.event.data.title ?? '';
+  setText(ui.chapter, chapterTitle || '—');
+  if (document.body.dataset['chapter'] !== chapterTitle) document.body.dataset['chapter'] = chapterTitle;
+  const track = view.track ? trackText(view.track) : '';
+  setText(ui.track, track || '—');
+  setText(ui.speaking, view.speaking.length ? view.speaking.join(', ') : '—');
+  if (at !== null) {
+    if (view.chapter) markShown(view.chapter, at);
+    if (view.track) markShown(view.track, at);
+    for (const k of view.comments) markShown(k, at);
+    for (const k of ordered) {
+      if (k.startMs! > at) break;
+      if (k.type === 'speaking' || k.type === 'marker') markShown(k, at);
+    }
+  }
+  const key = view.comments.map((k) => k.id).join(',');
+  if (key === shownCommentsKey) return;
+  shownCommentsKey = key;
+  ui.comments.replaceChildren(
+    ...view.comments.map((k) => {
+      const li = document.createElement('li');
+      li.dataset['id'] = k.id;
+      const name = document.createElement('span');
+      name.className = 'name';
+      name.textContent = k.event.data.name ?? 'Listener';
+      const text = document.createElement('span');
+      text.className = 'text';
+      text.textContent = k.event.data.text ?? '';
+      li.append(name, ': ', text);
+      return li;
+    }),
+  );
+}
+
+// --- the timeline's connection: Socket.IO /listen ---
+
+const REQUEST_TIMEOUT_MS = 10_000;
+let socket: Socket<ListenerServerEvents, ListenerClientEvents> | null = null;
+let subscribeTimer: number | null = null;
+
+function request<E extends ListenerRequestName>(event: E, payload: ListenerRequestPayload<E>): Promise<Ack<ListenerResponseData[E]>> {
+  return new Promise((resolve) => {
+    const s = socket;
+    if (!s?.connected) {
+      resolve({ ok: false, error: { code: 'UNAVAILABLE', message: 'Not connected to the server, try again in a moment.' } });
+      return;
+    }
+    const timed = s.timeout(REQUEST_TIMEOUT_MS);
+    const emit = timed.emit as unknown as (e: E, p: ListenerRequestPayload<E>, cb: (err: Error | null, res: Ack<ListenerResponseData[E]>) => void) => void;
+    emit.call(timed, event, payload, (err, res) => {
+      if (err) resolve({ ok: false, error: { code: 'UNAVAILABLE', message: 'The server did not answer, try again.' } });
+      else resolve(res);
+    });
+  });
+}
+
+/** Takes the stage's timeline so far (again after every reconnection: nothing is missed). */
+async function subscribe(): Promise<void> {
+  if (subscribeTimer !== null) clearTimeout(subscribeTimer);
+  subscribeTimer = null;
+  const res = await request('subscribe', { stageId });
+  if (!res.ok) {
+    // An unknown stage has no timeline; anything else is tried again.
+    if (res.error.code === 'NOT_FOUND') socket?.disconnect();
+    else subscribeTimer = window.setTimeout(() => void subscribe(), RETRY_MS);
+    return;
+  }
+  const { data } = res;
+  if (broadcastId !== null && data.broadcastId !== broadcastId) {
+    // Another broadcast: the previous one's events are not this stream's.
+    events.clear();
+    ordered = [];
+    broadcastId = data.broadcastId;
+  }
+  originMs = parseMs(data.originDate);
+  for (const e of data.events) fromSocket(e);
+  // Events known before the origin was: their start may now be derived.
+  for (const k of events.values()) {
+    if (k.startMs === null) {
+      k.startMs = startOf(k.event);
+      orderDirty = true;
+    }
+  }
+  orderDirty = true;
+  tick();
+}
+
+function connectTimeline(): void {
+  const s: Socket<ListenerServerEvents, ListenerClientEvents> = io('/listen', {
+    transports: ['websocket'],
+    reconnectionDelay: 500,
+    reconnectionDelayMax: 8_000,
+    randomizationFactor: 0.5,
+  });
+  socket = s;
+  s.on('connect', () => void subscribe());
+  s.on('timelineEvent', ({ event }) => {
+    fromSocket(event);
+    tick();
+  });
+  s.on('stageStatus', ({ status }) => {
+    if (stage && stage.status !== status) {
+      stage = { ...stage, status };
+      showStage(stage);
+      update();
+    }
+    // A new broadcast (or its end) comes with a new origin and events.
+    void subscribe();
+  });
+}
+
+ui.commentName.value = localStorage.getItem('listenerName') ?? '';
+ui.commentForm.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  void sendComment();
+});
+
+async function sendComment(): Promise<void> {
+  const text = ui.commentText.value;
+  const name = ui.commentName.value;
+  ui.commentError.textContent = '';
+  ui.commentSend.disabled = true;
+  try {
+    const now = playingMs() ?? lastPlayingMs;
+    const res = await request('comment', { text, name, ...(now !== null ? { playingDate: new Date(now).toISOString() } : {}) });
+    if (!res.ok) {
+      ui.commentError.textContent = res.error.message;
+      return;
+    }
+    localStorage.setItem('listenerName', name);
+    if (ui.commentText.value === text) ui.commentText.value = '';
+    fromSocket(res.data.event);
+    tick();
+  } finally {
+    ui.commentSend.disabled = false;
+  }
+}
+
+window.setInterval(tick, TICK_MS);
+audio.addEventListener('timeupdate', tick);
+audio.addEventListener('seeked', tick);
+
 /** Read-only hooks for automated tests and diagnostics. */
 declare global {
   interface Window {
@@ -346,6 +712,25 @@ declare global {
       spectrum: () => { binHz: number; db: number[] };
       currentTime: () => number;
       engine: string;
+      /** The timeline as the page shows it, at the player's position (PROGRAM-DATE-TIME). */
+      timeline: () => {
+        playingDate: string | null;
+        chapter: string | null;
+        track: string | null;
+        speaking: string[];
+        comments: { id: string; text: string; name: string }[];
+        events: {
+          id: string;
+          type: TimelineEventType;
+          startDate: string | null;
+          sources: EventSource[];
+          arrivedAtMs: number;
+          /** Wall ms of each source's first delivery. */
+          arrivedBySource: Partial<Record<EventSource, number>>;
+          shownAtMs: number | null;
+          shownAtPlayingDateMs: number | null;
+        }[];
+      };
     };
   }
 }
@@ -358,11 +743,30 @@ window.listenerDebug = {
   },
   currentTime: () => audio.currentTime,
   engine: engine ?? 'none',
+  timeline: () => ({
+    playingDate: lastPlayingMs !== null ? new Date(lastPlayingMs).toISOString() : null,
+    chapter: view.chapter?.event.data.title ?? null,
+    track: view.track ? trackText(view.track) : null,
+    speaking: [...view.speaking],
+    comments: view.comments.map((k) => ({ id: k.id, text: k.event.data.text ?? '', name: k.event.data.name ?? '' })),
+    events: [...events.values()].map((k) => ({
+      id: k.id,
+      type: k.type,
+      startDate: k.startMs !== null ? new Date(k.startMs).toISOString() : null,
+      sources: [...k.sources],
+      arrivedAtMs: k.arrivedAtMs,
+      arrivedBySource: { ...k.arrivedBySource },
+      shownAtMs: k.shownAtMs,
+      shownAtPlayingDateMs: k.shownAtPlayingDateMs,
+    })),
+  }),
 };
 
+document.body.dataset['chapter'] = '';
 if (!stageId) fail('This stage does not exist.');
 else if (!engine) fail('This browser cannot play the stream (no HLS support).');
 else {
   setState('loading', 'Loading…');
   void poll();
+  connectTimeline();
 }

@@ -1,0 +1,88 @@
+// The archive's timeline files: timeline.json (every event and each performer's speaking intervals) and
+// chapters.vtt (WebVTT chapters), both on the recording's clock.
+import type { StoredEvent } from '../db/timeline.ts';
+import type { TimelineEvent } from '../shared/timeline.ts';
+
+export interface TimelineFile {
+  version: 1;
+  broadcastId: string;
+  stageId: string;
+  /** PROGRAM-DATE-TIME of programme time 0 (the first segment's), or the mixer's origin when unknown. */
+  originDate: string | null;
+  durationSeconds: number;
+  /** Chapters, tracks, markers and comments in programme order. */
+  events: TimelineEvent[];
+  /** Who spoke when: [start, end] seconds on the programme clock. */
+  speaking: { performerId: string; displayName: string; intervals: [number, number][] }[];
+}
+
+const r3 = (x: number) => Number(x.toFixed(3));
+
+export function toTimelineEvent(e: StoredEvent, originDate: string | null): TimelineEvent {
+  return {
+    id: e.id,
+    type: e.type,
+    at: e.at.toISOString(),
+    mediaTime: r3(e.mediaTime),
+    startDate: originDate ? new Date(Date.parse(originDate) + Math.round(e.mediaTime * 1000)).toISOString() : null,
+    data: e.data,
+  };
+}
+
+export function buildTimelineFile(args: {
+  broadcastId: string;
+  stageId: string;
+  originDate: string | null;
+  durationSeconds: number;
+  events: readonly StoredEvent[];
+}): TimelineFile {
+  const sorted = [...args.events].sort((a, b) => a.mediaTime - b.mediaTime || a.id.localeCompare(b.id));
+  const speaking = new Map<string, { performerId: string; displayName: string; intervals: [number, number][] }>();
+  for (const e of sorted) {
+    if (e.type !== 'speaking') continue;
+    const performerId = String(e.data['performerId'] ?? e.authorId ?? '');
+    const entry = speaking.get(performerId) ?? { performerId, displayName: String(e.data['displayName'] ?? performerId), intervals: [] };
+    const end = Math.min(args.durationSeconds, e.endMediaTime ?? args.durationSeconds);
+    if (end > e.mediaTime) entry.intervals.push([r3(e.mediaTime), r3(end)]);
+    speaking.set(performerId, entry);
+  }
+  return {
+    version: 1,
+    broadcastId: args.broadcastId,
+    stageId: args.stageId,
+    originDate: args.originDate,
+    durationSeconds: r3(args.durationSeconds),
+    events: sorted.filter((e) => e.type !== 'speaking').map((e) => toTimelineEvent(e, args.originDate)),
+    speaking: [...speaking.values()],
+  };
+}
+
+/** hh:mm:ss.ttt */
+export function vttTime(seconds: number): string {
+  const ms = Math.max(0, Math.round(seconds * 1000));
+  const h = Math.floor(ms / 3_600_000);
+  const m = Math.floor((ms % 3_600_000) / 60_000);
+  const s = Math.floor((ms % 60_000) / 1000);
+  const t = ms % 1000;
+  return `${String(h).padStart(2, '0')}:${String(m).padStart(2, '0')}:${String(s).padStart(2, '0')}.${String(t).padStart(3, '0')}`;
+}
+
+/** Cue text: no blank lines and no "-->" (either would end or break the cue); & and < escaped as WebVTT requires. */
+function cueText(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/-->/g, '--&gt;').replace(/\s*\n\s*/g, ' ');
+}
+
+/** WebVTT chapters: each chapter from its start to the next one's (or the end of the recording). */
+export function buildChaptersVtt(events: readonly StoredEvent[], durationSeconds: number): string {
+  const chapters = events.filter((e) => e.type === 'chapter').sort((a, b) => a.mediaTime - b.mediaTime);
+  const out = ['WEBVTT', ''];
+  if (chapters.length === 0) out.push('NOTE no chapters were marked in this broadcast', '');
+  let n = 0;
+  chapters.forEach((c, i) => {
+    const start = Math.min(Math.max(0, c.mediaTime), durationSeconds);
+    const end = Math.min(chapters[i + 1]?.mediaTime ?? durationSeconds, durationSeconds);
+    if (end - start < 0.001) return;
+    out.push(String(++n), `${vttTime(start)} --> ${vttTime(end)}`, cueText(String(c.data['title'] ?? 'Chapter')), '');
+  });
+  return out.join('\n');
+}
