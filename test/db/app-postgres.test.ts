@@ -1,5 +1,6 @@
 // The whole app on a real PostgreSQL server (DATABASE_URL), as deployments run it.
 import { expect } from 'chai';
+import { projectVersions } from './contract.ts';
 import pg from 'pg';
 import type { App } from '../../services/app.ts';
 import { createStage, startTestApp } from '../support/app.ts';
@@ -44,7 +45,7 @@ describe('app on PostgreSQL (DATABASE_URL)', function () {
       expect(row!.left_at!.getTime()).to.be.at.least(row!.joined_at.getTime());
       expect(row!.leave_reason).to.equal('disconnected');
       const m = await direct.query('select version from schema_migrations order by version');
-      expect(m.rows.map((r) => r.version)).to.deep.equal([1, 2, 3]);
+      expect(m.rows.map((r) => r.version)).to.deep.equal(await projectVersions());
     } finally {
       await direct.end();
     }

@@ -278,3 +278,8 @@ export function dbContract(fresh: () => Promise<Db>): void {
     expect(String(err)).to.match(/database is closed/);
   });
 }
+
+/** The versions of the project's migrations (sql/), in order. */
+export async function projectVersions(): Promise<number[]> {
+  return (await readMigrations(DEFAULT_SQL_DIR)).map((m) => m.version);
+}

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { DEFAULT_SQL_DIR, openDb, openPglite, readMigrations } from '../../services/db/index.ts';
 import { PerformerSessionRepo, StageRepo } from '../../services/db/repositories.ts';
-import { dbContract, silentLog } from './contract.ts';
+import { dbContract, silentLog, projectVersions } from './contract.ts';
 
 describe('db: PGlite (embedded)', function () {
   this.timeout(60_000);
@@ -17,7 +17,7 @@ describe('db: PGlite (embedded)', function () {
     try {
       expect(db.kind).to.equal('pglite');
       const { rows } = await db.query<{ version: number }>('select version from schema_migrations');
-      expect(rows.map((r) => r.version)).to.deep.equal([1, 2, 3]);
+      expect(rows.map((r) => r.version)).to.deep.equal(await projectVersions());
     } finally {
       await db.close();
     }

@@ -6,7 +6,7 @@ import type { Db } from '../../services/db/db.ts';
 import { DEFAULT_SQL_DIR, migrate, openDb, openPostgres } from '../../services/db/index.ts';
 import { StageRepo } from '../../services/db/repositories.ts';
 import { createDatabase, startPostgres, type PostgresServer } from '../support/postgres.ts';
-import { dbContract, silentLog, tempSqlDir } from './contract.ts';
+import { dbContract, silentLog, tempSqlDir, projectVersions } from './contract.ts';
 
 describe('db: PostgreSQL (real server)', function () {
   this.timeout(60_000);
@@ -30,7 +30,7 @@ describe('db: PostgreSQL (real server)', function () {
     try {
       expect(db.kind).to.equal('postgres');
       const { rows } = await db.query<{ version: number }>('select version from schema_migrations');
-      expect(rows.map((r) => r.version)).to.deep.equal([1, 2, 3]);
+      expect(rows.map((r) => r.version)).to.deep.equal(await projectVersions());
     } finally {
       await db.close();
     }
@@ -72,7 +72,7 @@ describe('db: PostgreSQL (real server)', function () {
     const dbs = await Promise.all([1, 2, 3, 4].map(() => openDb({ kind: 'postgres', url }, silentLog)));
     try {
       const { rows } = await dbs[0]!.query<{ version: number }>('select version from schema_migrations');
-      expect(rows.map((r) => r.version)).to.deep.equal([1, 2, 3]);
+      expect(rows.map((r) => r.version)).to.deep.equal(await projectVersions());
     } finally {
       await Promise.all(dbs.map((db) => db.close()));
     }
