@@ -11,7 +11,7 @@ export const STAGE_MEDIA_CODECS: ms.RtpCodecCapability[] = [
   { kind: 'audio', mimeType: 'audio/opus', clockRate: 48000, channels: 2, parameters: { useinbandfec: 1, 'sprop-stereo': 1 } },
 ];
 
-const AUDIO_LEVEL_INTERVAL_MS = 300;
+const AUDIO_LEVEL_INTERVAL_MS = 100;
 
 type StageEvents = {
   performerJoined: [performer: Performer];

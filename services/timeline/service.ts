@@ -17,16 +17,16 @@ import type { StageService } from '../stages.ts';
 
 /**
  * A performer counts as speaking at this level. The AudioLevelObserver averages the packets' dBov values over its
- * interval, silence counting as -127: speech at a usual -15 to -30 dBov passes once it fills about half the interval.
+ * 100 ms interval, silence counting as -127: speech at a usual -15 to -30 dBov passes once it fills about half of it.
  */
 export const SPEAKING_THRESHOLD_DBOV = -65;
 /**
  * Where speech starts and ends relative to the first and last loud report, measured against the performers' own
- * tracks (test/timeline/timeline.test.ts, tone bursts): it starts ~0.2 s before the first loud report and ends
- * ~0.15 s after the last one (the observer's average drops below the threshold before the window empties).
+ * tracks (test/timeline/timeline.test.ts, tone bursts from Chromium): it starts ~0.27 s before the first loud report
+ * and ends ~0.05 s before the last one (the reports lag the audio: the browser's level and the observer's interval).
  */
-const ONSET_LEAD_S = 0.2;
-const END_LEAD_S = -0.15;
+const ONSET_LEAD_S = 0.27;
+const END_LEAD_S = 0.05;
 /** Speaking stops after this long without a loud report. */
 const SPEAKING_HANGOVER_S = 0.6;
 /** A comment placed at the listener's playing position may be at most this far in the past. */
