@@ -70,6 +70,17 @@ describe('e2e: broadcast to a listener', function () {
     expect(onAir.map((p) => p.displayName).sort()).to.deep.equal(['Ann', 'Bob']);
     expect((await new UsageRepo(app.db).list(broadcast!.id)).length).to.equal(3);
 
+    // A performer marks a chapter from the page: it lands on the timeline, placed where her audio is.
+    await pages[0]!.getByLabel('Title').fill('Opening song');
+    await pages[0]!.getByRole('button', { name: 'Mark now' }).click();
+    await pages[0]!.waitForFunction(() => document.getElementById('event-status')?.dataset['eventId'], null, { timeout: 5_000 });
+    const statusText = await pages[0]!.locator('#event-status').textContent();
+    expect(statusText).to.match(/^Chapter “Opening song” at \d+\.\d s into the broadcast$/);
+    const { events } = (await (await fetch(`${app.url}/api/stages/${stage.id}/events`)).json()) as { events: { type: string; mediaTime: number; data: { title?: string; name?: string } }[] };
+    const chapter = events.find((e) => e.type === 'chapter');
+    expect(chapter?.data).to.deep.include({ title: 'Opening song', name: 'Ann' });
+    expect(chapter!.mediaTime).to.be.closeTo(app.registry.get(stage.id)!.mixer!.programmeSeconds(), 2);
+
     await pages[1]!.getByRole('button', { name: 'Stop broadcast' }).click();
     await pages[0]!.waitForFunction(() => document.body.dataset['stageStatus'] === 'ended', null, { timeout: 10_000 });
     await listener.waitForFunction(() => document.body.dataset['state'] === 'ended', null, { timeout: 30_000 });

@@ -35,6 +35,12 @@ const ui = {
   meter: $<HTMLMeterElement>('level'),
   performers: $<HTMLUListElement>('performers'),
   audio: $<HTMLDivElement>('audio'),
+  eventForm: $<HTMLFormElement>('event-form'),
+  eventType: $<HTMLSelectElement>('event-type'),
+  eventTitle: $<HTMLInputElement>('event-title'),
+  eventArtist: $<HTMLInputElement>('event-artist'),
+  postEvent: $<HTMLButtonElement>('post-event'),
+  eventStatus: $<HTMLParagraphElement>('event-status'),
 };
 
 const stageId = decodeURIComponent(location.pathname.split('/').filter(Boolean)[1] ?? '');
@@ -123,6 +129,8 @@ function showStageStatus(status: StageStatus): void {
   document.body.dataset['stageStatus'] = status;
   ui.startBroadcast.disabled = state !== 'publishing' || status !== 'idle';
   ui.stopBroadcast.disabled = state !== 'publishing' || status !== 'live';
+  // Chapters, tracks and markers belong to a broadcast: only while on air.
+  ui.postEvent.disabled = state !== 'publishing' || status !== 'live';
 }
 
 function setState(next: PageState, status: string): void {
@@ -414,6 +422,34 @@ for (const [button, event] of [[ui.startBroadcast, 'startBroadcast'], [ui.stopBr
   });
 }
 ui.mute.addEventListener('click', () => void toggleMute());
+
+// Timeline: a chapter, track or marker placed where this performer's audio is now.
+ui.eventForm.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const type = ui.eventType.value;
+  const title = ui.eventTitle.value.trim();
+  const artist = ui.eventArtist.value.trim();
+  const payload: RequestPayload<'postEvent'> =
+    type === 'chapter' ? { type: 'chapter', title }
+    : type === 'track' ? { type: 'track', title, ...(artist ? { artist } : {}) }
+    : { type: 'marker', ...(title ? { label: title } : {}) };
+  ui.postEvent.disabled = true;
+  request('postEvent', payload).then(
+    ({ event }) => {
+      const what = event.type === 'marker' ? 'Marker' : `${event.type === 'chapter' ? 'Chapter' : 'Track'} “${event.data.title ?? ''}”`;
+      ui.eventStatus.textContent = `${what} at ${event.mediaTime.toFixed(1)} s into the broadcast`;
+      ui.eventStatus.dataset['eventId'] = event.id;
+      ui.eventTitle.value = '';
+      ui.eventArtist.value = '';
+      showStageStatus(stageStatus);
+    },
+    (err: unknown) => {
+      ui.eventStatus.textContent = err instanceof Error ? err.message : String(err);
+      delete ui.eventStatus.dataset['eventId'];
+      showStageStatus(stageStatus);
+    },
+  );
+});
 
 // Level meter of the own microphone (RMS in dBFS), updated each frame.
 const micBuf = new Float32Array(micAnalyser.fftSize);
