@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { App } from '../services/app.ts';
-import { createStage, startTestApp, TEST_ADMIN_TOKEN } from '../test/support/app.ts';
+import { createStage, startTestApp, transition } from '../test/support/app.ts';
 import { startS3, type S3Server } from '../test/support/s3.ts';
 import { SyntheticPerformer } from '../test/support/synthetic.ts';
 
@@ -18,11 +18,6 @@ export interface ArchiveBenchResult {
   stopToArchivedMs: number;
   /** Of which: making the VOD playlist, .m4a and manifest (until the archive status became uploading). */
   finalizeMs: number;
-}
-
-async function post(app: App, p: string): Promise<void> {
-  const res = await fetch(`${app.url}${p}`, { method: 'POST', headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: '{}' });
-  if (res.status !== 200) throw new Error(`${p}: ${res.status} ${await res.text()}`);
 }
 
 export async function benchArchive(opts: { seconds: number; log: (s: string) => void }): Promise<ArchiveBenchResult[]> {
@@ -37,7 +32,7 @@ export async function benchArchive(opts: { seconds: number; log: (s: string) => 
     const stages: string[] = [];
     for (const { app } of apps) {
       const stage = await createStage(app, 'Bench archive');
-      await post(app, `/api/stages/${stage.id}/start`);
+      await transition(app, stage.id, 'start');
       const s = app.registry.get(stage.id)!;
       for (const [i, freq] of [330, 440, 550, 660].entries()) {
         const p = await SyntheticPerformer.start(s.router, freq);
@@ -52,7 +47,7 @@ export async function benchArchive(opts: { seconds: number; log: (s: string) => 
     for (const [i, { app, store }] of apps.entries()) {
       const stageId = stages[i]!;
       const t0 = performance.now();
-      await post(app, `/api/stages/${stageId}/stop`);
+      await transition(app, stageId, 'stop');
       let finalizeMs = 0;
       for (;;) {
         const recs = (await (await fetch(`${app.url}/api/stages/${stageId}/recordings`)).json()) as { recordings: { id: string; status: string; error: string | null; segments: { count: number } }[] };

@@ -32,15 +32,6 @@ export class TrackRecorder {
     return new TrackRecorder(path, performerId, [`TITLE=${displayName}`, `STAGE_RADIO_PERFORMER=${performerId}`]);
   }
 
-  get error(): Error | null {
-    return this.#error;
-  }
-
-  /** Seconds of audio written so far. */
-  get seconds(): number {
-    return (this.#writer?.samples ?? 0) / 48000;
-  }
-
   /** A packet at ts (48 kHz units on the programme timeline). */
   push(ts: number, payload: Buffer): void {
     if (this.#closed) return;
@@ -64,13 +55,13 @@ export class TrackRecorder {
     w.write(payload, samples);
   }
 
-  /** Pads with silence up to ts (the end of the programme), then closes the file. Idempotent. */
+  /** Pads with silence up to ts (the end of the programme), then closes the file. Idempotent. Rejects if the file could not be opened. */
   async close(endTs?: number): Promise<void> {
     if (this.#closed) return this.#opening;
     this.#closed = true;
     await this.#opening;
     const w = this.#writer;
-    if (!w) return;
+    if (!w) throw this.#error ?? new Error(`track ${this.path} was never opened`);
     if (endTs !== undefined) {
       const frames = Math.round((endTs - w.samples) / OPUS_FRAME_SAMPLES);
       if (frames > 0) w.writeSilence(frames);

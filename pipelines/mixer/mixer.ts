@@ -169,11 +169,6 @@ export class Mixer {
     return relay ? relay.timestampAt(performance.now()) / 48000 : this.programmeSeconds();
   }
 
-  /** The performers' track files recorded so far. */
-  get tracks(): { performerId: string; path: string }[] {
-    return [...this.#tracks.values()].map((t) => ({ performerId: t.performerId, path: t.path }));
-  }
-
   get ffmpeg(): SupervisedFfmpeg {
     return this.#ffmpeg;
   }

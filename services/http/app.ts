@@ -10,6 +10,7 @@ import { stageIdSchema, type ErrorCode } from '../shared/protocol.ts';
 import type { StageService } from '../stages.ts';
 import type { Archiver } from '../archive/archiver.ts';
 import { liveRouter } from './live.ts';
+import { parseWith, wrap } from './util.ts';
 import { recordingsRouter } from './recordings.ts';
 import { RateLimiter } from '../signaling/rateLimit.ts';
 import { performerEventSchema } from '../shared/timeline.ts';
@@ -64,19 +65,8 @@ function sendError(res: Response, code: ErrorCode, message: string): void {
   res.status(STATUS_OF[code]).json({ ok: false, error: { code, message } });
 }
 
-type AsyncHandler = (req: Request, res: Response) => Promise<void>;
-const wrap = (fn: AsyncHandler) => (req: Request, res: Response, next: NextFunction) => {
-  fn(req, res).catch(next);
-};
-
 function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
-  const r = schema.safeParse(body ?? {});
-  if (!r.success) {
-    const issue = r.error.issues[0];
-    const where = issue && issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
-    throw new RequestError('BAD_REQUEST', `invalid body: ${where}${issue?.message ?? 'bad value'}`);
-  }
-  return r.data;
+  return parseWith(schema, body ?? {}, 'body');
 }
 
 function stageIdParam(req: Request): string {
@@ -123,16 +113,23 @@ export function createHttpApp(deps: HttpDeps): express.Express {
     }),
   );
 
-  // Going on and off air: the admin token or the stage's performer key, as a Bearer token.
+  /** Writes to a stage take the admin token or the stage's performer key, as a Bearer token. True for the admin. */
+  const authorizeStage = async (req: Request, res: Response, id: string): Promise<boolean> => {
+    const bearer = /^Bearer (.+)$/.exec(req.get('authorization') ?? '')?.[1];
+    if (!bearer) {
+      res.setHeader('WWW-Authenticate', 'Bearer');
+      throw new RequestError('UNAUTHORIZED', 'send the admin token or the performer key as a Bearer token');
+    }
+    if (tokenMatches(bearer, deps.adminToken)) return true;
+    await deps.stages.checkKey(id, bearer);
+    return false;
+  };
+
+  // Going on and off air.
   const stageTransition = (action: 'start' | 'stop') =>
     wrap(async (req, res) => {
       const id = stageIdParam(req);
-      const bearer = /^Bearer (.+)$/.exec(req.get('authorization') ?? '')?.[1];
-      if (!bearer) {
-        res.setHeader('WWW-Authenticate', 'Bearer');
-        throw new RequestError('UNAUTHORIZED', 'send the admin token or the performer key as a Bearer token');
-      }
-      if (!tokenMatches(bearer, deps.adminToken)) await deps.stages.checkKey(id, bearer);
+      await authorizeStage(req, res, id);
       parseBody(z.strictObject({}), req.body);
       const { view, changed } = action === 'start' ? await deps.stages.start(id) : await deps.stages.stop(id);
       res.status(200).json({ ...view, changed });
@@ -143,13 +140,7 @@ export function createHttpApp(deps: HttpDeps): express.Express {
     '/stages/:id/events',
     wrap(async (req, res) => {
       const id = stageIdParam(req);
-      const bearer = /^Bearer (.+)$/.exec(req.get('authorization') ?? '')?.[1];
-      if (!bearer) {
-        res.setHeader('WWW-Authenticate', 'Bearer');
-        throw new RequestError('UNAUTHORIZED', 'send the admin token or the performer key as a Bearer token');
-      }
-      const admin = tokenMatches(bearer, deps.adminToken);
-      if (!admin) await deps.stages.checkKey(id, bearer);
+      const admin = await authorizeStage(req, res, id);
       const input = parseBody(performerEventSchema, req.body);
       if (!(await deps.stages.view(id))) throw new RequestError('NOT_FOUND', 'no such stage');
       if (!eventLimiter.take(id)) throw new RequestError('RATE_LIMITED', 'too many events on this stage; slow down');

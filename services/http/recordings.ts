@@ -1,7 +1,7 @@
 // REST for the archive: list a stage's recordings, and download their files (a presigned redirect for S3, or a
 // stream with Range support from the local store).
 import path from 'node:path';
-import express, { type NextFunction, type Request, type Response } from 'express';
+import express from 'express';
 import { z } from 'zod';
 import type { Archiver } from '../archive/archiver.ts';
 import type { ArchiveObject, Recording } from '../db/archive.ts';
@@ -10,6 +10,7 @@ import type { Db } from '../db/db.ts';
 import { RequestError } from '../sfu/errors.ts';
 import { stageIdSchema } from '../shared/protocol.ts';
 import type { StageService } from '../stages.ts';
+import { parseWith, wrap } from './util.ts';
 
 export const recordingIdSchema = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'must be a recording id (a UUID)');
 export const downloadQuery = z.strictObject({
@@ -47,21 +48,6 @@ function fileParam(o: ArchiveObject): string | null {
   if (o.kind === 'audio' || o.kind === 'playlist' || o.kind === 'manifest' || o.kind === 'timeline' || o.kind === 'chapters') return o.kind;
   if (o.kind === 'track' && o.performerId) return `track:${o.performerId}`;
   return null;
-}
-
-type AsyncHandler = (req: Request, res: Response) => Promise<void>;
-const wrap = (fn: AsyncHandler) => (req: Request, res: Response, next: NextFunction) => {
-  fn(req, res).catch(next);
-};
-
-function parse<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
-  const r = schema.safeParse(value);
-  if (!r.success) {
-    const issue = r.error.issues[0];
-    const where = issue && issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
-    throw new RequestError('BAD_REQUEST', `invalid ${what}: ${where}${issue?.message ?? 'bad value'}`);
-  }
-  return r.data;
 }
 
 /** A download name: the stage, the broadcast's start, and what the file is. */
@@ -114,7 +100,7 @@ export function recordingsRouter(deps: { archiver: Archiver; stages: StageServic
   router.get(
     '/stages/:id/recordings',
     wrap(async (req, res) => {
-      const stageId = parse(stageIdSchema, req.params['id'], 'stage id');
+      const stageId = parseWith(stageIdSchema, req.params['id'], 'stage id');
       if (!(await deps.stages.view(stageId))) throw new RequestError('NOT_FOUND', 'no such stage');
       const recs = await repo.recordingsForStage(stageId);
       res.json({ stageId, recordings: await Promise.all(recs.map(view)) });
@@ -124,7 +110,7 @@ export function recordingsRouter(deps: { archiver: Archiver; stages: StageServic
   router.get(
     '/recordings/:id',
     wrap(async (req, res) => {
-      const id = parse(recordingIdSchema, req.params['id'], 'recording id');
+      const id = parseWith(recordingIdSchema, req.params['id'], 'recording id');
       const rec = await repo.recording(id);
       if (!rec) throw new RequestError('NOT_FOUND', 'no such recording');
       res.json(await view(rec));
@@ -134,8 +120,8 @@ export function recordingsRouter(deps: { archiver: Archiver; stages: StageServic
   router.get(
     '/recordings/:id/download',
     wrap(async (req, res) => {
-      const id = parse(recordingIdSchema, req.params['id'], 'recording id');
-      const { file } = parse(downloadQuery, req.query, 'query');
+      const id = parseWith(recordingIdSchema, req.params['id'], 'recording id');
+      const { file } = parseWith(downloadQuery, req.query, 'query');
       const rec = await repo.recording(id);
       if (!rec) throw new RequestError('NOT_FOUND', 'no such recording');
       const obj = (await repo.objects(id)).find((o) => fileParam(o) === file);

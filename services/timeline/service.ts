@@ -14,6 +14,7 @@ import type { StageRegistry } from '../sfu/registry.ts';
 import type { Stage } from '../sfu/stage.ts';
 import type { PerformerEvent, TimelineEvent } from '../shared/timeline.ts';
 import type { StageService } from '../stages.ts';
+import { toTimelineEvent } from './files.ts';
 
 /**
  * A performer counts as speaking at this level. The AudioLevelObserver averages the packets' dBov values over its
@@ -110,21 +111,13 @@ export class TimelineService extends EventEmitter<TimelineEvents> {
     void p.finally(() => this.#writes.delete(p));
   }
 
-  #startDate(live: LiveTimeline, mediaTime: number): string | null {
-    const origin = live.mixer.publisher.originDate ?? new Date(live.mixer.originWallMs).toISOString();
-    return new Date(Date.parse(origin) + Math.round(mediaTime * 1000)).toISOString();
+  /** PROGRAM-DATE-TIME of programme time 0: the first segment's, or the mixer's origin before it exists. */
+  #originDate(live: LiveTimeline): string {
+    return live.mixer.publisher.originDate ?? new Date(live.mixer.originWallMs).toISOString();
   }
 
   #toPublic(live: LiveTimeline | null, e: StoredEvent, originDate: string | null = null): TimelineEvent {
-    const origin = live ? this.#startDate(live, 0) : originDate;
-    return {
-      id: e.id,
-      type: e.type,
-      at: e.at.toISOString(),
-      mediaTime: Number(e.mediaTime.toFixed(3)),
-      startDate: origin ? new Date(Date.parse(origin) + Math.round(e.mediaTime * 1000)).toISOString() : null,
-      data: e.data,
-    };
+    return toTimelineEvent(e, live ? this.#originDate(live) : originDate);
   }
 
   #requireLive(stageId: string): LiveTimeline {
@@ -176,7 +169,7 @@ export class TimelineService extends EventEmitter<TimelineEvents> {
     const now = live.mixer.programmeSeconds();
     let mediaTime = now;
     if (input.playingDate) {
-      const origin = Date.parse(this.#startDate(live, 0)!);
+      const origin = Date.parse(this.#originDate(live));
       const t = (Date.parse(input.playingDate) - origin) / 1000;
       if (Number.isFinite(t)) mediaTime = Math.min(now, Math.max(now - MAX_COMMENT_AGE_S, t, 0));
     }
@@ -204,7 +197,7 @@ export class TimelineService extends EventEmitter<TimelineEvents> {
     if (live) {
       await Promise.allSettled([...this.#writes]);
       const events = await this.repo.list(live.broadcastId, limit);
-      return { broadcastId: live.broadcastId, originDate: this.#startDate(live, 0), events: events.flatMap((e) => this.#expand(live, e)) };
+      return { broadcastId: live.broadcastId, originDate: this.#originDate(live), events: events.flatMap((e) => this.#expand(live, e)) };
     }
     const last = (await this.#archive.recordingsForStage(stageId))[0];
     if (!last) return { broadcastId: null, originDate: null, events: [] };

@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import { openStore, type ObjectStore } from '../../services/archive/store.ts';
 import type { App } from '../../services/app.ts';
 import { createLogger } from '../../services/logger.ts';
-import { createStage, startTestApp, TEST_ADMIN_TOKEN } from '../support/app.ts';
+import { createStage, startTestApp, transition } from '../support/app.ts';
 import { download, verifyArchive, waitArchived } from '../support/archive.ts';
 import { decodeToPcm, envelopeLag, median, rmsDb, SAMPLE_RATE, toneDb, toneOnsets } from '../support/audio.ts';
 import { BrowserSet } from '../support/browser.ts';
@@ -18,14 +18,6 @@ import { startS3, type S3Server } from '../support/s3.ts';
 const BROADCAST_SECONDS = Number(process.env['ARCHIVE_TEST_SECONDS'] ?? 60);
 const OUTAGE_SECONDS = Number(process.env['ARCHIVE_OUTAGE_SECONDS'] ?? 60);
 
-async function transition(app: App, stageId: string, action: 'start' | 'stop'): Promise<void> {
-  const res = await fetch(`${app.url}/api/stages/${stageId}/${action}`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}`, 'content-type': 'application/json' },
-    body: '{}',
-  });
-  expect(res.status, `${action}: ${await res.clone().text()}`).to.equal(200);
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const probeSeconds = (file: string) => parseFloat(execFileSync('ffprobe', ['-v', 'error', '-show_entries', 'format=duration', '-of', 'csv=p=0', file]).toString());

@@ -47,3 +47,13 @@ export async function createStage(app: App, title = 'Test stage'): Promise<{ id:
   if (res.status !== 201) throw new Error(`create stage failed: ${res.status} ${await res.text()}`);
   return (await res.json()) as { id: string; performerKey: string; performerUrl: string };
 }
+
+/** Puts a stage on air or takes it off air through the REST API (admin token); throws unless it answers 200. */
+export async function transition(app: App, stageId: string, action: 'start' | 'stop'): Promise<void> {
+  const res = await fetch(`${app.url}/api/stages/${stageId}/${action}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}`, 'content-type': 'application/json' },
+    body: '{}',
+  });
+  if (res.status !== 200) throw new Error(`${action} ${stageId}: ${res.status} ${await res.text()}`);
+}

@@ -7,7 +7,7 @@ import type { TimelineFile } from '../../services/timeline/files.ts';
 import type { Ack } from '../../services/shared/protocol.ts';
 import type { ListenerResponseData, TimelineEvent } from '../../services/shared/timeline.ts';
 import { parseMediaPlaylist } from '../../pipelines/hls/playlist.ts';
-import { createStage, startTestApp, TEST_ADMIN_TOKEN } from '../support/app.ts';
+import { createStage, startTestApp, TEST_ADMIN_TOKEN, transition } from '../support/app.ts';
 import { download, waitArchived } from '../support/archive.ts';
 import { decodeToPcm, SAMPLE_RATE, toneDb } from '../support/audio.ts';
 import { BrowserSet } from '../support/browser.ts';
@@ -17,7 +17,6 @@ import { encodeTone, PacketPerformer } from '../support/packets.ts';
 import fs from 'node:fs';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const auth = { authorization: `Bearer ${TEST_ADMIN_TOKEN}`, 'content-type': 'application/json' };
 
 async function postEvent(app: App, stageId: string, body: unknown, key = TEST_ADMIN_TOKEN): Promise<Response> {
   return fetch(`${app.url}/api/stages/${stageId}/events`, {
@@ -27,10 +26,6 @@ async function postEvent(app: App, stageId: string, body: unknown, key = TEST_AD
   });
 }
 
-async function transition(app: App, stageId: string, action: 'start' | 'stop'): Promise<void> {
-  const res = await fetch(`${app.url}/api/stages/${stageId}/${action}`, { method: 'POST', headers: auth, body: '{}' });
-  expect(res.status, await res.clone().text()).to.equal(200);
-}
 
 /** WebVTT cues (a small parser: header, optional identifiers, timings, text). */
 function parseVtt(text: string): { start: number; end: number; text: string }[] {

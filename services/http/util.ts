@@ -1,0 +1,22 @@
+// Small pieces every REST router shares.
+import type { NextFunction, Request, Response } from 'express';
+import type { z } from 'zod';
+import { RequestError } from '../sfu/errors.ts';
+
+type AsyncHandler = (req: Request, res: Response) => Promise<void>;
+
+/** An async route handler whose rejections reach Express's error handler. */
+export const wrap = (fn: AsyncHandler) => (req: Request, res: Response, next: NextFunction) => {
+  fn(req, res).catch(next);
+};
+
+/** Parses value with schema, or throws a BAD_REQUEST naming what was invalid (`body`, `query`, `stage id`...). */
+export function parseWith<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
+  const r = schema.safeParse(value);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    const where = issue && issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
+    throw new RequestError('BAD_REQUEST', `invalid ${what}: ${where}${issue?.message ?? 'bad value'}`);
+  }
+  return r.data;
+}
