@@ -28,6 +28,8 @@ export interface App {
   readonly usage: UsageMeter;
   readonly archiver: Archiver;
   readonly timeline: TimelineService;
+  readonly signaling: SignalingServer;
+  readonly listeners: ListenerSignaling;
   close(): Promise<void>;
 }
 
@@ -148,6 +150,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       usage,
       archiver,
       timeline,
+      signaling,
+      listeners,
       close: () => (closing ??= closeAll()),
     };
   } catch (err) {
