@@ -16,6 +16,9 @@ import { StageService } from './stages.ts';
 import { ListenerSignaling } from './signaling/listeners.ts';
 import { TimelineService } from './timeline/service.ts';
 import { UsageMeter } from './usage.ts';
+import { WriteBehind } from './db/writeBehind.ts';
+import { AdminService } from './ops/admin.ts';
+import { AppMetrics } from './ops/metrics.ts';
 
 export interface App {
   readonly config: Config;
@@ -28,9 +31,31 @@ export interface App {
   readonly usage: UsageMeter;
   readonly archiver: Archiver;
   readonly timeline: TimelineService;
+  readonly writes: WriteBehind;
   readonly signaling: SignalingServer;
   readonly listeners: ListenerSignaling;
-  close(): Promise<void>;
+  /** Prometheus metrics (GET /metrics) and the listener estimate. */
+  readonly metrics: AppMetrics;
+  /** The /admin namespace (live snapshots for the /admin page). */
+  readonly admin: AdminService;
+  /** Stops taking new work: new stages, going on air and joins answer UNAVAILABLE; /healthz answers 503 `draining`. */
+  drain(): void;
+  /**
+   * Graceful shutdown (idempotent): drains, ends every broadcast on air (ENDLIST, performers told, archive finalized
+   * and queued), lets those broadcasts' uploads run for up to `graceMs`, then closes everything. What is not uploaded
+   * stays queued in the database for the next start.
+   */
+  close(opts?: ShutdownOptions): Promise<void>;
+}
+
+/** After the shutdown grace, how long uploads already running may still take before they are abandoned. */
+const IN_FLIGHT_AFTER_GRACE_MS = 3000;
+
+export interface ShutdownOptions {
+  /** How long uploads of the broadcasts ended by the shutdown may still run. Default 0: only uploads in flight finish. */
+  graceMs?: number;
+  /** Aborting it ends the grace at once (a second SIGTERM). */
+  signal?: AbortSignal;
 }
 
 export async function startApp(config: Config, log: Logger): Promise<App> {
@@ -47,6 +72,9 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
   try {
     const db = await openDb(config.db, log, config.paths.sqlDir);
     cleanups.push(() => db.close());
+    // Writes that wait out a database outage; closed after everything that writes through it.
+    const writes = new WriteBehind({ db, log });
+    cleanups.push(() => writes.close());
     const orphaned = await new PerformerSessionRepo(db).closeAllOpen('server restarted');
     if (orphaned > 0) log.info('closed performer sessions left open by an earlier run', { count: orphaned });
 
@@ -100,8 +128,9 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       hls: config.hls,
       maxPerformers: config.stage.maxPerformers,
       archiver,
+      writes,
     });
-    const timeline = new TimelineService({ db, stages, registry, log });
+    const timeline = new TimelineService({ db, stages, registry, log, writes });
     stages.timeline = timeline;
     cleanups.push(() => timeline.close());
     const orphanedLive = await stages.endOrphanedBroadcasts();
@@ -113,10 +142,17 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     usage.start();
     cleanups.push(() => usage.close());
 
-    const server = http.createServer(createHttpApp({ adminToken: config.adminToken, stages, pool, db, pages, log, cdnDir: config.cdn.dir, hlsOrigin: config.cdn.publicHlsBaseUrl ? new URL(config.cdn.publicHlsBaseUrl).origin : null, archiver, downloadTtlSeconds: q.downloadTtlSeconds }));
+    // Per app (never prom-client's global registry): several apps can share a process. Socket.IO comes later.
+    let io: SignalingServer['io'] | null = null;
+    const metrics = new AppMetrics({ pool, registry, stages, archiver, io: () => io, log });
+    cleanups.push(() => metrics.close());
+
+    const server = http.createServer(createHttpApp({ metrics, adminToken: config.adminToken, stages, pool, db, pages, log, cdnDir: config.cdn.dir, hlsOrigin: config.cdn.publicHlsBaseUrl ? new URL(config.cdn.publicHlsBaseUrl).origin : null, archiver, downloadTtlSeconds: q.downloadTtlSeconds, writesPerMinute: config.rateLimits.writePerMinute, hsts: config.http.publicUrl?.startsWith('https:') ?? false, dbBacklog: () => writes.pending + usage.backlog + archiver.heldSegments() }));
     server.keepAliveTimeout = 65_000;
-    const signaling = new SignalingServer({ httpServer: server, registry, stages, log });
+    const signaling = new SignalingServer({ httpServer: server, registry, stages, log, joinsPerMinute: config.rateLimits.joinPerMinute });
     const listeners = new ListenerSignaling({ io: signaling.io, stages, timeline, log });
+    io = signaling.io;
+    const admin = new AdminService({ io: signaling.io, adminToken: config.adminToken, pool, registry, stages, archiver, metrics, log });
     cleanups.push(
       () =>
         new Promise<void>((resolve) => {
@@ -126,6 +162,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     );
     cleanups.push(() => signaling.close());
     cleanups.push(() => listeners.close());
+    cleanups.push(() => admin.close());
 
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -139,6 +176,37 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     baseUrl = config.http.publicUrl ?? `http://${localHost}:${port}`;
 
     let closing: Promise<void> | null = null;
+    // Broadcasts end while the HTTP server and the sockets are still up: performers get `stageStatus: ended`, players
+    // can fetch the final playlist with its ENDLIST, and /healthz tells the load balancer to stop sending work.
+    const shutdown = async (opts: ShutdownOptions): Promise<void> => {
+      stages.drain();
+      const deadline = Date.now() + (opts.signal?.aborted ? 0 : Math.max(0, opts.graceMs ?? 0));
+      const broadcasts = stages.liveSnapshot().map((s) => s.broadcastId);
+      try {
+        await stages.stopAll('server shutting down');
+      } catch (err) {
+        log.error('shutdown: could not end every broadcast', { error: String(err) });
+      }
+      if (broadcasts.length > 0) {
+        const graceMs = opts.signal?.aborted ? 0 : Math.max(0, opts.graceMs ?? 0);
+        if (graceMs > 0) log.info('shutdown: uploading what the ended broadcasts left', { broadcasts, graceSeconds: graceMs / 1000 });
+        try {
+          const r = await archiver.queue.flush(broadcasts, { deadline: Date.now() + graceMs, ...(opts.signal ? { signal: opts.signal } : {}) });
+          const fields = { broadcasts, uploaded: r.uploaded, left: r.left, waitedMs: r.waitedMs, cutShort: opts.signal?.aborted ?? false };
+          if (r.complete) log.info('shutdown: every upload of the ended broadcasts is done', fields);
+          else log.warn('shutdown: uploads left queued for the next start', fields);
+          // The grace is over: uploads in flight get a moment to finish, not a request timeout's worth.
+          if (!r.complete) await archiver.queue.close({ waitMs: IN_FLIGHT_AFTER_GRACE_MS });
+        } catch (err) {
+          log.error('shutdown: could not flush uploads; they stay queued for the next start', { error: String(err) });
+        }
+      }
+      // Writes held through a database outage get what is left of the grace (they live in memory only).
+      if (writes.pending > 0 && !(await writes.flush(Math.max(0, deadline - Date.now())))) {
+        log.error('shutdown: database writes held through an outage are lost', { count: writes.pending });
+      }
+      await closeAll();
+    };
     return {
       config,
       url: baseUrl,
@@ -150,9 +218,13 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       usage,
       archiver,
       timeline,
+      writes,
       signaling,
       listeners,
-      close: () => (closing ??= closeAll()),
+      metrics,
+      admin,
+      drain: () => stages.drain(),
+      close: (opts: ShutdownOptions = {}) => (closing ??= shutdown(opts)),
     };
   } catch (err) {
     await closeAll();

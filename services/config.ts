@@ -52,6 +52,9 @@ export const ENV_SCHEMA = z
     ARCHIVE_SWEEP_SECONDS: z.coerce.number({ error: 'must be a whole number 1-59' }).int().min(1).max(59).default(5),
     ARCHIVE_RETENTION_SECONDS: z.coerce.number({ error: 'must be a whole number of seconds' }).int().min(0).default(86400),
     ARCHIVE_DOWNLOAD_TTL_SECONDS: z.coerce.number({ error: 'must be a whole number 10-604800' }).int().min(10).max(604800).default(300),
+    SHUTDOWN_GRACE_SECONDS: z.coerce.number({ error: 'must be a whole number 0-3600' }).int().min(0).max(3600).default(20),
+    RATE_LIMIT_JOIN_PER_MINUTE: z.coerce.number({ error: 'must be a whole number 1-100000' }).int().min(1).max(100_000).default(30),
+    RATE_LIMIT_WRITE_PER_MINUTE: z.coerce.number({ error: 'must be a whole number 1-100000' }).int().min(1).max(100_000).default(120),
   })
   .superRefine((env, ctx) => {
     if (env.RTC_MIN_PORT > env.RTC_MAX_PORT) {
@@ -109,6 +112,10 @@ export interface Config {
     downloadTtlSeconds: number;
   };
   paths: { projectRoot: string; sqlDir: string; pagesDir: string };
+  /** On SIGTERM/SIGINT, after every broadcast has ended: how long pending uploads may still run before the exit. */
+  shutdown: { graceSeconds: number };
+  /** Per client address; a stage allows twice as many (docs/operations.md, "Limits"). */
+  rateLimits: { joinPerMinute: number; writePerMinute: number };
 }
 
 export class ConfigError extends Error {
@@ -182,5 +189,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       sqlDir: path.join(PROJECT_ROOT, 'sql'),
       pagesDir: path.join(PROJECT_ROOT, 'services', 'pages'),
     },
+    shutdown: { graceSeconds: env.SHUTDOWN_GRACE_SECONDS },
+    rateLimits: { joinPerMinute: env.RATE_LIMIT_JOIN_PER_MINUTE, writePerMinute: env.RATE_LIMIT_WRITE_PER_MINUTE },
   };
 }

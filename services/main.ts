@@ -1,6 +1,7 @@
 // `npm start`: the service with embedded defaults (PGlite, local cdn/ folder) unless the environment says otherwise.
 import { startApp } from './app.ts';
 import { ConfigError, loadConfig } from './config.ts';
+import { handleShutdownSignals } from './lifecycle.ts';
 import { createLogger } from './logger.ts';
 
 let config;
@@ -28,18 +29,4 @@ const banner = [
 ].join('\n');
 process.stdout.write(`${banner}\n`);
 
-let stopping = false;
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    if (stopping) return;
-    stopping = true;
-    log.info('shutting down', { signal });
-    app.close().then(
-      () => process.exit(0),
-      (err: unknown) => {
-        log.error('shutdown failed', { error: String(err) });
-        process.exit(1);
-      },
-    );
-  });
-}
+handleShutdownSignals({ app, log, graceSeconds: config.shutdown.graceSeconds });

@@ -8,6 +8,7 @@ import type { Config } from './config.ts';
 import { BroadcastRepo } from './db/broadcasts.ts';
 import type { Db } from './db/db.ts';
 import { PerformerSessionRepo, StageRepo } from './db/repositories.ts';
+import { WriteBehind } from './db/writeBehind.ts';
 import type { Logger } from './logger.ts';
 import { RequestError } from './sfu/errors.ts';
 import type { StageRegistry } from './sfu/registry.ts';
@@ -46,7 +47,6 @@ export function keyMatches(presented: string, storedHash: string): boolean {
 /** Stage records (PostgreSQL) joined with their live media (the registry). */
 export class StageService {
   readonly #stages: StageRepo;
-  readonly #sessions: PerformerSessionRepo;
   readonly #registry: StageRegistry;
   readonly #log: Logger;
   readonly #broadcasts: BroadcastRepo;
@@ -56,6 +56,7 @@ export class StageService {
   readonly #hls: Config['hls'];
   readonly #maxPerformers: number;
   readonly #archiver: Archiver | null;
+  readonly #writes: WriteBehind;
   /** Archives being finalized after their broadcast ended. */
   readonly #finalizing = new Set<Promise<void>>();
   /** The timeline of each broadcast (set by the composition root). */
@@ -64,6 +65,8 @@ export class StageService {
   readonly #live = new Map<string, string>();
   /** Start/stop of one stage run one at a time. */
   readonly #transitions = new Map<string, Promise<unknown>>();
+  /** Shutting down: no new stage, broadcast or performer (the one place this is decided; see drain()). */
+  #draining = false;
 
   constructor(args: {
     db: Db;
@@ -75,10 +78,12 @@ export class StageService {
     hls: Config['hls'];
     maxPerformers: number;
     archiver?: Archiver | null;
+    /** Writes that must outlive a database outage (performers on and off air, sessions). */
+    writes?: WriteBehind;
   }) {
     this.#archiver = args.archiver ?? null;
+    this.#writes = args.writes ?? new WriteBehind({ db: args.db, log: args.log });
     this.#stages = new StageRepo(args.db);
-    this.#sessions = new PerformerSessionRepo(args.db);
     this.#broadcasts = new BroadcastRepo(args.db);
     this.#cdnDir = args.cdnDir;
     this.#hls = args.hls;
@@ -99,7 +104,24 @@ export class StageService {
     };
   }
 
+  /** From now on new stages, going on air and joins are refused with UNAVAILABLE, and /healthz says `draining`. */
+  drain(): void {
+    if (this.#draining) return;
+    this.#draining = true;
+    this.#log.info('draining: new stages, broadcasts and joins are refused');
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /** Throws UNAVAILABLE while draining. */
+  assertAccepting(): void {
+    if (this.#draining) throw new RequestError('UNAVAILABLE', 'the server is shutting down');
+  }
+
   async create(title: string): Promise<{ id: string; title: string; status: StageStatus; performerKey: string } & StageUrls> {
+    this.assertAccepting();
     const id = crypto.randomBytes(9).toString('base64url');
     // 192 random bits; only its hash is stored.
     const performerKey = crypto.randomBytes(24).toString('base64url');
@@ -160,6 +182,7 @@ export class StageService {
    */
   start(id: string): Promise<{ view: StageView; changed: boolean }> {
     return this.#serialized(id, async () => {
+      this.assertAccepting();
       const rec = await this.#stages.get(id);
       if (!rec) throw new RequestError('NOT_FOUND', `no stage ${id}`);
       if (rec.status === 'ended') throw new RequestError('INVALID_STATE', 'this stage has ended; create a new one');
@@ -255,41 +278,33 @@ export class StageService {
   }
 
   #onAir(broadcastId: string, performerId: string, displayName: string): Promise<void> {
-    return this.#broadcasts.performerOnAir({ broadcastId, performerId, displayName }).then(
-      () => undefined,
-      (err: unknown) => {
-        this.#log.error('could not record performer on air', { broadcastId, performerId, error: String(err) });
+    const at = new Date();
+    return this.#writes.write('performer on air', (db) => new BroadcastRepo(db).performerOnAir({ broadcastId, performerId, displayName, at })).then(
+      (written) => {
+        if (!written) this.#log.error('could not record performer on air', { broadcastId, performerId });
       },
     );
   }
 
   #recordSessions(stage: Stage): void {
-    // A leave may come before the join's insert finished; closing waits for it.
-    const opening = new Map<string, Promise<void>>();
-    stage.on('performerJoined', (p) => {
-      const done = this.#sessions.open({ id: p.id, stageId: stage.id, displayName: p.displayName }).catch((err: unknown) => {
-        this.#log.error('could not record performer session', { stageId: stage.id, performerId: p.id, error: String(err) });
+    // Buffered writes run in order, so a session's close always follows its open.
+    const write = (label: string, fn: Parameters<WriteBehind['write']>[1], context: Record<string, unknown>) =>
+      void this.#writes.write(label, fn).then((written) => {
+        if (!written) this.#log.error(`could not record ${label}`, { stageId: stage.id, ...context });
       });
-      opening.set(p.id, done);
+    stage.on('performerJoined', (p) => {
+      const at = new Date();
+      write('performer session', (db) => new PerformerSessionRepo(db).open({ id: p.id, stageId: stage.id, displayName: p.displayName, at }), { performerId: p.id });
     });
     stage.on('performerUpdated', (p) => {
       const broadcastId = this.#live.get(stage.id);
       if (broadcastId && p.producer) void this.#onAir(broadcastId, p.id, p.displayName);
     });
     stage.on('performerLeft', (performerId, reason) => {
+      const at = new Date();
       const broadcastId = this.#live.get(stage.id);
-      if (broadcastId) {
-        this.#broadcasts.performerOffAir(broadcastId, performerId).catch((err: unknown) => {
-          this.#log.error('could not record performer off air', { broadcastId, performerId, error: String(err) });
-        });
-      }
-      const opened = opening.get(performerId) ?? Promise.resolve();
-      opening.delete(performerId);
-      opened
-        .then(() => this.#sessions.close(performerId, reason))
-        .catch((err: unknown) => {
-          this.#log.error('could not close performer session', { stageId: stage.id, performerId, error: String(err) });
-        });
+      if (broadcastId) write('performer off air', (db) => new BroadcastRepo(db).performerOffAir(broadcastId, performerId, at), { broadcastId, performerId });
+      write('performer session end', (db) => new PerformerSessionRepo(db).close(performerId, reason, at), { performerId });
     });
   }
 }

@@ -5,6 +5,7 @@ import cron, { type ScheduledTask } from 'node-cron';
 import type { Db } from './db/db.ts';
 import { UsageRepo, type UsageTick } from './db/broadcasts.ts';
 import type { Logger } from './logger.ts';
+import { isTransientDbError } from './db/writeBehind.ts';
 
 /** One stage on air, as the stage registry sees it right now. */
 export interface LiveSnapshot {
@@ -27,6 +28,9 @@ export const DEFAULT_USAGE_SCHEDULE = '* * * * *';
 
 /** A run may start this late and still count (node-cron's default tolerance is 1 s; past it the run is skipped). */
 const MISSED_EXECUTION_TOLERANCE_MS = 30_000;
+/** Held ticks are retried this often while the database is unreachable. */
+const RETRY_MS = 3_000;
+const MAX_BACKLOG = 200_000;
 
 /** `now` truncated to the start of its minute (UTC; epoch minutes, so the same in every time zone). */
 export function minuteOf(now: Date): Date {
@@ -42,6 +46,9 @@ export class UsageMeter {
   /** The scheduled tick in flight, if any (the overlap guard; close() waits for it). */
   #inFlight: Promise<void> | null = null;
   #closed = false;
+  /** Ticks the database did not take yet (it was unreachable). */
+  #backlog: UsageTick[] = [];
+  #retryTimer: NodeJS.Timeout | null = null;
 
   constructor(opts: UsageMeterOptions) {
     this.#usage = new UsageRepo(opts.db);
@@ -92,8 +99,10 @@ export class UsageMeter {
   }
 
   /**
-   * Records the ticks of now's minute (UTC): one per live stage in the snapshot, one per performer on it.
-   * Returns the number of rows inserted (0 when that minute was already recorded). Logs and rethrows errors.
+   * Records the ticks of now's minute (UTC): one per live stage in the snapshot, one per performer on it, together with
+   * any ticks an earlier run could not write (the database was unreachable: they wait in memory and are retried every
+   * few seconds, so an outage loses none). Returns the number of rows inserted (0 when that minute was already
+   * recorded). Logs and rethrows errors.
    */
   async tick(now: Date = new Date()): Promise<number> {
     if (this.#closed) throw new Error('usage meter is closed');
@@ -111,15 +120,52 @@ export class UsageMeter {
       this.#log.error('usage snapshot failed', { minute: minute.toISOString(), err: errorText(err) });
       throw err;
     }
+    return this.#write(ticks, minute);
+  }
+
+  /** Ticks waiting for the database. */
+  get backlog(): number {
+    return this.#backlog.length;
+  }
+
+  async #write(fresh: UsageTick[], minute: Date | null): Promise<number> {
+    const ticks = [...this.#backlog, ...fresh];
     if (ticks.length === 0) return 0;
     try {
       const inserted = await this.#usage.recordTicks(ticks);
-      this.#log.debug('usage tick recorded', { minute: minute.toISOString(), ticks: ticks.length, inserted });
+      if (this.#backlog.length > 0) this.#log.info('usage ticks held through a database outage are written', { ticks: this.#backlog.length });
+      this.#backlog = [];
+      this.#log.debug('usage tick recorded', { minute: minute?.toISOString(), ticks: ticks.length, inserted });
       return inserted;
     } catch (err) {
-      this.#log.error('recording usage ticks failed', { minute: minute.toISOString(), ticks: ticks.length, err: errorText(err) });
+      if (isTransientDbError(err)) {
+        // Newest kept if an outage outlasts the cap (a week of ticks for a handful of stages).
+        const first = this.#backlog.length === 0;
+        this.#backlog = ticks.slice(-MAX_BACKLOG);
+        this.#armRetry();
+        if (!first) throw err;
+      }
+      this.#log.error('recording usage ticks failed', { minute: minute?.toISOString(), ticks: ticks.length, held: this.#backlog.length, err: errorText(err) });
       throw err;
     }
+  }
+
+  #armRetry(): void {
+    if (this.#retryTimer || this.#closed) return;
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = null;
+      if (this.#closed || this.#backlog.length === 0 || this.#inFlight) {
+        if (this.#backlog.length > 0) this.#armRetry();
+        return;
+      }
+      const run = this.#write([], null).then(
+        () => {},
+        () => {},
+      );
+      this.#inFlight = run.finally(() => {
+        this.#inFlight = null;
+      });
+    }, RETRY_MS);
   }
 
   /**
@@ -129,6 +175,8 @@ export class UsageMeter {
   async close(): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
+      if (this.#retryTimer) clearTimeout(this.#retryTimer);
+      this.#retryTimer = null;
       const task = this.#task;
       this.#task = null;
       if (task) {
@@ -138,6 +186,13 @@ export class UsageMeter {
       }
     }
     await this.#inFlight;
+    if (this.#backlog.length > 0) {
+      // One last try: the database may have come back since the last retry.
+      await this.#usage.recordTicks(this.#backlog).then(
+        () => (this.#backlog = []),
+        (err: unknown) => this.#log.error('closing with usage ticks the database did not take', { ticks: this.#backlog.length, err: errorText(err) }),
+      );
+    }
   }
 }
 

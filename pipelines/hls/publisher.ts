@@ -1,6 +1,7 @@
 // Publishes FFmpeg's live playlist with EXT-X-DATERANGE tags added (chapters, tracks, markers), atomically: the
 // playlist players fetch is always a whole file (temp file + rename), rewritten whenever FFmpeg's changes or the
 // tags do.
+import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -19,6 +20,18 @@ export interface DateRange {
 }
 
 const POLL_MS = 250;
+
+/** A segment as it first appears in the published playlist (for metrics: services/ops/metrics.ts). */
+export interface ListedSegment {
+  uri: string;
+  sequence: number;
+  /** Wall clock (ms) of the segment's end: its PROGRAM-DATE-TIME plus its EXTINF duration. */
+  endMs: number;
+  /** Wall clock (ms) when the playlist listing it was published. */
+  listedAtMs: number;
+}
+
+type PublisherObserverEvents = { segmentListed: [segment: ListedSegment] };
 
 /** A quoted-string attribute value (RFC 8216 §4.2): no double quote, CR or LF. */
 function quoted(v: string): string {
@@ -68,6 +81,10 @@ export class PlaylistPublisher {
   #lastSourceMtime = -1;
   #originDate: string | null = null;
   #ended = false;
+  #lastListedSequence = -1;
+  #newestSegmentEndMs: number | null = null;
+  /** For onlookers (metrics): every newly published segment. */
+  readonly observer = new EventEmitter<PublisherObserverEvents>();
 
   constructor(source: string, target: string, log: Logger) {
     this.source = source;
@@ -90,6 +107,11 @@ export class PlaylistPublisher {
   /** PROGRAM-DATE-TIME of the first segment (programme time 0), once seen. */
   get originDate(): string | null {
     return this.#originDate;
+  }
+
+  /** Wall clock (ms) of the end of the newest published segment (PROGRAM-DATE-TIME + EXTINF), once one is listed. */
+  get newestSegmentEndMs(): number | null {
+    return this.#newestSegmentEndMs;
   }
 
   setDateRanges(ranges: readonly DateRange[]): void {
@@ -129,6 +151,20 @@ export class PlaylistPublisher {
     const tmp = `${this.target}.pub.tmp`;
     await fsp.writeFile(tmp, out);
     await fsp.rename(tmp, this.target);
+    this.#noteListed(parsed.mediaSequence, parsed.segments);
+  }
+
+  #noteListed(mediaSequence: number, segments: ReturnType<typeof parseMediaPlaylist>['segments']): void {
+    const listedAtMs = Date.now();
+    segments.forEach((seg, i) => {
+      const sequence = mediaSequence + i;
+      const pdt = seg.programDateTime ? Date.parse(seg.programDateTime) : NaN;
+      if (sequence <= this.#lastListedSequence || !Number.isFinite(pdt)) return;
+      this.#lastListedSequence = sequence;
+      const endMs = pdt + seg.duration * 1000;
+      this.#newestSegmentEndMs = endMs;
+      this.observer.emit('segmentListed', { uri: seg.uri, sequence, endMs, listedAtMs });
+    });
   }
 
   /** Publishes a last time and ends both playlists (ENDLIST). Idempotent. */
@@ -139,6 +175,7 @@ export class PlaylistPublisher {
     this.#watcher = null;
     await this.publish();
     this.#ended = true;
+    this.observer.removeAllListeners();
     await endPlaylist(this.target);
   }
 
@@ -148,5 +185,6 @@ export class PlaylistPublisher {
     this.#timer = null;
     this.#watcher?.close();
     this.#watcher = null;
+    this.observer.removeAllListeners();
   }
 }

@@ -48,9 +48,17 @@ export interface ArchiverOptions {
   queue: Omit<ConstructorParameters<typeof UploadQueue>[0], 'repo' | 'store' | 'log'>;
 }
 
-/** Records one broadcast's segments as FFmpeg finishes them. */
+/**
+ * Records one broadcast's segments as FFmpeg finishes them. A segment is described (size, sha256, duration, programme
+ * position, PROGRAM-DATE-TIME) the moment it is listed, and its upload row is written in order; while the database is
+ * unreachable the descriptions wait here, so an outage longer than the live window loses no segment.
+ */
 class SegmentWatcher {
   readonly #seen = new Set<number>();
+  /** Described, not yet in the database. */
+  readonly #pending: NewArchiveObject[] = [];
+  #failingSince: number | null = null;
+  #lastWarn = 0;
   #timer: NodeJS.Timeout | null = null;
   #lastMtime = 0;
   #chain: Promise<void> = Promise.resolve();
@@ -78,6 +86,11 @@ class SegmentWatcher {
   }
 
   async #scan(): Promise<void> {
+    await this.#describeNew();
+    await this.#record();
+  }
+
+  async #describeNew(): Promise<void> {
     const file = path.join(this.rec.hlsDir, MIX_PLAYLIST_NAME);
     let stat;
     try {
@@ -88,7 +101,6 @@ class SegmentWatcher {
     if (stat.mtimeMs === this.#lastMtime) return;
     this.#lastMtime = stat.mtimeMs;
     const { segments } = parseMediaPlaylist(await fsp.readFile(file, 'utf8'));
-    let queued = 0;
     for (const seg of segments) {
       const m = SEGMENT_RE.exec(path.basename(seg.uri));
       if (!m) continue;
@@ -101,10 +113,10 @@ class SegmentWatcher {
           this.#position = runs[this.#runIndex]!.startSeconds;
         }
       }
-      this.#seen.add(seq);
       const local = path.join(this.rec.hlsDir, path.basename(seg.uri));
       const { sha256, size } = await sha256File(local);
-      await this.repo.enqueue({
+      this.#seen.add(seq);
+      this.#pending.push({
         broadcastId: this.rec.id,
         key: `${this.rec.keyPrefix}hls/${path.basename(seg.uri)}`,
         kind: 'segment',
@@ -119,9 +131,40 @@ class SegmentWatcher {
         discontinuity: seg.discontinuity && this.#seen.size > 1,
       });
       this.#position += seg.duration;
-      queued++;
+    }
+  }
+
+  /** Writes the described segments' upload rows, oldest first; on a database error they wait for the next scan. */
+  async #record(): Promise<void> {
+    let queued = 0;
+    try {
+      while (this.#pending.length > 0) {
+        await this.repo.enqueue(this.#pending[0]!);
+        this.#pending.shift();
+        queued++;
+      }
+      if (this.#failingSince !== null) {
+        this.log.info('segments held through a database outage are queued', { broadcastId: this.rec.id, outageMs: Date.now() - this.#failingSince });
+        this.#failingSince = null;
+      }
+    } catch (err) {
+      const now = Date.now();
+      this.#failingSince ??= now;
+      if (now - this.#lastWarn > 10_000) {
+        this.#lastWarn = now;
+        this.log.warn('could not queue finished segments; holding them until the database answers', {
+          broadcastId: this.rec.id,
+          held: this.#pending.length,
+          error: String(err),
+        });
+      }
     }
     if (queued > 0) this.onQueued();
+  }
+
+  /** Segments described but not yet in the database. */
+  get held(): number {
+    return this.#pending.length;
   }
 
   async stop(): Promise<void> {
@@ -153,6 +196,13 @@ export class Archiver {
     this.#spoolDir = opts.spoolDir;
     this.#aacBitrateKbps = opts.aacBitrateKbps;
     this.queue = new UploadQueue({ ...opts.queue, repo: this.repo, store: opts.store, log: opts.log });
+  }
+
+  /** Segments described but waiting for the database (it was unreachable), across live broadcasts. */
+  heldSegments(): number {
+    let n = 0;
+    for (const w of this.#watchers.values()) n += w.held;
+    return n;
   }
 
   /** Where a broadcast's tracks and derived files are written before upload. */

@@ -8,6 +8,7 @@ import cron, { type ScheduledTask } from 'node-cron';
 import type { ArchiveObject, ArchiveRepo, QueueStats } from '../db/archive.ts';
 import type { Logger } from '../logger.ts';
 import type { ObjectStore } from './store.ts';
+import { isDbUnavailable } from '../db/writeBehind.ts';
 
 export interface UploadQueueOptions {
   repo: ArchiveRepo;
@@ -37,6 +38,14 @@ type QueueEvents = {
 
 const RETRY_LOG_MS = 10_000;
 
+/** What a shutdown's flush achieved: objects uploaded during it, objects still pending or uploading. */
+export interface FlushResult {
+  uploaded: number;
+  left: number;
+  waitedMs: number;
+  complete: boolean;
+}
+
 export async function sha256File(file: string): Promise<{ sha256: string; size: number }> {
   const hash = crypto.createHash('sha256');
   let size = 0;
@@ -55,6 +64,7 @@ export class UploadQueue extends EventEmitter<QueueEvents> {
   #pumping: Promise<void> | null = null;
   #again = false;
   #sweeping: Promise<void> | null = null;
+  #lastDbWarn = 0;
   #closed = false;
   /** Retries are logged as a warning at most every RETRY_LOG_MS (an outage fails every upload), otherwise at debug. */
   #lastRetryWarnAt = 0;
@@ -208,7 +218,12 @@ export class UploadQueue extends EventEmitter<QueueEvents> {
       this.kick();
       await this.#cleanup();
     } catch (err) {
-      this.#log.error('archive sweep failed', { error: String(err) });
+      if (!isDbUnavailable(err)) this.#log.error('archive sweep failed', { error: String(err) });
+      else if (Date.now() - this.#lastDbWarn > 30_000) {
+        // Uploads wait for the database; segments are held by the archiver meanwhile.
+        this.#lastDbWarn = Date.now();
+        this.#log.warn('archive sweep: the database is unreachable; uploads resume when it is back', { error: String(err) });
+      }
     }
   }
 
@@ -236,14 +251,83 @@ export class UploadQueue extends EventEmitter<QueueEvents> {
     }
   }
 
-  /** Stops the sweep and waits for uploads in flight (what is left stays queued for the next start). Idempotent. */
-  async close(): Promise<void> {
+  /**
+   * Keeps uploading until none of these broadcasts' objects is pending or uploading, `deadline` (epoch ms) passes or
+   * `signal` aborts. While uploads back off, the store is probed every second so that a store that comes back within
+   * the wait is used at once. Returns what was uploaded meanwhile and what is left (it stays queued in the database).
+   */
+  async flush(broadcastIds: readonly string[], opts: { deadline: number; signal?: AbortSignal }): Promise<FlushResult> {
+    const ids = new Set(broadcastIds);
+    const t0 = Date.now();
+    let uploaded = 0;
+    let wake: (() => void) | null = null;
+    const onUploaded = (obj: ArchiveObject) => {
+      if (ids.has(obj.broadcastId)) uploaded++;
+    };
+    const onAbort = () => wake?.();
+    this.on('uploaded', onUploaded);
+    opts.signal?.addEventListener('abort', onAbort);
+    let left = 0;
+    let lastProbe = 0;
+    try {
+      for (;;) {
+        left = 0;
+        let backingOff = false;
+        for (const id of ids) {
+          for (const o of await this.#o.repo.objects(id)) {
+            if (o.state !== 'pending' && o.state !== 'uploading') continue;
+            left++;
+            if (o.state === 'pending' && o.attempts > 0) backingOff = true;
+          }
+        }
+        if (left === 0 || this.#closed || opts.signal?.aborted || Date.now() >= opts.deadline) break;
+        if (backingOff && Date.now() - lastProbe >= 1000) {
+          lastProbe = Date.now();
+          try {
+            await this.#o.store.init();
+            await this.#o.repo.endBackoff();
+          } catch {
+            // Still unreachable: the backoff stands.
+          }
+        }
+        this.kick();
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(done, Math.max(0, Math.min(200, opts.deadline - Date.now())));
+          function done() {
+            clearTimeout(t);
+            wake = null;
+            resolve();
+          }
+          wake = done;
+        });
+      }
+    } finally {
+      this.off('uploaded', onUploaded);
+      opts.signal?.removeEventListener('abort', onAbort);
+    }
+    return { uploaded, left, waitedMs: Date.now() - t0, complete: left === 0 };
+  }
+
+  /**
+   * Stops the sweep and waits for uploads in flight (what is left stays queued for the next start). Idempotent.
+   * With `waitMs`, uploads still running after it are abandoned (a store that hangs must not hold up a shutdown):
+   * their rows stay leased, and the next start hands them out again.
+   */
+  async close(opts: { waitMs?: number } = {}): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     await this.#task?.destroy();
     this.#task = null;
     await this.#pumping;
     await this.#sweeping;
-    await Promise.allSettled([...this.#active]);
+    const inFlight = Promise.allSettled([...this.#active]);
+    if (opts.waitMs === undefined) {
+      await inFlight;
+      return;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([inFlight.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), opts.waitMs)))]);
+    clearTimeout(timer);
+    if (timedOut) this.#log.warn('uploads still running at shutdown are abandoned; the next start retries them', { count: this.#active.size });
   }
 }

@@ -116,19 +116,19 @@ export class PerformerSessionRepo {
   constructor(private readonly db: Queryable) {}
 
   /** Records a performer joining (joined_at = now()). Use get(id) to read it back. */
-  async open(input: { id: string; stageId: string; displayName: string }): Promise<void> {
-    await this.db.query('insert into performer_sessions (id, stage_id, display_name) values ($1, $2, $3)', [
-      input.id,
-      input.stageId,
-      input.displayName,
-    ]);
+  /** `at` is when the performer joined (a write buffered through a database outage lands later). Default: now. */
+  async open(input: { id: string; stageId: string; displayName: string; at?: Date }): Promise<void> {
+    await this.db.query(
+      'insert into performer_sessions (id, stage_id, display_name, joined_at) values ($1, $2, $3, coalesce($4::timestamptz, now()))',
+      [input.id, input.stageId, input.displayName, input.at ?? null],
+    );
   }
 
   /** Marks the session left now, unless it already was. Returns true if this call closed it. */
-  async close(id: string, reason: string): Promise<boolean> {
+  async close(id: string, reason: string, at?: Date): Promise<boolean> {
     const { rowCount } = await this.db.query(
-      'update performer_sessions set left_at = now(), leave_reason = $2 where id = $1 and left_at is null',
-      [id, reason],
+      'update performer_sessions set left_at = coalesce($3::timestamptz, now()), leave_reason = $2 where id = $1 and left_at is null',
+      [id, reason, at ?? null],
     );
     return rowCount > 0;
   }

@@ -10,10 +10,14 @@ import { stageIdSchema, type ErrorCode } from '../shared/protocol.ts';
 import type { StageService } from '../stages.ts';
 import type { Archiver } from '../archive/archiver.ts';
 import { liveRouter } from './live.ts';
+import type { AppMetrics } from '../ops/metrics.ts';
 import { parseWith, wrap } from './util.ts';
 import { recordingsRouter } from './recordings.ts';
-import { RateLimiter } from '../signaling/rateLimit.ts';
+import { openApiJson } from './openapi.ts';
+import { KeyedLimits, RateLimiter } from '../signaling/rateLimit.ts';
+import { PAGE_CSP_EXTRA, PERFORMER_PERMISSIONS, securityHeaders, writeLimits } from './guards.ts';
 import { performerEventSchema } from '../shared/timeline.ts';
+import { isDbUnavailable } from '../db/writeBehind.ts';
 
 const STATUS_OF: Record<ErrorCode, number> = {
   BAD_REQUEST: 400,
@@ -53,7 +57,18 @@ export interface HttpDeps {
   /** The archive (recordings listing and downloads). */
   archiver: Archiver | null;
   downloadTtlSeconds: number;
+  /** Prometheus metrics (GET /metrics, admin token) and the listener estimate that playlist requests feed. */
+  metrics?: AppMetrics | null;
+  /** Database writes waiting for the database (it was unreachable); the health check reports them. */
+  dbBacklog?: () => number;
+  /** REST writes per client address per minute (a stage takes twice as many). Default 120. */
+  writesPerMinute?: number;
+  /** Send Strict-Transport-Security (the public URL is https). */
+  hsts?: boolean;
 }
+
+/** The health check gives the database this long to answer before calling it unreachable. */
+const HEALTH_DB_TIMEOUT_MS = 1000;
 
 function tokenMatches(presented: string, expected: string): boolean {
   const a = crypto.createHash('sha256').update(presented).digest();
@@ -80,11 +95,7 @@ export function createHttpApp(deps: HttpDeps): express.Express {
   const log = deps.log.child({ component: 'http' });
   app.disable('x-powered-by');
   app.set('trust proxy', 'loopback');
-  app.use((_req, res, next) => {
-    res.setHeader('X-Content-Type-Options', 'nosniff');
-    res.setHeader('Referrer-Policy', 'no-referrer');
-    next();
-  });
+  app.use(securityHeaders({ hsts: deps.hsts ?? false }));
 
   const requireAdmin = (req: Request, res: Response, next: NextFunction) => {
     const m = /^Bearer (.+)$/.exec(req.get('authorization') ?? '');
@@ -97,11 +108,14 @@ export function createHttpApp(deps: HttpDeps): express.Express {
   };
 
   const api = express.Router();
-  api.use(express.json({ limit: MAX_BODY, strict: true }));
   api.use((_req, res, next) => {
     res.setHeader('Cache-Control', 'no-store');
+    res.setHeader('Content-Security-Policy', "default-src 'none'; frame-ancestors 'none'");
     next();
   });
+  // Before the body is read: a flood costs no parsing.
+  api.use(writeLimits(new KeyedLimits(deps.writesPerMinute ?? 120)));
+  api.use(express.json({ limit: MAX_BODY, strict: true }));
 
   api.post(
     '/stages',
@@ -143,7 +157,10 @@ export function createHttpApp(deps: HttpDeps): express.Express {
       const admin = await authorizeStage(req, res, id);
       const input = parseBody(performerEventSchema, req.body);
       if (!(await deps.stages.view(id))) throw new RequestError('NOT_FOUND', 'no such stage');
-      if (!eventLimiter.take(id)) throw new RequestError('RATE_LIMITED', 'too many events on this stage; slow down');
+      if (!eventLimiter.take(id)) {
+        res.setHeader('Retry-After', String(eventLimiter.retryAfterSeconds(id)));
+        throw new RequestError('RATE_LIMITED', 'too many events on this stage; slow down');
+      }
       const timeline = deps.stages.timeline;
       if (!timeline) throw new RequestError('UNAVAILABLE', 'the timeline is not available');
       const event = timeline.post(id, input, { kind: admin ? 'admin' : 'performer' });
@@ -174,36 +191,76 @@ export function createHttpApp(deps: HttpDeps): express.Express {
 
   if (deps.archiver) api.use(recordingsRouter({ archiver: deps.archiver, stages: deps.stages, db: deps.db, downloadTtlSeconds: deps.downloadTtlSeconds }));
 
+  // This API's OpenAPI 3.1 document (services/http/openapi.ts, docs/api.md).
+  api.get('/openapi.json', (_req, res) => {
+    res.type('json').send(openApiJson());
+  });
+
   api.use((_req, res) => sendError(res, 'NOT_FOUND', 'no such API route'));
 
+  // Shutting down: a load balancer must stop sending new work here, whatever else is healthy.
+  app.get('/healthz', (_req, res, next) => {
+    if (!deps.stages.draining) return next();
+    res.setHeader('Cache-Control', 'no-store');
+    res.status(503).json({ status: 'draining' });
+  });
   app.get(
     '/healthz',
     wrap(async (_req, res) => {
       const workers = deps.pool.workers.filter((w) => !w.worker.closed).length;
       let db: 'ok' | 'error' = 'ok';
+      let timer: NodeJS.Timeout | undefined;
       try {
-        await deps.db.query('select 1');
+        await Promise.race([
+          deps.db.query('select 1'),
+          new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('timeout')), HEALTH_DB_TIMEOUT_MS))),
+        ]);
       } catch {
         db = 'error';
+      } finally {
+        clearTimeout(timer);
       }
-      const status = workers === 0 ? 'down' : db === 'ok' ? 'ok' : 'degraded';
+      // Live media never depends on the database: without it the service is degraded (writes are held), not down.
+      const dbBacklog = deps.dbBacklog?.() ?? 0;
+      const status = workers === 0 ? 'down' : db === 'ok' && dbBacklog === 0 ? 'ok' : 'degraded';
       res.setHeader('Cache-Control', 'no-store');
-      res.status(status === 'down' ? 503 : 200).json({ status, workers, db });
+      res.status(status === 'down' ? 503 : 200).json({ status, workers, db, dbBacklog });
     }),
   );
 
   app.use('/api', api);
 
+  // Prometheus text exposition (services/ops/metrics.ts, docs/operations.md): the admin token, never cached.
+  const metrics = deps.metrics ?? null;
+  if (metrics) {
+    app.get(
+      '/metrics',
+      (_req, res, next) => {
+        res.setHeader('Cache-Control', 'no-store');
+        next();
+      },
+      requireAdmin,
+      wrap(async (_req, res) => {
+        const body = await metrics.render();
+        res.setHeader('Content-Type', metrics.contentType);
+        res.send(body);
+      }),
+    );
+  }
+
   // Pages: the markup is static; the stage id and key are read by the page's script from its URL.
   // hls.js plays through a blob: MediaSource, fetches the HLS origin, and runs its transmuxer in a blob: worker.
   const hls = deps.hlsOrigin ? ` ${deps.hlsOrigin}` : '';
   const csp = `default-src 'self'; media-src 'self' blob:${hls}; connect-src 'self' ws: wss:${hls}; worker-src 'self' blob:; style-src 'self' 'unsafe-inline'`;
-  const page = (html: string) => (_req: Request, res: Response) => {
-    res.setHeader('Content-Security-Policy', csp);
+  const page = (html: string, permissions?: string) => (_req: Request, res: Response) => {
+    res.setHeader('Content-Security-Policy', csp + PAGE_CSP_EXTRA);
+    if (permissions) res.setHeader('Permissions-Policy', permissions);
     res.type('html').send(html);
   };
-  app.get('/stage/:id', page(deps.pages.performerHtml));
+  app.get('/stage/:id', page(deps.pages.performerHtml, PERFORMER_PERMISSIONS));
   app.get('/listen/:id', page(deps.pages.listenerHtml));
+  // The admin page asks for the token (or reads it from the URL fragment) and talks to the /admin namespace.
+  app.get('/admin', page(deps.pages.adminHtml));
   app.get('/assets/:name', (req, res) => {
     const asset = deps.pages.assets.get(String(req.params['name']));
     if (!asset) {
@@ -215,7 +272,12 @@ export function createHttpApp(deps: HttpDeps): express.Express {
   });
   app.get('/', (_req, res) => res.type('text').send('stage-radio: see /healthz, /api/stages/<id>, /stage/<id>?key=<performerKey>\n'));
 
-  app.use('/live', liveRouter(deps.cdnDir));
+  app.use(
+    '/live',
+    liveRouter(deps.cdnDir, {
+      onPlaylist: (stageId, req) => metrics?.listeners.seen(stageId, req.ip ?? req.socket.remoteAddress ?? '', req.get('user-agent') ?? ''),
+    }),
+  );
 
   app.use((_req, res) => sendError(res, 'NOT_FOUND', 'not found'));
 
@@ -232,6 +294,11 @@ export function createHttpApp(deps: HttpDeps): express.Express {
       return;
     }
     if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) return sendError(res, 'BAD_REQUEST', e.message ?? 'bad request');
+    if (isDbUnavailable(err)) {
+      log.warn('request failed: the database is unreachable', { error: String(err) });
+      res.setHeader('Retry-After', '5');
+      return sendError(res, 'UNAVAILABLE', 'the database is unreachable; live broadcasts go on, try this again shortly');
+    }
     log.error('request failed', { error: err instanceof Error ? err.stack : String(err) });
     sendError(res, 'INTERNAL', 'internal error');
   };

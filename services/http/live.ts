@@ -3,6 +3,7 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import express, { type Request, type Response } from 'express';
+import { PLAYLIST_NAME } from '../../pipelines/mixer/ffmpegArgs.ts';
 
 /** The raw (not decoded) path: no percent-encoding, no dot segments, no empty segments can get through. */
 const LIVE_PATH = /^\/([A-Za-z0-9_-]{6,64})\/([A-Za-z0-9_.-]{1,128})$/;
@@ -53,7 +54,12 @@ async function readWhole(file: string): Promise<Buffer | 'missing' | 'large'> {
   }
 }
 
-export function liveRouter(cdnDir: string): express.Router {
+export interface LiveRouterOptions {
+  /** A client fetched a stage's index.m3u8 (GET, the file exists): for the listener estimate (services/ops/metrics.ts). */
+  onPlaylist?: (stageId: string, req: Request) => void;
+}
+
+export function liveRouter(cdnDir: string, opts: LiveRouterOptions = {}): express.Router {
   const liveDir = path.resolve(cdnDir, 'live');
   const router = express.Router();
 
@@ -97,8 +103,9 @@ export function liveRouter(cdnDir: string): express.Router {
     if (!kind.mutable) return stream();
     readWhole(full).then(
       (r) => {
-        if (r === 'large') return stream();
         if (r === 'missing') return notFound(res);
+        if (name === PLAYLIST_NAME && req.method === 'GET') opts.onPlaylist?.(stageId, req);
+        if (r === 'large') return stream();
         // Range is not offered on these small, ever-changing files: a client asking for one gets the whole file (200).
         // No Last-Modified: its one-second resolution would let an If-Modified-Since revalidation (a CDN's) get a 304
         // for a playlist rewritten within the same second. The ETag is computed from the content, so it is exact.

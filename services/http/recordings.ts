@@ -145,10 +145,12 @@ export function recordingsRouter(deps: { archiver: Archiver; stages: StageServic
           if (!err) return resolve();
           const e = err as NodeJS.ErrnoException & { status?: number };
           if (res.headersSent) return resolve();
+          // The error is JSON: drop what was set for the file (its type, the attachment name, its cache lifetime).
+          for (const h of ['Content-Type', 'Content-Disposition', 'Cache-Control']) res.removeHeader(h);
+          res.setHeader('Cache-Control', 'no-store');
           if (e.code === 'ENOENT' || e.status === 404) return reject(new RequestError('NOT_FOUND', 'the archived file is missing from the store'));
           if (e.status === 416) {
             res.status(416).setHeader('Content-Range', `bytes */${obj.size}`);
-            res.removeHeader('Content-Disposition');
             return reject(new RequestError('BAD_REQUEST', 'the requested range is not satisfiable'));
           }
           reject(err);

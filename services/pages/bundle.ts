@@ -10,6 +10,7 @@ export interface Asset {
 export interface PageBundle {
   performerHtml: string;
   listenerHtml: string;
+  adminHtml: string;
   assets: Map<string, Asset>;
 }
 
@@ -19,7 +20,7 @@ export interface PageBundle {
  */
 export async function buildPages(pagesDir: string): Promise<PageBundle> {
   const result = await build({
-    entryPoints: { performer: path.join(pagesDir, 'performer', 'main.ts'), listener: path.join(pagesDir, 'listener', 'main.ts') },
+    entryPoints: { performer: path.join(pagesDir, 'performer', 'main.ts'), listener: path.join(pagesDir, 'listener', 'main.ts'), admin: path.join(pagesDir, 'admin', 'main.ts') },
     bundle: true,
     format: 'iife',
     platform: 'browser',
@@ -38,6 +39,7 @@ export async function buildPages(pagesDir: string): Promise<PageBundle> {
   return {
     performerHtml: await fs.readFile(path.join(pagesDir, 'performer', 'index.html'), 'utf8'),
     listenerHtml: await fs.readFile(path.join(pagesDir, 'listener', 'index.html'), 'utf8'),
+    adminHtml: await fs.readFile(path.join(pagesDir, 'admin', 'index.html'), 'utf8'),
     assets,
   };
 }

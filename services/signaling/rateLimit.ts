@@ -1,30 +1,76 @@
-/** Token buckets per key: `capacity` at once, refilled at `perSecond`. Idle full buckets are forgotten. */
+/**
+ * Token buckets per key: `capacity` at once, refilled at `perSecond`. The map stays bounded: buckets that have refilled
+ * (idle keys) are forgotten on a periodic sweep, and past `maxKeys` the least recently used keys are dropped (they start
+ * again with a full bucket, which errs on the side of letting a request through).
+ */
 export class RateLimiter {
   readonly #capacity: number;
   readonly #perSecond: number;
+  readonly #maxKeys: number;
+  /** Insertion order is use order: a key is re-inserted on every take. */
   readonly #buckets = new Map<string, { tokens: number; at: number }>();
+  /** How long an empty bucket takes to fill: idle buckets are swept once per this (at least a second apart). */
+  readonly #refillMs: number;
+  #lastSweep = 0;
 
-  constructor(opts: { capacity: number; perSecond: number }) {
+  constructor(opts: { capacity: number; perSecond: number; maxKeys?: number }) {
+    if (!(opts.capacity >= 1) || !(opts.perSecond > 0)) throw new TypeError('capacity must be >= 1 and perSecond > 0');
     this.#capacity = opts.capacity;
     this.#perSecond = opts.perSecond;
+    this.#maxKeys = opts.maxKeys ?? 50_000;
+    this.#refillMs = (opts.capacity / opts.perSecond) * 1000;
+  }
+
+  /** Keys currently tracked. */
+  get size(): number {
+    return this.#buckets.size;
+  }
+
+  #tokens(key: string, now: number): number {
+    const b = this.#buckets.get(key);
+    return b ? Math.min(this.#capacity, b.tokens + ((now - b.at) / 1000) * this.#perSecond) : this.#capacity;
   }
 
   /** Takes a token for key; false when none is left. */
   take(key: string, now = performance.now()): boolean {
-    const b = this.#buckets.get(key) ?? { tokens: this.#capacity, at: now };
-    b.tokens = Math.min(this.#capacity, b.tokens + ((now - b.at) / 1000) * this.#perSecond);
-    b.at = now;
-    if (this.#buckets.size > 10_000) this.#sweep(now);
-    if (b.tokens < 1) {
-      this.#buckets.set(key, b);
-      return false;
-    }
-    b.tokens -= 1;
-    this.#buckets.set(key, b);
-    return true;
+    if (now - this.#lastSweep >= Math.max(1000, this.#refillMs)) this.#sweep(now);
+    const tokens = this.#tokens(key, now);
+    const ok = tokens >= 1;
+    this.#buckets.delete(key);
+    this.#buckets.set(key, { tokens: ok ? tokens - 1 : tokens, at: now });
+    if (this.#buckets.size > this.#maxKeys) this.#buckets.delete(this.#buckets.keys().next().value!);
+    return ok;
+  }
+
+  /** Whole seconds until key has a token again (0 when it has one now). */
+  retryAfterSeconds(key: string, now = performance.now()): number {
+    const missing = 1 - this.#tokens(key, now);
+    return missing <= 0 ? 0 : Math.max(1, Math.ceil(missing / this.#perSecond));
   }
 
   #sweep(now: number): void {
+    this.#lastSweep = now;
     for (const [k, b] of this.#buckets) if (b.tokens + ((now - b.at) / 1000) * this.#perSecond >= this.#capacity) this.#buckets.delete(k);
+  }
+}
+
+/** Per client address and per stage together: the stage allows `stageFactor` times the address's rate. */
+export class KeyedLimits {
+  readonly byAddress: RateLimiter;
+  readonly byStage: RateLimiter;
+
+  constructor(perMinute: number, stageFactor = 2) {
+    this.byAddress = new RateLimiter({ capacity: perMinute, perSecond: perMinute / 60 });
+    this.byStage = new RateLimiter({ capacity: perMinute * stageFactor, perSecond: (perMinute * stageFactor) / 60 });
+  }
+
+  /**
+   * Takes a token from the address's bucket, then (if given) the stage's. Returns 0 when allowed, else the seconds to
+   * wait. An address that is over its limit does not use up the stage's tokens.
+   */
+  take(address: string, stageId: string | null, now = performance.now()): number {
+    if (!this.byAddress.take(address, now)) return this.byAddress.retryAfterSeconds(address, now);
+    if (stageId !== null && !this.byStage.take(stageId, now)) return this.byStage.retryAfterSeconds(stageId, now);
+    return 0;
   }
 }

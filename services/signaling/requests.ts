@@ -4,6 +4,7 @@ import type { z } from 'zod';
 import type { Logger } from '../logger.ts';
 import { RequestError } from '../sfu/errors.ts';
 import type { Ack, ErrorBody } from '../shared/protocol.ts';
+import { isDbUnavailable } from '../db/writeBehind.ts';
 
 export async function handleRequest(
   schemas: Record<string, z.ZodType>,
@@ -49,6 +50,10 @@ export function toErrorBody(err: unknown, request: string, log: Logger): ErrorBo
   if (err instanceof TypeError) return { code: 'BAD_REQUEST', message: err.message };
   if (err instanceof Error && err.name === 'UnsupportedError') return { code: 'BAD_REQUEST', message: err.message };
   if (err instanceof Error && err.name === 'InvalidStateError') return { code: 'INVALID_STATE', message: err.message };
+  if (isDbUnavailable(err)) {
+    log.warn('request failed: the database is unreachable', { request, error: String(err) });
+    return { code: 'UNAVAILABLE', message: 'the database is unreachable; try again shortly' };
+  }
   log.error('request failed', { request, error: err instanceof Error ? err.stack : String(err) });
   return { code: 'INTERNAL', message: 'internal error' };
 }

@@ -18,7 +18,8 @@ import {
   type ServerToClientEvents,
 } from '../shared/protocol.ts';
 import type { StageService } from '../stages.ts';
-import { RateLimiter } from './rateLimit.ts';
+import { DATA_HEADERS } from '../http/guards.ts';
+import { KeyedLimits, RateLimiter } from './rateLimit.ts';
 import { handleRequest, refuseUnknown } from './requests.ts';
 
 type StageSocket = Socket<ClientToServerEvents, ServerToClientEvents>;
@@ -41,13 +42,18 @@ export class SignalingServer {
   readonly #log: Logger;
   /** Performers' timeline events per stage: 10 at once, then one every 0.5 s. */
   readonly #eventLimiter = new RateLimiter({ capacity: 10, perSecond: 2 });
+  /** Join attempts (right key or wrong) per client address and per stage. */
+  readonly #joinLimits: KeyedLimits;
   #closed = false;
 
-  constructor(args: { httpServer: HttpServer; registry: StageRegistry; stages: StageService; log: Logger }) {
+  constructor(args: { httpServer: HttpServer; registry: StageRegistry; stages: StageService; log: Logger; joinsPerMinute?: number }) {
     this.#registry = args.registry;
     this.#stages = args.stages;
     this.#log = args.log.child({ component: 'signaling' });
+    this.#joinLimits = new KeyedLimits(args.joinsPerMinute ?? 30);
+    // maxHttpBufferSize caps WebSocket messages and HTTP long-polling bodies alike (a larger POST gets 413).
     this.io = new Server(args.httpServer, { maxHttpBufferSize: MAX_MESSAGE_BYTES, serveClient: false });
+    this.io.engine.on('headers', (headers: Record<string, string>) => Object.assign(headers, DATA_HEADERS));
     this.#nsp = this.io.of(STAGE_NAMESPACE);
     this.#nsp.on('connection', (socket) => this.#onConnection(socket));
   }
@@ -55,6 +61,7 @@ export class SignalingServer {
   #onConnection(socket: StageSocket): void {
     let membership: Membership | null = null;
     const log = this.#log.child({ socketId: socket.id });
+    const address = clientAddress(socket.handshake.address, socket.handshake.headers['x-forwarded-for']);
 
     const leave = (reason: string) => {
       if (!membership) return;
@@ -72,6 +79,13 @@ export class SignalingServer {
 
     const handlers: { [E in RequestName]: (payload: RequestPayload<E>) => Promise<ResponseData[E]> } = {
       join: async ({ stageId, key, displayName }) => {
+        this.#stages.assertAccepting();
+        // Counted before the key is checked: guessing keys is slowed down as much as flooding joins.
+        const wait = this.#joinLimits.take(address, stageId);
+        if (wait > 0) {
+          log.debug('join rate-limited', { stageId, address });
+          throw new RequestError('RATE_LIMITED', `too many join attempts; retry in ${wait} s`);
+        }
         if (membership) throw new RequestError('ALREADY_JOINED', 'this connection already joined a stage');
         const record = await this.#stages.authorize(stageId, key);
         const stage = await this.#registry.open(stageId);
@@ -202,4 +216,20 @@ export class SignalingServer {
 
 function roomOf(stageId: string): string {
   return `stage:${stageId}`;
+}
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|::ffff:127\.\d+\.\d+\.\d+)$/;
+
+/**
+ * The client's address as Express's `trust proxy: 'loopback'` sees it: X-Forwarded-For is believed only as far as the
+ * hops are loopback (a local reverse proxy), read from the right.
+ */
+export function clientAddress(direct: string, forwardedFor: string | string[] | undefined): string {
+  const hops = (Array.isArray(forwardedFor) ? forwardedFor.join(',') : forwardedFor ?? '')
+    .split(',')
+    .map((h) => h.trim())
+    .filter((h) => h.length > 0 && h.length <= 64);
+  let addr = direct;
+  while (LOOPBACK.test(addr) && hops.length > 0) addr = hops.pop()!;
+  return addr.startsWith('::ffff:') ? addr.slice(7) : addr;
 }

@@ -8,6 +8,7 @@ import type { Mixer } from '../../pipelines/mixer/mixer.ts';
 import type { Db } from '../db/db.ts';
 import { ArchiveRepo } from '../db/archive.ts';
 import { TimelineRepo, type StoredEvent } from '../db/timeline.ts';
+import { WriteBehind } from '../db/writeBehind.ts';
 import type { Logger } from '../logger.ts';
 import { RequestError } from '../sfu/errors.ts';
 import type { StageRegistry } from '../sfu/registry.ts';
@@ -44,6 +45,10 @@ interface LiveTimeline {
   timer: NodeJS.Timeout | null;
 }
 
+/** How long a broadcast's end waits for its events to reach the database; a snapshot waits less. */
+const END_WAIT_MS = 15_000;
+const SNAPSHOT_WAIT_MS = 2_000;
+
 export const DATERANGE_CLASS: Record<string, string> = {
   chapter: 'com.stage-radio.chapter',
   track: 'com.stage-radio.track',
@@ -58,10 +63,14 @@ export class TimelineService extends EventEmitter<TimelineEvents> {
   readonly #live = new Map<string, LiveTimeline>();
   /** Writes in flight, so a broadcast's end waits for them. */
   readonly #writes = new Set<Promise<void>>();
+  /** Events not in the database yet (it is unreachable): a snapshot still includes them. */
+  readonly #unwritten = new Map<string, StoredEvent>();
+  readonly #writer: WriteBehind;
 
-  constructor(args: { db: Db; stages: StageService; registry: StageRegistry; log: Logger }) {
+  constructor(args: { db: Db; stages: StageService; registry: StageRegistry; log: Logger; writes?: WriteBehind }) {
     super();
     this.repo = new TimelineRepo(args.db);
+    this.#writer = args.writes ?? new WriteBehind({ db: args.db, log: args.log });
     this.#archive = new ArchiveRepo(args.db);
     this.#stages = args.stages;
     this.#log = args.log.child({ component: 'timeline' });
@@ -93,19 +102,31 @@ export class TimelineService extends EventEmitter<TimelineEvents> {
       for (const performerId of [...live.speaking.keys()]) this.#stopSpeaking(stageId, live, performerId, now);
       this.#live.delete(stageId);
     }
-    await Promise.allSettled([...this.#writes]);
+    await this.#settled(END_WAIT_MS);
+  }
+
+  /** Waits for the writes queued so far, at most `ms` (the database may be unreachable for longer). */
+  async #settled(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.#writes]),
+      new Promise<void>((resolve) => (timer = setTimeout(resolve, ms))),
+    ]);
+    clearTimeout(timer);
   }
 
   /** Stops every timer (the app is closing; live stages were stopped first). Idempotent. */
   async close(): Promise<void> {
     for (const live of this.#live.values()) if (live.timer) clearInterval(live.timer);
     this.#live.clear();
-    await Promise.allSettled([...this.#writes]);
+    await this.#settled(END_WAIT_MS);
   }
 
   #store(e: StoredEvent): void {
-    const p = this.repo.insert([e]).catch((err: unknown) => {
-      this.#log.error('could not store a timeline event', { eventId: e.id, error: String(err) });
+    this.#unwritten.set(e.id, e);
+    const p = this.#writer.write('timeline event', (db) => new TimelineRepo(db).insert([e])).then((written) => {
+      if (this.#unwritten.get(e.id) === e) this.#unwritten.delete(e.id);
+      if (!written) this.#log.error('could not store a timeline event', { eventId: e.id, type: e.type });
     });
     this.#writes.add(p);
     void p.finally(() => this.#writes.delete(p));
@@ -195,8 +216,8 @@ export class TimelineService extends EventEmitter<TimelineEvents> {
   async snapshot(stageId: string, limit = 500): Promise<{ broadcastId: string | null; originDate: string | null; events: TimelineEvent[] }> {
     const live = this.#live.get(stageId);
     if (live) {
-      await Promise.allSettled([...this.#writes]);
-      const events = await this.repo.list(live.broadcastId, limit);
+      await this.#settled(SNAPSHOT_WAIT_MS);
+      const events = this.#withUnwritten(live.broadcastId, await this.repo.list(live.broadcastId, limit), limit);
       return { broadcastId: live.broadcastId, originDate: this.#originDate(live), events: events.flatMap((e) => this.#expand(live, e)) };
     }
     const last = (await this.#archive.recordingsForStage(stageId))[0];
@@ -204,6 +225,15 @@ export class TimelineService extends EventEmitter<TimelineEvents> {
     const origin = last.originAt?.toISOString() ?? null;
     const events = await this.repo.list(last.id, limit);
     return { broadcastId: last.id, originDate: origin, events: events.flatMap((e) => this.#expand(null, e, origin)) };
+  }
+
+  /** The stored events plus those still waiting for the database (newer versions win), in programme order. */
+  #withUnwritten(broadcastId: string, stored: StoredEvent[], limit: number): StoredEvent[] {
+    const pending = [...this.#unwritten.values()].filter((e) => e.broadcastId === broadcastId);
+    if (pending.length === 0) return stored;
+    const byId = new Map(stored.map((e) => [e.id, e]));
+    for (const e of pending) byId.set(e.id, e);
+    return [...byId.values()].sort((a, b) => a.mediaTime - b.mediaTime).slice(-limit);
   }
 
   /** A stored speaking interval is two changes for a listener (start, stop); anything else is itself. */

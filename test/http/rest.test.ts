@@ -68,7 +68,7 @@ describe('REST API', function () {
   it('GET /healthz reports workers and the database', async () => {
     const res = await fetch(`${app.url}/healthz`);
     expect(res.status).to.equal(200);
-    expect(await res.json()).to.deep.equal({ status: 'ok', workers: app.pool.workers.length, db: 'ok' });
+    expect(await res.json()).to.deep.equal({ status: 'ok', workers: app.pool.workers.length, db: 'ok', dbBacklog: 0 });
   });
 
   it('refuses bad requests with a 4xx and a stable error body', async () => {

@@ -1,0 +1,486 @@
+// The REST API's contract: an OpenAPI 3.1 document, served at GET /api/openapi.json. Request bodies and parameters
+// are the zod schemas the routes parse with; response bodies are zod schemas kept beside the types the routes send,
+// and checked against those types at compile time (the RESPONSE_TYPES_MATCH tuple below). The test suite validates
+// every REST response it sees against this document (test/support/openapi.ts).
+import { z } from 'zod';
+import type { RecordingFile, RecordingView } from './recordings.ts';
+import { downloadQuery, recordingIdSchema } from './recordings.ts';
+import { createStageBody } from './app.ts';
+import type { ObjectKind, ObjectState } from '../db/archive.ts';
+import type { ErrorCode, PerformerInfo } from '../shared/protocol.ts';
+import { stageIdSchema } from '../shared/ids.ts';
+import { EVENT_TYPES, performerEventSchema, type TimelineEvent } from '../shared/timeline.ts';
+import type { StageUrls, StageView } from '../stages.ts';
+import type { TimelineService } from '../timeline/service.ts';
+
+export const ERROR_CODES = [
+  'BAD_REQUEST',
+  'UNAUTHORIZED',
+  'NOT_FOUND',
+  'STAGE_FULL',
+  'NOT_JOINED',
+  'ALREADY_JOINED',
+  'INVALID_STATE',
+  'RATE_LIMITED',
+  'UNAVAILABLE',
+  'INTERNAL',
+] as const satisfies readonly ErrorCode[];
+
+// ---- Response bodies ----
+
+const dateTime = (description?: string) => z.string().meta({ format: 'date-time', ...(description ? { description } : {}) });
+const url = (description: string) => z.string().meta({ format: 'uri', description });
+const stageStatus = z.enum(['idle', 'live', 'ended']);
+
+const performerInfo = z.object({
+  id: z.string(),
+  displayName: z.string(),
+  muted: z.boolean(),
+  producerId: z.string().nullable().meta({ description: 'The performer’s audio producer, once they publish.' }),
+});
+
+const stageUrls = z.object({
+  performerUrl: url('The performer page, with the key.'),
+  listenUrl: url('The public listener page.'),
+  hlsUrl: url('The live HLS playlist (PUBLIC_HLS_BASE_URL when set).'),
+});
+
+const stageCreated = z.object({
+  id: stageIdSchema,
+  title: z.string(),
+  status: z.literal('idle'),
+  performerKey: z.string().meta({ description: 'The stage’s performer key. Shown once: only its hash is stored.' }),
+  ...stageUrls.shape,
+});
+
+const stageView = z.object({
+  id: stageIdSchema,
+  title: z.string(),
+  status: stageStatus,
+  performers: z.array(performerInfo),
+  hlsUrl: url('The live HLS playlist.'),
+  listenUrl: url('The public listener page.'),
+  startedAt: dateTime().nullable(),
+  endedAt: dateTime().nullable(),
+});
+
+const stageTransition = stageView.extend({
+  changed: z.boolean().meta({ description: 'false when the stage already was in the asked state (a no-op).' }),
+});
+
+const timelineEvent = z.object({
+  id: z.string(),
+  type: z.enum(EVENT_TYPES),
+  at: dateTime('UTC wall clock of the moment the event refers to (at the performer’s microphone).'),
+  mediaTime: z.number().min(0).meta({ description: 'Seconds on the programme clock since the broadcast’s first sample.' }),
+  startDate: dateTime('When it plays in the stream: the PROGRAM-DATE-TIME of mediaTime.').nullable(),
+  data: z.object({
+    title: z.string().optional(),
+    artist: z.string().optional(),
+    label: z.string().optional(),
+    text: z.string().optional(),
+    name: z.string().optional(),
+    performerId: z.string().optional(),
+    displayName: z.string().optional(),
+    speaking: z.boolean().optional(),
+  }),
+});
+
+const eventPosted = z.object({ event: timelineEvent });
+
+const timelineSnapshot = z.object({
+  broadcastId: z.string().nullable().meta({ description: 'The broadcast on air, or the last one, or null.' }),
+  originDate: dateTime('PROGRAM-DATE-TIME of programme time 0 of that broadcast.').nullable(),
+  events: z.array(timelineEvent).meta({ description: 'Its events so far (the latest 500), oldest first.' }),
+});
+
+const recordingFile = z.object({
+  file: z.string().meta({ description: 'The `file` parameter of the download route.' }),
+  kind: z.enum(['playlist', 'audio', 'track', 'manifest', 'timeline', 'chapters']),
+  key: z.string().meta({ description: 'The object key in the store.' }),
+  size: z.number().int().min(0),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  durationSeconds: z.number().nullable(),
+  state: z.enum(['pending', 'uploading', 'uploaded', 'failed']),
+  performerId: z.string().optional(),
+  displayName: z.string().optional(),
+  url: z.string().meta({ description: 'The download route for this file, relative to the server.' }),
+});
+
+const recordingView = z.object({
+  id: recordingIdSchema,
+  stageId: stageIdSchema,
+  status: z.enum(['recording', 'uploading', 'archived', 'failed']),
+  error: z.string().nullable(),
+  startedAt: dateTime(),
+  endedAt: dateTime().nullable(),
+  archivedAt: dateTime().nullable(),
+  durationSeconds: z.number().nullable(),
+  segments: z.object({ count: z.number().int().min(0), uploaded: z.number().int().min(0) }),
+  files: z.array(recordingFile),
+});
+
+const recordingList = z.object({
+  stageId: stageIdSchema,
+  recordings: z.array(recordingView).meta({ description: 'Newest first.' }),
+});
+
+const healthFields = {
+  workers: z.number().int().min(0).meta({ description: 'Media workers up.' }),
+  db: z.enum(['ok', 'error']).meta({ description: 'Whether the database answers.' }),
+};
+// Loose: health may report more (e.g. dbBacklog, the database writes held while it was unreachable).
+const health = z.looseObject({ status: z.enum(['ok', 'degraded']), ...healthFields });
+const healthUnavailable = z.union([
+  z.looseObject({ status: z.literal('down'), ...healthFields }),
+  z.looseObject({ status: z.literal('draining') }).meta({ description: 'Shutting down: send no new work here.' }),
+]);
+
+const errorBody = (codes: readonly [ErrorCode, ...ErrorCode[]]) =>
+  z.object({ ok: z.literal(false), error: z.object({ code: z.enum(codes), message: z.string().min(1) }) });
+
+// The types the routes send must be the types of these schemas: a field added to one and not the other fails `tsc`.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+/** RecordingFile types kind and state as strings; they are an object's kind (never a segment) and state. */
+type SentFile = Omit<RecordingFile, 'kind' | 'state'> & { kind: Exclude<ObjectKind, 'segment'>; state: ObjectState };
+const RESPONSE_TYPES_MATCH: [
+  Same<z.output<typeof performerInfo>, PerformerInfo>,
+  Same<z.output<typeof stageUrls>, StageUrls>,
+  Same<z.output<typeof stageView>, StageView>,
+  Same<z.output<typeof timelineEvent>, TimelineEvent>,
+  Same<z.output<typeof timelineSnapshot>, Awaited<ReturnType<TimelineService['snapshot']>>>,
+  Same<z.output<typeof recordingFile>, SentFile>,
+  Same<z.output<typeof recordingView>, Omit<RecordingView, 'files'> & { files: SentFile[] }>,
+  Same<ErrorCode, (typeof ERROR_CODES)[number]>,
+] = [true, true, true, true, true, true, true, true];
+void RESPONSE_TYPES_MATCH;
+
+// ---- The document ----
+
+type Json = Record<string, unknown>;
+
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+const resRef = (name: string) => ({ $ref: `#/components/responses/${name}` });
+
+function componentSchemas(schemas: Record<string, z.ZodType>, io: 'input' | 'output'): Record<string, Json> {
+  const registry = z.registry<{ id: string }>();
+  for (const [id, schema] of Object.entries(schemas)) registry.add(schema, { id });
+  const out = z.toJSONSchema(registry, { io, uri: (id) => `#/components/schemas/${id}`, unrepresentable: 'throw' }).schemas;
+  return Object.fromEntries(
+    Object.entries(out).map(([id, s]) => {
+      const { $schema: _s, $id: _i, ...rest } = s as Json;
+      return [id, rest];
+    }),
+  );
+}
+
+function paramSchema(schema: z.ZodType): Json {
+  const { $schema: _s, ...rest } = z.toJSONSchema(schema, { io: 'input' }) as Json;
+  return rest;
+}
+
+const json = (schema: Json) => ({ content: { 'application/json': { schema } } });
+const errorResponse = (description: string, schema: string, headers?: Json) => ({ description, ...(headers ? { headers } : {}), ...json(ref(schema)) });
+
+/** What a write can also answer when the server protects itself: too large, too fast, or not able to now. */
+const WRITE_ERRORS = { '413': resRef('PayloadTooLarge'), '429': resRef('RateLimited'), '503': resRef('Unavailable') };
+
+const stageIdParam = { name: 'id', in: 'path', required: true, description: 'The stage id.', schema: paramSchema(stageIdSchema) };
+const recordingIdParam = { name: 'id', in: 'path', required: true, description: 'The recording (broadcast) id.', schema: paramSchema(recordingIdSchema) };
+const STAGE_WRITE_SECURITY = [{ adminToken: [] }, { performerKey: [] }];
+
+function transition(action: 'start' | 'stop'): Json {
+  return {
+    tags: ['stages'],
+    operationId: `${action}Stage`,
+    summary: action === 'start' ? 'Go on air' : 'Go off air',
+    description:
+      action === 'start'
+        ? 'The mix starts (with or without performers) and HLS appears. Again while live: `changed: false`. An ended stage cannot start again (409).'
+        : 'The playlist gets EXT-X-ENDLIST and the stage ends; its archive is finalized. Again: `changed: false`. Not on air: 409.',
+    security: STAGE_WRITE_SECURITY,
+    parameters: [stageIdParam],
+    requestBody: { required: false, description: 'Empty, or `{}`.', ...json(ref('EmptyRequest')) },
+    responses: {
+      '200': { description: 'The stage after the transition.', ...json(ref('StageTransition')) },
+      '400': resRef('BadRequest'),
+      '401': resRef('Unauthorized'),
+      '404': resRef('NotFound'),
+      '409': resRef('InvalidState'),
+      ...WRITE_ERRORS,
+      '500': resRef('Internal'),
+    },
+  };
+}
+
+/** The archive's content types (services/archive/archiver.ts CONTENT_TYPES), one per `file`. */
+const DOWNLOAD_TYPES = ['audio/mp4', 'audio/ogg', 'application/vnd.apple.mpegurl', 'application/json', 'text/vtt'];
+const downloadContent = Object.fromEntries(DOWNLOAD_TYPES.map((t) => [t, {}]));
+
+function buildDocument(): Json {
+  const responses = componentSchemas(
+    {
+      Performer: performerInfo,
+      StageCreated: stageCreated,
+      StageView: stageView,
+      StageTransition: stageTransition,
+      TimelineEvent: timelineEvent,
+      EventPosted: eventPosted,
+      TimelineSnapshot: timelineSnapshot,
+      RecordingFile: recordingFile,
+      Recording: recordingView,
+      RecordingList: recordingList,
+      Health: health,
+      HealthUnavailable: healthUnavailable,
+      Error: errorBody(ERROR_CODES),
+      BadRequestError: errorBody(['BAD_REQUEST']),
+      UnauthorizedError: errorBody(['UNAUTHORIZED']),
+      NotFoundError: errorBody(['NOT_FOUND']),
+      InvalidStateError: errorBody(['INVALID_STATE']),
+      RateLimitedError: errorBody(['RATE_LIMITED']),
+      UnavailableError: errorBody(['UNAVAILABLE']),
+      InternalError: errorBody(['INTERNAL']),
+    },
+    'output',
+  );
+  const requests = componentSchemas({ CreateStageRequest: createStageBody, PerformerEventRequest: performerEventSchema, EmptyRequest: z.strictObject({}) }, 'input');
+
+  return {
+    openapi: '3.1.0',
+    info: {
+      title: 'stage-radio REST API',
+      version: '1',
+      description:
+        'Stages, going on and off air, the timeline, and the archive. Every response is JSON unless said otherwise, ' +
+        'with `Cache-Control: no-store`. Errors are `{ ok: false, error: { code, message } }` with the matching HTTP ' +
+        'status. Any other path or method under /api answers 404 with code NOT_FOUND. Request bodies are JSON of at ' +
+        'most 16 kB; text fields also refuse control characters (and `<` `>` in timeline text), which JSON Schema ' +
+        'does not express. Live HLS (/live/…) and the pages are not part of this API.',
+      license: { name: 'MIT', identifier: 'MIT' },
+    },
+    tags: [
+      { name: 'stages', description: 'Stages and going on and off air.' },
+      { name: 'timeline', description: 'Chapters, tracks and markers on a broadcast’s programme clock (docs/timeline.md).' },
+      { name: 'recordings', description: 'The archive of every broadcast (docs/archive.md).' },
+      { name: 'operations', description: 'Health, metrics and this document.' },
+    ],
+    paths: {
+      '/api/stages': {
+        post: {
+          tags: ['stages'],
+          operationId: 'createStage',
+          summary: 'Create a stage',
+          security: [{ adminToken: [] }],
+          requestBody: { required: true, ...json(ref('CreateStageRequest')) },
+          responses: {
+            '201': {
+              description: 'The new stage, with its performer key (shown only here).',
+              headers: { Location: { required: true, description: '/api/stages/{id}', schema: { type: 'string' } } },
+              ...json(ref('StageCreated')),
+            },
+            '400': resRef('BadRequest'),
+            '401': resRef('Unauthorized'),
+            ...WRITE_ERRORS,
+            '500': resRef('Internal'),
+          },
+        },
+      },
+      '/api/stages/{id}': {
+        get: {
+          tags: ['stages'],
+          operationId: 'getStage',
+          summary: 'A stage: status, performers and URLs',
+          parameters: [stageIdParam],
+          responses: {
+            '200': { description: 'The stage.', ...json(ref('StageView')) },
+            '400': resRef('BadRequest'),
+            '404': resRef('NotFound'),
+            '503': resRef('Unavailable'),
+            '500': resRef('Internal'),
+          },
+        },
+      },
+      '/api/stages/{id}/start': { post: transition('start') },
+      '/api/stages/{id}/stop': { post: transition('stop') },
+      '/api/stages/{id}/events': {
+        post: {
+          tags: ['timeline'],
+          operationId: 'postEvent',
+          summary: 'Mark a chapter, track or marker on air',
+          description: 'Placed at the programme clock’s "now". Only while the stage is on air (409 otherwise); at most 10 in a burst, 2 a second per stage (429).',
+          security: STAGE_WRITE_SECURITY,
+          parameters: [stageIdParam],
+          requestBody: { required: true, ...json(ref('PerformerEventRequest')) },
+          responses: {
+            '201': { description: 'The event as listeners get it.', ...json(ref('EventPosted')) },
+            '400': resRef('BadRequest'),
+            '401': resRef('Unauthorized'),
+            '404': resRef('NotFound'),
+            '409': resRef('InvalidState'),
+            ...WRITE_ERRORS,
+            '500': resRef('Internal'),
+          },
+        },
+        get: {
+          tags: ['timeline'],
+          operationId: 'listEvents',
+          summary: 'The on-air (or last) broadcast’s events',
+          parameters: [stageIdParam],
+          responses: {
+            '200': { description: 'The timeline.', ...json(ref('TimelineSnapshot')) },
+            '400': resRef('BadRequest'),
+            '404': resRef('NotFound'),
+            '503': resRef('Unavailable'),
+            '500': resRef('Internal'),
+          },
+        },
+      },
+      '/api/stages/{id}/recordings': {
+        get: {
+          tags: ['recordings'],
+          operationId: 'listRecordings',
+          summary: 'A stage’s archives, newest first',
+          parameters: [stageIdParam],
+          responses: {
+            '200': { description: 'The recordings.', ...json(ref('RecordingList')) },
+            '400': resRef('BadRequest'),
+            '404': resRef('NotFound'),
+            '503': resRef('Unavailable'),
+            '500': resRef('Internal'),
+          },
+        },
+      },
+      '/api/recordings/{id}': {
+        get: {
+          tags: ['recordings'],
+          operationId: 'getRecording',
+          summary: 'One archive',
+          parameters: [recordingIdParam],
+          responses: {
+            '200': { description: 'The recording.', ...json(ref('Recording')) },
+            '400': resRef('BadRequest'),
+            '404': resRef('NotFound'),
+            '503': resRef('Unavailable'),
+            '500': resRef('Internal'),
+          },
+        },
+      },
+      '/api/recordings/{id}/download': {
+        get: {
+          tags: ['recordings'],
+          operationId: 'downloadRecordingFile',
+          summary: 'Download one file of an archive',
+          description:
+            'A 302 to a short-lived presigned URL when the store is S3; the file itself, with Range support, from the local store. ' +
+            'Only once the file is uploaded (409 before).',
+          parameters: [
+            recordingIdParam,
+            { name: 'file', in: 'query', required: true, description: 'Which file: audio, playlist, manifest, timeline, chapters or track:<performerId>. No other query parameter is accepted.', schema: (paramSchema(downloadQuery) as { properties: Record<string, Json> }).properties['file'] },
+            { name: 'Range', in: 'header', required: false, description: 'A byte range (local store).', schema: { type: 'string' } },
+          ],
+          responses: {
+            '200': {
+              description: 'The file (local store), as an attachment.',
+              headers: { 'Content-Disposition': { required: true, schema: { type: 'string' } }, 'Accept-Ranges': { schema: { type: 'string' } } },
+              content: downloadContent,
+            },
+            '206': {
+              description: 'The requested byte range.',
+              headers: { 'Content-Range': { required: true, schema: { type: 'string' } } },
+              content: downloadContent,
+            },
+            '302': {
+              description: 'Redirect to a presigned S3 URL, valid ARCHIVE_DOWNLOAD_TTL_SECONDS.',
+              headers: { Location: { required: true, schema: { type: 'string', format: 'uri' } } },
+            },
+            '304': { description: 'Not modified (a conditional request).' },
+            '400': resRef('BadRequest'),
+            '404': resRef('NotFound'),
+            '409': resRef('InvalidState'),
+            '503': resRef('Unavailable'),
+            '416': {
+              description: 'The range is not satisfiable.',
+              headers: { 'Content-Range': { required: true, description: 'bytes */<size>', schema: { type: 'string' } } },
+              ...json(ref('BadRequestError')),
+            },
+            '500': resRef('Internal'),
+          },
+        },
+      },
+      '/api/openapi.json': {
+        get: {
+          tags: ['operations'],
+          operationId: 'getOpenApi',
+          summary: 'This document',
+          responses: { '200': { description: 'The OpenAPI 3.1 document.', ...json({ type: 'object', properties: { openapi: { const: '3.1.0' }, info: { type: 'object' }, paths: { type: 'object' } }, required: ['openapi', 'info', 'paths'] }) } },
+        },
+      },
+      '/healthz': {
+        get: {
+          tags: ['operations'],
+          operationId: 'health',
+          summary: 'Health',
+          description:
+            'ok; degraded (the database does not answer, or writes are held for it; live media goes on); down (no media worker) or draining (shutting down): 503. More fields may be added.',
+          responses: {
+            '200': { description: 'ok or degraded.', ...json(ref('Health')) },
+            '503': { description: 'down or draining.', ...json(ref('HealthUnavailable')) },
+          },
+        },
+      },
+      '/metrics': {
+        get: {
+          tags: ['operations'],
+          operationId: 'metrics',
+          summary: 'Prometheus metrics',
+          security: [{ adminToken: [] }],
+          responses: {
+            '200': { description: 'Prometheus text exposition format.', content: { 'text/plain': { schema: { type: 'string' } }, 'application/openmetrics-text': { schema: { type: 'string' } } } },
+            '401': resRef('Unauthorized'),
+            '500': resRef('Internal'),
+          },
+        },
+      },
+    },
+    components: {
+      schemas: { ...responses, ...requests },
+      responses: {
+        BadRequest: errorResponse('Invalid input: the message says what.', 'BadRequestError'),
+        Unauthorized: errorResponse('No token, or a wrong one.', 'UnauthorizedError', {
+          'WWW-Authenticate': { description: 'Bearer', schema: { type: 'string' } },
+        }),
+        NotFound: errorResponse('No such thing.', 'NotFoundError'),
+        InvalidState: errorResponse('Not possible in the current state (not on air, ended, not archived yet).', 'InvalidStateError'),
+        PayloadTooLarge: errorResponse('The request body is larger than 16 kB.', 'Error'),
+        RateLimited: errorResponse('Too many requests; slow down.', 'RateLimitedError', {
+          'Retry-After': { description: 'Seconds to wait, when known.', schema: { type: 'string' } },
+        }),
+        Unavailable: errorResponse('The server cannot serve this now (the database is unreachable, overloaded, or shutting down); may carry Retry-After.', 'UnavailableError', {
+          'Retry-After': { description: 'Seconds to wait.', schema: { type: 'string' } },
+        }),
+        Internal: errorResponse('An unexpected error (logged).', 'InternalError'),
+      },
+      securitySchemes: {
+        adminToken: { type: 'http', scheme: 'bearer', description: 'ADMIN_TOKEN.' },
+        performerKey: { type: 'http', scheme: 'bearer', description: 'The stage’s performer key (from createStage).' },
+      },
+    },
+  };
+}
+
+let cached: { doc: Json; text: string } | undefined;
+
+/** The document (built once, on first use: app.ts imports this module, and this module app.ts's body schema). */
+export function openApiDocument(): Json {
+  cached ??= (() => {
+    const doc = buildDocument();
+    return { doc, text: JSON.stringify(doc) };
+  })();
+  return JSON.parse(cached.text) as Json;
+}
+
+/** The document as JSON text, for the route. */
+export function openApiJson(): string {
+  openApiDocument();
+  return cached!.text;
+}

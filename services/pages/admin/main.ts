@@ -1,0 +1,264 @@
+// The admin page: asks for the admin token (or reads it from the URL fragment, #token=..., which never reaches the
+// server and is removed from the address bar at once), connects to the /admin namespace with it, and renders the
+// snapshots the server sends about once a second, with the performers' live levels in between.
+// Bundled by esbuild for the browser. For automation: document.body.dataset.state = login|connecting|live|error and
+// window.adminDebug.
+import { io, type Socket } from 'socket.io-client';
+import type { AdminConnectErrorData, AdminLevel, AdminServerEvents, AdminSnapshot, AdminStage, AdminWorker } from '../../shared/admin.ts';
+
+type PageState = 'login' | 'connecting' | 'live' | 'error';
+
+/** Below this a performer counts as silent (the server reports levels above -70 dBov only). */
+const METER_MIN_DB = -80;
+const SERVER_RETRY_MS = 2_000;
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const ui = {
+  login: $<HTMLFormElement>('login'),
+  token: $<HTMLInputElement>('token'),
+  connect: $<HTMLButtonElement>('connect'),
+  status: $<HTMLParagraphElement>('status'),
+  error: $<HTMLParagraphElement>('error'),
+  dashboard: $<HTMLElement>('dashboard'),
+  totals: $<HTMLElement>('totals'),
+  workers: $<HTMLTableElement>('workers'),
+  stages: $<HTMLDivElement>('stages'),
+  noStages: $<HTMLParagraphElement>('no-stages'),
+  problems: $<HTMLParagraphElement>('problems'),
+};
+
+let socket: Socket<AdminServerEvents, Record<string, never>> | null = null;
+let snapshot: AdminSnapshot | null = null;
+/** Per stage, the latest levels (from `audioLevels` or the snapshot, whichever is newer). */
+const levels = new Map<string, AdminLevel[]>();
+let retryTimer: ReturnType<typeof setTimeout> | null = null;
+
+function setState(state: PageState, status: string, error = ''): void {
+  document.body.dataset['state'] = state;
+  ui.status.textContent = status;
+  ui.error.textContent = error;
+  ui.login.hidden = state === 'live' || state === 'connecting';
+  ui.connect.disabled = state === 'connecting';
+}
+
+function el<K extends keyof HTMLElementTagNameMap>(tag: K, props: { className?: string; text?: string; title?: string } = {}, ...children: Node[]): HTMLElementTagNameMap[K] {
+  const e = document.createElement(tag);
+  if (props.className) e.className = props.className;
+  if (props.text !== undefined) e.textContent = props.text;
+  if (props.title !== undefined) e.title = props.title;
+  e.append(...children);
+  return e;
+}
+
+function fact(term: string, value: string): HTMLElement {
+  return el('div', {}, el('dt', { text: term }), el('dd', { text: value }));
+}
+
+function duration(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const pad = (n: number) => String(n).padStart(2, '0');
+  return `${h}:${pad(m)}:${pad(s % 60)}`;
+}
+
+function renderWorkers(workers: AdminWorker[]): void {
+  const body = ui.workers.tBodies[0]!;
+  body.replaceChildren(
+    ...workers.map((w) => {
+      const row = el(
+        'tr',
+        {},
+        el('td', { text: `#${w.index}` }),
+        el('td', { className: 'num', text: String(w.pid) }),
+        el('td', { className: 'num', text: w.cpuPercent === null ? '…' : `${w.cpuPercent.toFixed(1)} %` }),
+        el('td', { className: 'num', text: String(w.routers) }),
+        el('td', { text: w.alive ? 'running' : 'down' }),
+      );
+      row.dataset['worker'] = String(w.index);
+      return row;
+    }),
+  );
+}
+
+function archiveText(s: AdminStage): string {
+  const a = s.archive;
+  if (!a) return '—';
+  const seg = `${a.segments.uploaded}/${a.segments.queued} segments uploaded`;
+  return a.error ? `${a.status}: ${a.error}` : `${a.status} (${seg})`;
+}
+
+function renderStage(s: AdminStage): HTMLElement {
+  const badge = el('span', { className: 'badge', text: s.status });
+  badge.dataset['status'] = s.status;
+  const head = el('h3', {}, el('span', { text: s.title ?? '(unknown)' }), badge, el('span', { className: 'id', text: s.id }));
+  const facts = el(
+    'dl',
+    { className: 'facts' },
+    fact('On air', s.onAirSeconds === null ? '—' : duration(s.onAirSeconds)),
+    fact('Listeners', String(s.listeners)),
+    fact('Consumers', String(s.consumers)),
+    fact('Worker', s.worker === null ? '—' : `#${s.worker}`),
+    fact('Mixer lag', s.mixerLagSeconds === null ? '—' : `${s.mixerLagSeconds.toFixed(2)} s`),
+    fact('FFmpeg', s.ffmpeg ? `pid ${s.ffmpeg.pid ?? '…'}, ${s.ffmpeg.restarts} restart${s.ffmpeg.restarts === 1 ? '' : 's'}` : '—'),
+    fact('Archive', archiveText(s)),
+  );
+  if (s.otherMixInputs > 0) facts.append(fact('Other mix inputs', String(s.otherMixInputs)));
+  const table = el(
+    'table',
+    {},
+    el('thead', {}, el('tr', {}, ...['Performer', 'Muted', 'On air', 'Consumers', 'Level'].map((h) => el('th', { text: h })))),
+    el(
+      'tbody',
+      {},
+      ...s.performers.map((p) => {
+        const meter = el('meter');
+        meter.min = METER_MIN_DB;
+        meter.max = 0;
+        meter.low = -50;
+        meter.high = -12;
+        meter.optimum = -20;
+        meter.value = METER_MIN_DB;
+        const level = el('span', { className: 'level', text: 'silent' });
+        const row = el(
+          'tr',
+          {},
+          el('td', { text: p.displayName }),
+          el('td', { text: p.muted ? 'muted' : '' }),
+          el('td', { text: p.onAir ? 'on air' : p.publishing ? 'publishing' : 'joining' }),
+          el('td', { className: 'num', text: String(p.consumers) }),
+          el('td', {}, meter, level),
+        );
+        row.dataset['performerId'] = p.id;
+        return row;
+      }),
+    ),
+  );
+  table.setAttribute('aria-label', `Performers of ${s.title ?? s.id}`);
+  const section = el('section', { className: 'stage' }, head, facts, s.performers.length > 0 ? table : el('p', { text: 'No performer on stage.' }));
+  section.dataset['stageId'] = s.id;
+  return section;
+}
+
+function render(snap: AdminSnapshot): void {
+  ui.dashboard.hidden = false;
+  const t = snap.totals;
+  ui.totals.replaceChildren(
+    fact('Stages live', String(t.stagesLive)),
+    fact('Performers', String(t.performers)),
+    fact('Consumers', String(t.consumers)),
+    fact('Listeners', String(t.listeners)),
+    fact('Upload queue', t.uploadQueueDepth === null ? '?' : String(t.uploadQueueDepth)),
+    fact('Up', duration(snap.uptimeSeconds)),
+  );
+  renderWorkers(snap.workers);
+  ui.noStages.hidden = snap.stages.length > 0;
+  ui.stages.replaceChildren(...snap.stages.map(renderStage));
+  ui.problems.textContent = snap.problems.join('; ');
+  for (const s of snap.stages) renderLevels(s.id);
+}
+
+/** Puts the stage's latest levels on its performers' meters; a performer not in the list is silent. */
+function renderLevels(stageId: string): void {
+  const section = [...ui.stages.querySelectorAll<HTMLElement>('section.stage')].find((e) => e.dataset['stageId'] === stageId);
+  if (!section) return;
+  const byId = new Map((levels.get(stageId) ?? []).map((l) => [l.performerId, l.volume]));
+  for (const row of section.querySelectorAll<HTMLTableRowElement>('tr[data-performer-id]')) {
+    const v = byId.get(row.dataset['performerId'] ?? '');
+    const meter = row.querySelector('meter');
+    const text = row.querySelector<HTMLElement>('.level');
+    if (meter) meter.value = v === undefined ? METER_MIN_DB : Math.max(METER_MIN_DB, v);
+    if (text) text.textContent = v === undefined ? 'silent' : `${v.toFixed(1)} dB`;
+  }
+}
+
+function isAuthError(data: unknown): data is AdminConnectErrorData {
+  return typeof data === 'object' && data !== null && typeof (data as { code?: unknown }).code === 'string' && typeof (data as { message?: unknown }).message === 'string';
+}
+
+function disconnect(): void {
+  if (retryTimer) clearTimeout(retryTimer);
+  retryTimer = null;
+  socket?.removeAllListeners();
+  socket?.disconnect();
+  socket = null;
+}
+
+function connect(token: string): void {
+  disconnect();
+  setState('connecting', 'Connecting…');
+  const s: Socket<AdminServerEvents, Record<string, never>> = io('/admin', {
+    auth: { token },
+    transports: ['websocket'],
+    reconnectionDelay: 500,
+    reconnectionDelayMax: 8_000,
+  });
+  socket = s;
+  s.on('connect', () => setState('live', 'Connected'));
+  s.on('connect_error', (err: Error & { data?: unknown }) => {
+    if (isAuthError(err.data)) {
+      // Refused by the server: retrying with the same token would be refused again.
+      disconnect();
+      snapshot = null;
+      ui.dashboard.hidden = true;
+      setState('error', '', `Refused: ${err.data.message}`);
+      ui.token.focus();
+      return;
+    }
+    setState('connecting', `Cannot reach the server (${err.message}); retrying…`);
+  });
+  s.on('disconnect', (reason) => {
+    if (socket !== s) return;
+    setState('connecting', 'Connection lost; reconnecting…');
+    // The server closed it (a restart, say): Socket.IO does not retry that on its own.
+    if (reason === 'io server disconnect') retryTimer = setTimeout(() => s.connect(), SERVER_RETRY_MS);
+  });
+  s.on('snapshot', (snap) => {
+    snapshot = snap;
+    for (const [id, l] of Object.entries(snap.levels)) levels.set(id, l);
+    for (const id of [...levels.keys()]) if (!snap.stages.some((st) => st.id === id)) levels.delete(id);
+    render(snap);
+  });
+  s.on('audioLevels', ({ stageId, levels: l }) => {
+    levels.set(stageId, l);
+    renderLevels(stageId);
+  });
+}
+
+ui.login.addEventListener('submit', (e) => {
+  e.preventDefault();
+  const token = ui.token.value.trim();
+  if (token) connect(token);
+});
+
+// A token in the fragment (#token=...) connects at once; it is taken out of the address bar and history.
+const fromFragment = new URLSearchParams(location.hash.slice(1)).get('token');
+if (fromFragment) {
+  history.replaceState(null, '', location.pathname + location.search);
+  connect(fromFragment);
+} else {
+  setState('login', 'Enter the admin token (ADMIN_TOKEN).');
+  ui.token.focus();
+}
+
+declare global {
+  interface Window {
+    adminDebug: {
+      /** The last snapshot received, or null. */
+      snapshot: () => AdminSnapshot | null;
+      /** The latest level of every performer reported (dBov), by performer id. */
+      levels: () => Record<string, number>;
+      state: () => string;
+    };
+  }
+}
+
+window.adminDebug = {
+  snapshot: () => snapshot,
+  levels: () => {
+    const out: Record<string, number> = {};
+    for (const l of levels.values()) for (const { performerId, volume } of l) out[performerId] = volume;
+    return out;
+  },
+  state: () => document.body.dataset['state'] ?? '',
+};

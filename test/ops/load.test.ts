@@ -1,0 +1,188 @@
+// Load: 10 stages on air, 200 Socket.IO clients (40 performers' signaling connections, 160 listeners following the
+// timeline, some commenting), and 1,000 simulated HLS listeners that poll their stage's playlist every target
+// duration and fetch every new segment, as a player does, over keep-alive connections. For LOAD_SECONDS (default
+// 120): no error anywhere, no stall of any stage, and the process's memory flat after warm-up. The app runs in this
+// process; the HLS listeners run in a child process of their own, so the memory measured is the service's.
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { expect } from 'chai';
+import type { App } from '../../services/app.ts';
+import { createStage, startTestApp, transition } from '../support/app.ts';
+import { connectClient, type TestClient } from '../support/client.ts';
+import { PlaylistWatcher } from '../support/hls.ts';
+import type { ListenerTally } from '../support/hls-listeners.ts';
+import { TempDir } from '../support/media.ts';
+import { SyntheticPerformer } from '../support/synthetic.ts';
+import { median } from '../support/audio.ts';
+
+const SECONDS = Number(process.env['LOAD_SECONDS'] ?? 120);
+const STAGES = 10;
+const LISTENERS = 1000;
+const PERFORMER_CLIENTS_PER_STAGE = 4;
+const TIMELINE_CLIENTS_PER_STAGE = 16;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const LISTENERS_SCRIPT = path.resolve(import.meta.dirname, '../support/hls-listeners.ts');
+
+/** The simulated HLS listeners, in a child process of their own; resolves with their tally. */
+function runListenerProcess(base: string, stageIds: string[], count: number, seconds: number): { done: Promise<ListenerTally>; pid: number } {
+  const child = spawn(process.execPath, ['--import', 'tsx', LISTENERS_SCRIPT, base, String(seconds), String(count), ...stageIds], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+  const done = new Promise<ListenerTally>((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      if (code !== 0) reject(new Error(`listener process exited with ${code}`));
+      else resolve(JSON.parse(out.trim().split('\n').pop()!) as ListenerTally);
+    });
+  });
+  return { done, pid: child.pid! };
+}
+
+describe('load', function () {
+  this.timeout((SECONDS + 120) * 1000);
+  let tmp: TempDir;
+  let app: App;
+  const performers: SyntheticPerformer[] = [];
+  const clients: TestClient[] = [];
+  const watchers: PlaylistWatcher[] = [];
+  let listenerPid: number | null = null;
+
+  before(async () => {
+    tmp = new TempDir();
+    app = await startTestApp({
+      CDN_DIR: tmp.file('cdn'),
+      MEDIASOUP_WORKERS: '2',
+      // Every client here comes from 127.0.0.1: the per-address limits are for the whole test, not for one user.
+      RATE_LIMIT_JOIN_PER_MINUTE: '1000',
+      RATE_LIMIT_WRITE_PER_MINUTE: '1000',
+    });
+  });
+  after(async () => {
+    for (const w of watchers) w.stop();
+    for (const c of clients) c.close();
+    await Promise.all(performers.map((p) => p.stop()));
+    await app?.close();
+    if (listenerPid !== null) {
+      try {
+        process.kill(listenerPid, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
+    tmp?.remove();
+  });
+
+  it(`10 stages, 200 Socket.IO clients, 1,000 HLS listeners for ${SECONDS} s: no errors, no stall, flat memory`, async () => {
+    const stages: { id: string; performerKey: string }[] = [];
+    for (let i = 0; i < STAGES; i++) {
+      const s = await createStage(app, `Load ${i + 1}`);
+      await transition(app, s.id, 'start');
+      const media = app.registry.get(s.id)!;
+      const p = await SyntheticPerformer.start(media.router, 300 + i * 50);
+      performers.push(p);
+      await media.mixer!.attach(`synthetic-${i}`, p.producer, `Tone ${i + 1}`);
+      watchers.push(new PlaylistWatcher(path.join(app.stages.hlsDir(s.id), 'index.m3u8'), 200));
+      stages.push(s);
+    }
+
+    // 200 Socket.IO clients: performers' signaling (joined, receiving levels and stage events) and timeline listeners.
+    const ackErrors: string[] = [];
+    let disconnects = 0;
+    for (const s of stages) {
+      for (let i = 0; i < PERFORMER_CLIENTS_PER_STAGE; i++) {
+        const c = await connectClient(app.url);
+        const ack = await c.request('join', { stageId: s.id, key: s.performerKey, displayName: `P${i}` });
+        if (!ack.ok) ackErrors.push(`join: ${JSON.stringify(ack.error)}`);
+        c.socket.on('disconnect', () => disconnects++);
+        clients.push(c);
+      }
+      for (let i = 0; i < TIMELINE_CLIENTS_PER_STAGE; i++) {
+        const c = await connectClient(app.url, '/listen');
+        const ack = (await c.raw('subscribe', [{ stageId: s.id }], 10_000)) as { ok: boolean; error?: unknown } | null;
+        if (!ack?.ok) ackErrors.push(`subscribe: ${JSON.stringify(ack)}`);
+        c.socket.on('disconnect', () => disconnects++);
+        clients.push(c);
+      }
+    }
+    expect(clients).to.have.length(200);
+    expect(ackErrors, 'joins and subscriptions').to.deep.equal([]);
+    let timelineEvents = 0;
+    for (const c of clients) c.socket.on('timelineEvent', () => timelineEvents++);
+
+    // The load.
+    const t0 = Date.now();
+    const until = t0 + SECONDS * 1000;
+    const listeners = runListenerProcess(app.url, stages.map((s) => s.id), LISTENERS, SECONDS);
+    listenerPid = listeners.pid;
+    // Now and then a performer marks the timeline and a listener comments (within the per-address comment limit).
+    const chatter = (async () => {
+      let k = 0;
+      while (Date.now() < until - 2000) {
+        await sleep(2500);
+        const performer = clients[(k % STAGES) * (PERFORMER_CLIENTS_PER_STAGE + TIMELINE_CLIENTS_PER_STAGE)]!;
+        const marked = await performer.request('postEvent', { type: 'marker', label: `m${k}` });
+        if (!marked.ok) ackErrors.push(`postEvent: ${JSON.stringify(marked.error)}`);
+        const listener = clients[(k % STAGES) * (PERFORMER_CLIENTS_PER_STAGE + TIMELINE_CLIENTS_PER_STAGE) + PERFORMER_CLIENTS_PER_STAGE + (k % TIMELINE_CLIENTS_PER_STAGE)]!;
+        const said = (await listener.raw('comment', [{ text: `comment ${k}`, name: 'Load' }], 10_000)) as { ok: boolean } | null;
+        if (!said?.ok) ackErrors.push(`comment: ${JSON.stringify(said)}`);
+        k++;
+      }
+      return k;
+    })();
+    const memory: { t: number; rss: number; heap: number }[] = [];
+    const sampler = setInterval(() => {
+      const m = process.memoryUsage();
+      memory.push({ t: (Date.now() - t0) / 1000, rss: m.rss / 2 ** 20, heap: m.heapUsed / 2 ** 20 });
+    }, 2000);
+    const tally = await listeners.done;
+    listenerPid = null;
+    const chats = await chatter;
+    clearInterval(sampler);
+    const elapsed = (Date.now() - t0) / 1000;
+
+    // Stalls, as the origin folder saw them.
+    const gaps = watchers.map((w) => {
+      w.poll();
+      const g = w.segments.filter((s) => s.arrivedAt >= t0 && s.arrivedAt <= until);
+      return { count: g.length, maxGap: Math.max(0, ...g.slice(1).map((s, i) => s.arrivedAt - g[i]!.arrivedAt)) };
+    });
+    const restarts = stages.map((s) => app.registry.get(s.id)?.mixer?.ffmpeg.restarts ?? -1);
+
+    // Memory: after a warm-up third, the last third against the middle third.
+    const third = SECONDS / 3;
+    const mid = memory.filter((m) => m.t >= third && m.t < 2 * third);
+    const end = memory.filter((m) => m.t >= 2 * third);
+    const med = (xs: number[]) => median(xs);
+    const rssMid = med(mid.map((m) => m.rss));
+    const rssEnd = med(end.map((m) => m.rss));
+    const heapMid = med(mid.map((m) => m.heap));
+    const heapEnd = med(end.map((m) => m.heap));
+    const rps = (tally.playlists + tally.segments) / tally.elapsedSeconds;
+
+    console.log(
+      [
+        `      load over ${elapsed.toFixed(0)} s: ${STAGES} stages, ${clients.length} Socket.IO clients, ${LISTENERS} HLS listeners`,
+        `      requests: ${tally.playlists} playlists + ${tally.segments} segments = ${rps.toFixed(0)} req/s, ${(tally.bytes / 2 ** 20 / tally.elapsedSeconds).toFixed(1)} MiB/s; playlist latency p50 ${tally.p50} ms, p95 ${tally.p95} ms, p99 ${tally.p99} ms`,
+        `      errors ${tally.errors.length}, skipped segments ${tally.skipped}, ack errors ${ackErrors.length}, disconnects ${disconnects}; ${chats} markers + ${chats} comments, ${timelineEvents} timeline events delivered`,
+        `      segments per stage ${Math.min(...gaps.map((g) => g.count))}-${Math.max(...gaps.map((g) => g.count))}, largest gap ${Math.max(...gaps.map((g) => g.maxGap))} ms, FFmpeg restarts ${restarts.reduce((a, b) => a + b, 0)}`,
+        `      memory (median): RSS ${rssMid.toFixed(0)} → ${rssEnd.toFixed(0)} MiB, heap ${heapMid.toFixed(0)} → ${heapEnd.toFixed(0)} MiB (middle third → last third)`,
+      ].join('\n'),
+    );
+
+    expect(tally.errors, 'HTTP errors').to.deep.equal([]);
+    expect(ackErrors, 'Socket.IO errors').to.deep.equal([]);
+    expect(disconnects, 'Socket.IO disconnects').to.equal(0);
+    expect(tally.skipped, 'segments a listener had to skip').to.equal(0);
+    expect(restarts.every((r) => r === 0), 'no FFmpeg restart').to.equal(true);
+    for (const g of gaps) {
+      expect(g.maxGap, 'largest pause between a stage\'s segments (ms)').to.be.at.most(1500);
+      expect(g.count, 'segments per stage: real time').to.be.at.least(SECONDS - 3);
+    }
+    expect(timelineEvents, 'every marker and comment reached its stage\'s timeline listeners').to.be.at.least(chats * 2 * TIMELINE_CLIENTS_PER_STAGE);
+    // Flat: the last third within 10 % (RSS) and 25 % (heap, noisier between collections) of the middle third.
+    expect(rssEnd, 'RSS flat after warm-up (MiB)').to.be.below(rssMid * 1.1);
+    expect(heapEnd, 'heap flat after warm-up (MiB)').to.be.below(heapMid * 1.25);
+  });
+});
