@@ -1,5 +1,11 @@
 // The performer page: join a stage with the microphone, hear the other performers, mute, leave.
-// Bundled by esbuild for the browser. State for automation: document.body.dataset.state = idle|joining|publishing|error.
+// Bundled by esbuild for the browser. State for automation: document.body.dataset.state = idle|joining|publishing|error,
+// and the connection in detail in document.body.dataset.link (see LinkState).
+//
+// Resilience: whatever drops the session (a lost or server-closed connection, a failed join, the server's `rejoin`),
+// the page reconnects and joins again by itself with exponential backoff and jitter, at once when the browser comes
+// back online. A network change (`online`, navigator.connection `change`) or a transport `failed`, or `disconnected`
+// for 2 s, restarts ICE on that transport and keeps the same performer. Only the errors in FATAL_CODES stop it.
 import { Device, type types as mc } from 'mediasoup-client';
 import { io, type Socket } from 'socket.io-client';
 import type {
@@ -14,10 +20,41 @@ import type {
 } from '../../shared/protocol.ts';
 
 type PageState = 'idle' | 'joining' | 'publishing' | 'error';
+/**
+ * The connection in detail (body[data-link]): idle (not on stage), connecting (opening the signaling connection),
+ * reconnecting (waiting for the next try; body[data-attempt] counts them), offline (the same while the browser says it
+ * has no network), joining (connected, joining the stage), on-stage, interrupted (on stage, but an audio path lost its
+ * connectivity: ICE 'disconnected'), ice-restarting (on stage, repairing an audio path), error (gave up; #error says why).
+ */
+type LinkState =
+  | 'idle'
+  | 'connecting'
+  | 'reconnecting'
+  | 'offline'
+  | 'joining'
+  | 'on-stage'
+  | 'interrupted'
+  | 'ice-restarting'
+  | 'error';
 
 const REQUEST_TIMEOUT_MS = 10_000;
-const RETRY_BASE_MS = 500;
-const RETRY_MAX_MS = 8_000;
+/** A live server answers restartIce at once; no answer within this means the connection is dead. */
+const ICE_REQUEST_TIMEOUT_MS = 4_000;
+/**
+ * Reconnect backoff: 250 ms doubling, at most 2 s for the first FAST_RETRIES tries (about 12 s, so a short outage
+ * never leaves the page waiting long once the path is back), then at most 10 s; each delay ×0.5–1 (jitter).
+ */
+const RETRY_BASE_MS = 250;
+const RETRY_FAST_MAX_MS = 2_000;
+const FAST_RETRIES = 8;
+const RETRY_MAX_MS = 10_000;
+/** Opening the signaling connection may take this long before the try counts as failed. */
+const CONNECT_TIMEOUT_MS = 5_000;
+/** A transport 'disconnected' this long gets an ICE restart ('failed' gets one at once). */
+const ICE_DISCONNECTED_MS = 2_000;
+/** A restarted transport still not connected after this long is restarted again; after MAX_ICE_RESTARTS, rejoin. */
+const ICE_RESTART_SETTLE_MS = 8_000;
+const MAX_ICE_RESTARTS = 3;
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const ui = {
@@ -58,7 +95,10 @@ class RequestFailed extends Error {
   }
 }
 
-/** Errors after which trying again cannot help. */
+/** A step of a media session that was torn down meanwhile (a newer session, or none, took over). */
+class Superseded extends Error {}
+
+/** Errors after which trying again cannot help (STAGE_FULL only on a first join: on a rejoin the seat may be our own). */
 const FATAL_CODES = new Set(['UNAUTHORIZED', 'NOT_FOUND', 'STAGE_FULL', 'BAD_REQUEST', 'MIC_DENIED', 'NO_MIC']);
 
 const MESSAGES: Record<string, string> = {
@@ -69,22 +109,29 @@ const MESSAGES: Record<string, string> = {
   NO_MIC: 'No microphone was found.',
 };
 
+// Socket.IO's own reconnection is off: it does not retry after a server-side disconnect ('io server disconnect'), and
+// one loop (scheduleRetry) for every kind of loss keeps the backoff, the attempt count and the display in one place.
 const socket: Socket<ServerToClientEvents, ClientToServerEvents> = io('/stage', {
   transports: ['websocket'],
-  reconnectionDelay: RETRY_BASE_MS,
-  reconnectionDelayMax: RETRY_MAX_MS,
-  randomizationFactor: 0.5,
+  reconnection: false,
+  timeout: CONNECT_TIMEOUT_MS,
 });
 
-function request<E extends RequestName>(event: E, payload: RequestPayload<E>): Promise<ResponseData[E]> {
+function request<E extends RequestName>(event: E, payload: RequestPayload<E>, timeoutMs = REQUEST_TIMEOUT_MS): Promise<ResponseData[E]> {
   return new Promise((resolve, reject) => {
-    const emit = socket.timeout(REQUEST_TIMEOUT_MS).emit as unknown as (
+    if (!socket.connected) {
+      reject(new RequestFailed('DISCONNECTED', `${event}: not connected`));
+      return;
+    }
+    const timed = socket.timeout(timeoutMs);
+    const emit = timed.emit as unknown as (
       e: E,
       p: RequestPayload<E>,
       cb: (err: Error | null, res: Ack<ResponseData[E]>) => void,
     ) => void;
-    emit.call(socket.timeout(REQUEST_TIMEOUT_MS), event, payload, (err, res) => {
-      if (err) reject(new RequestFailed('TIMEOUT', `${event} timed out`));
+    emit.call(timed, event, payload, (err, res) => {
+      // Socket.IO fails pending acks at once when the connection drops.
+      if (err) reject(socket.connected ? new RequestFailed('TIMEOUT', `${event} timed out`) : new RequestFailed('DISCONNECTED', `${event}: connection lost`));
       else if (res.ok) resolve(res.data);
       else reject(new RequestFailed(res.error.code, res.error.message));
     });
@@ -100,7 +147,11 @@ interface Remote {
 }
 
 let state: PageState = 'idle';
+let link: LinkState = 'idle';
+/** The user asked to be on stage (Join pressed, not left, no fatal error): the page keeps trying until it is. */
 let wantOnStage = false;
+/** Published at least once since Join was pressed: joins from then on are rejoins. */
+let wasOnStage = false;
 let device: Device | null = null;
 let sendTransport: mc.Transport | null = null;
 let recvTransport: mc.Transport | null = null;
@@ -108,8 +159,32 @@ let producer: mc.Producer | null = null;
 let micStream: MediaStream | null = null;
 let myId: string | null = null;
 let muted = false;
+/** Bumped whenever the media session is torn down; the async steps of an older one stop (Superseded). */
+let session = 0;
+/** The session whose join is in flight (-1: none). */
+let joinInFlight = -1;
+/** The server holds a performer for this connection (join answered; not left, not dropped). */
+let serverMember = false;
+/** A socket.connect() of ours is in flight. */
+let connecting = false;
 let retryTimer: number | null = null;
+let retryTicker: number | null = null;
+let retryAt = 0;
+let retryReason = '';
+/** Tries since the session was last lost (reset once on stage). */
 let attempt = 0;
+/** Completed ICE restarts (a restartIce answered and applied to a transport), for diagnostics and tests. */
+let iceRestarts = 0;
+let lastDisconnect: string | null = null;
+const linkHistory: { link: LinkState; at: number; attempt: number }[] = [];
+/** Per transport: the 'disconnected' timer, the settle timer of a restart, restarts in a row, a restart under way. */
+interface IceWatch {
+  disconnected: number | null;
+  settle: number | null;
+  tries: number;
+  repairing: boolean;
+}
+const iceWatch = new Map<mc.Transport, IceWatch>();
 const remotes = new Map<string, Remote>();
 
 // Everything this performer hears goes through one analyser (tests read it; the level display could too).
@@ -144,9 +219,19 @@ function setState(next: PageState, status: string): void {
   if (next !== 'error') ui.error.textContent = '';
 }
 
+function setLink(next: LinkState): void {
+  document.body.dataset['attempt'] = String(attempt);
+  if (next === link) return;
+  link = next;
+  document.body.dataset['link'] = next;
+  linkHistory.push({ link: next, at: Date.now(), attempt });
+  if (linkHistory.length > 200) linkHistory.shift();
+}
+
 function showError(code: string, message: string): void {
   ui.error.textContent = MESSAGES[code] ?? message;
   document.body.dataset['error'] = code;
+  setLink('error');
   setState('error', 'Not on stage');
 }
 
@@ -236,6 +321,8 @@ async function openMic(): Promise<MediaStream> {
 }
 
 function teardownMedia(): void {
+  for (const w of iceWatch.values()) clearIceTimers(w);
+  iceWatch.clear();
   for (const r of remotes.values()) r.li.remove();
   for (const r of remotes.values()) dropConsumer(r);
   remotes.clear();
@@ -255,24 +342,129 @@ function connectHandler(t: mc.Transport): void {
       .then(() => ok())
       .catch(fail);
   });
-  t.on('connectionstatechange', (s) => {
-    if (s === 'failed' && t === sendTransport) void restartIce(t);
-    if (s === 'failed' && t === recvTransport) void restartIce(t);
-  });
+  iceWatch.set(t, { disconnected: null, settle: null, tries: 0, repairing: false });
+  t.on('connectionstatechange', (s) => onTransportState(t, s));
 }
 
-async function restartIce(t: mc.Transport): Promise<void> {
+function clearIceTimers(w: IceWatch): void {
+  if (w.disconnected !== null) clearTimeout(w.disconnected);
+  if (w.settle !== null) clearTimeout(w.settle);
+  w.disconnected = null;
+  w.settle = null;
+}
+
+function onTransportState(t: mc.Transport, s: mc.ConnectionState): void {
+  const w = iceWatch.get(t);
+  if (!w || t.closed) return;
+  if (w.disconnected !== null) clearTimeout(w.disconnected);
+  w.disconnected = null;
+  if (s === 'connected') {
+    w.tries = 0;
+    w.repairing = false;
+  } else if (s === 'disconnected') {
+    // Often a blip that heals by itself; if it lasts, the path is gone: restart ICE.
+    w.disconnected = window.setTimeout(() => void restartIce(t, 'the audio connection was interrupted'), ICE_DISCONNECTED_MS);
+  } else if (s === 'failed') {
+    void restartIce(t, 'the audio connection failed');
+  }
+  showOnStage();
+}
+
+/** New ICE credentials from the server and new checks on this transport: same performer, same producer and consumers. */
+async function restartIce(t: mc.Transport, why: string, fresh = false): Promise<void> {
+  const w = iceWatch.get(t);
+  if (!w || t.closed) return;
+  if (fresh) w.tries = 0;
+  if (w.tries >= MAX_ICE_RESTARTS) {
+    recover(`${why}; ICE restarts did not repair it`);
+    return;
+  }
+  if (w.repairing && w.settle === null) return; // a restart is being requested right now
+  clearIceTimers(w);
+  w.tries++;
+  w.repairing = true;
+  showOnStage();
+  const my = session;
   try {
-    const { iceParameters } = await request('restartIce', { transportId: t.id });
+    const { iceParameters } = await request('restartIce', { transportId: t.id }, ICE_REQUEST_TIMEOUT_MS);
+    if (my !== session || t.closed) return;
     await t.restartIce({ iceParameters: iceParameters as mc.IceParameters });
-  } catch {
-    scheduleRejoin('network lost');
+    if (my !== session || t.closed) return;
+    iceRestarts++;
+    // A transport that never connected (a receive transport with nothing to receive yet) has no ICE to redo.
+    if (t.connectionState === 'new') w.repairing = false;
+    // Chromium keeps the old candidate pair until the new checks succeed: 'connected' may never change, so check later.
+    w.settle = window.setTimeout(() => {
+      w.settle = null;
+      if (my !== session || t.closed) return;
+      if (t.connectionState === 'connected' || t.connectionState === 'new') {
+        w.tries = 0;
+        w.repairing = false;
+        showOnStage();
+      } else {
+        void restartIce(t, 'the ICE restart did not reconnect');
+      }
+    }, t.connectionState === 'connected' ? 1_000 : ICE_RESTART_SETTLE_MS);
+  } catch (err) {
+    if (my !== session) return;
+    w.repairing = false;
+    const code = err instanceof RequestFailed ? err.code : 'ERROR';
+    if (code === 'DISCONNECTED') return; // the socket's 'disconnect' handler recovers
+    if (code === 'TIMEOUT') {
+      // The connection looks open but nothing answers (e.g. a half-open TCP connection after a network change).
+      socket.disconnect();
+      recover('the server stopped answering', true);
+      return;
+    }
+    recover(`could not repair the audio connection (${code})`);
+  } finally {
+    if (my === session) showOnStage();
   }
 }
 
-async function joinOnce(): Promise<void> {
-  setState('joining', 'Joining…');
+/** While publishing: the status line and data-link say whether an audio path is interrupted or being repaired. */
+function showOnStage(): void {
+  if (state !== 'publishing') return;
+  const repairing = [...iceWatch.values()].some((w) => w.repairing);
+  const interrupted = [...iceWatch.keys()].some((t) => !t.closed && (t.connectionState === 'disconnected' || t.connectionState === 'failed'));
+  const name = ui.name.value.trim();
+  if (repairing) {
+    setLink('ice-restarting');
+    ui.status.textContent = `On stage as ${name}: repairing the audio connection (ICE restart)…`;
+  } else if (interrupted || !navigator.onLine) {
+    setLink('interrupted');
+    ui.status.textContent = `On stage as ${name}: ${interrupted ? 'the audio connection is interrupted' : 'the browser reports no network'}…`;
+  } else {
+    setLink('on-stage');
+    ui.status.textContent = `On stage as ${name}`;
+  }
+}
+
+/** The browser came back online or changed networks. */
+function networkChanged(why: string): void {
+  // Going offline fires navigator.connection 'change' too: nothing to try until 'online'.
+  if (!wantOnStage || !navigator.onLine) return;
+  if (retryTimer !== null || connecting || !socket.connected) {
+    // Waiting to retry, or connecting over the old network: try now, with the backoff started afresh.
+    attempt = 0;
+    retryNow();
+    return;
+  }
+  // Connected: the audio paths may be bound to the old network; new ICE checks find the new one.
+  if (state === 'publishing') {
+    for (const t of [sendTransport, recvTransport]) if (t) void restartIce(t, why, true);
+  }
+}
+
+async function joinOnce(my: number): Promise<void> {
+  /** Throws once the session this join belongs to has been torn down. */
+  const current = (): void => {
+    if (my !== session) throw new Superseded();
+  };
+  setLink('joining');
+  setState('joining', attempt > 0 ? `Rejoining (attempt ${attempt})…` : 'Joining…');
   micStream ??= await openMic();
+  current();
   const track = micStream.getAudioTracks()[0];
   if (!track) throw new RequestFailed('NO_MIC', 'no audio track');
   track.enabled = !muted;
@@ -281,15 +473,23 @@ async function joinOnce(): Promise<void> {
     micSource.connect(micAnalyser);
   }
   const joined = await request('join', { stageId, key, displayName: ui.name.value.trim() });
+  if (my !== session) {
+    // Torn down while the join was answered: the server must not keep this performer.
+    void request('leave', {}).catch(() => undefined);
+    throw new Superseded();
+  }
+  serverMember = true;
   myId = joined.performerId;
   stageStatus = joined.stage.status;
   ui.title.textContent = joined.stage.title;
   document.title = `${joined.stage.title} · stage`;
   const dev = new Device();
   await dev.load({ routerRtpCapabilities: joined.routerRtpCapabilities as mc.RtpCapabilities });
+  current();
   device = dev;
 
   const sendInfo = await request('createTransport', { direction: 'send' });
+  current();
   const send = dev.createSendTransport({
     id: sendInfo.id,
     iceParameters: sendInfo.iceParameters as mc.IceParameters,
@@ -305,6 +505,7 @@ async function joinOnce(): Promise<void> {
   });
 
   const recvInfo = await request('createTransport', { direction: 'recv' });
+  current();
   const recv = dev.createRecvTransport({
     id: recvInfo.id,
     iceParameters: recvInfo.iceParameters as mc.IceParameters,
@@ -315,53 +516,142 @@ async function joinOnce(): Promise<void> {
   connectHandler(recv);
 
   // DTX off: a performer's packets must never stop (the mixer depends on it); mute sends encoded silence instead.
-  producer = await send.produce({ track, codecOptions: { opusStereo: false, opusDtx: false, opusFec: true }, stopTracks: false });
+  const produced = await send.produce({ track, codecOptions: { opusStereo: false, opusDtx: false, opusFec: true }, stopTracks: false });
+  if (my !== session) {
+    produced.close();
+    throw new Superseded();
+  }
+  producer = produced;
   for (const p of joined.performers) addRemote(p);
   if (muted) await request('setMuted', { muted: true });
+  current();
   attempt = 0;
-  setState('publishing', `On stage as ${ui.name.value.trim()}`);
+  wasOnStage = true;
+  setState('publishing', '');
+  showOnStage();
 }
 
-function scheduleRejoin(reason: string): void {
-  if (!wantOnStage) return;
+function clearRetry(): void {
+  if (retryTimer !== null) clearTimeout(retryTimer);
+  if (retryTicker !== null) clearInterval(retryTicker);
+  retryTimer = null;
+  retryTicker = null;
+}
+
+/** Backoff before try number n (0-based): exponential, capped low for the first tries, with jitter. */
+function retryDelay(n: number): number {
+  const cap = n < FAST_RETRIES ? RETRY_FAST_MAX_MS : RETRY_MAX_MS;
+  return Math.min(cap, RETRY_BASE_MS * 2 ** n) * (0.5 + Math.random() * 0.5);
+}
+
+/** Drops the media session (telling the server when it still holds our performer on a live connection). */
+function endSession(): void {
+  session++;
+  if (serverMember && socket.connected) void request('leave', {}).catch(() => undefined);
+  serverMember = false;
   teardownMedia();
-  if (retryTimer !== null) return;
-  const delay = Math.min(RETRY_MAX_MS, RETRY_BASE_MS * 2 ** attempt) * (0.5 + Math.random() * 0.5);
+}
+
+/**
+ * The session is lost: drop it and try again after the backoff (at once when `now`; not before `atLeastMs`, e.g. a
+ * server's RATE_LIMITED wait), unless the user left.
+ */
+function recover(reason: string, now = false, atLeastMs = 0): void {
+  endSession();
+  if (!wantOnStage) {
+    clearRetry();
+    if (link !== 'error') setLink('idle');
+    return;
+  }
+  scheduleRetry(reason, now, atLeastMs);
+}
+
+function scheduleRetry(reason: string, now: boolean, atLeastMs = 0): void {
+  clearRetry();
+  const delay = Math.max(atLeastMs, now ? 0 : retryDelay(attempt));
   attempt++;
-  setState('joining', `Reconnecting (${reason})…`);
-  retryTimer = window.setTimeout(() => {
-    retryTimer = null;
-    if (socket.connected) void join();
-  }, delay);
+  retryReason = reason;
+  retryAt = Date.now() + delay;
+  retryTimer = window.setTimeout(retryNow, delay);
+  retryTicker = window.setInterval(showRetry, 250);
+  showRetry();
+}
+
+/** The status line while waiting: why, which try is next, and in how long. */
+function showRetry(): void {
+  const offline = !navigator.onLine;
+  setLink(offline ? 'offline' : 'reconnecting');
+  const secs = Math.max(0, (retryAt - Date.now()) / 1000).toFixed(1);
+  const what = offline ? 'Offline, waiting for the network' : 'Reconnecting';
+  setState('joining', `${what} (${retryReason}): attempt ${attempt}, next try in ${secs} s`);
+}
+
+/** Next try, now: connect first if needed (the 'connect' handler then joins). */
+function retryNow(): void {
+  clearRetry();
+  if (!wantOnStage) return;
+  if (socket.connected) {
+    void join();
+    return;
+  }
+  if (!navigator.onLine && attempt > 0) {
+    // The browser has no network at all: this try cannot work. Count it and wait ('online' tries at once).
+    scheduleRetry(retryReason, false);
+    return;
+  }
+  setLink('connecting');
+  setState('joining', attempt > 0 ? `Reconnecting (${retryReason}): attempt ${attempt}, connecting…` : 'Connecting…');
+  if (connecting) socket.disconnect(); // abandon a try still hanging on the old network
+  connecting = true;
+  socket.connect();
 }
 
 async function join(): Promise<void> {
-  if (state === 'joining' && retryTimer === null && device) return;
   wantOnStage = true;
+  if (joinInFlight === session) return;
+  clearRetry();
+  if (!socket.connected) {
+    retryNow();
+    return;
+  }
+  const my = session;
+  joinInFlight = my;
   try {
-    await joinOnce();
+    await joinOnce(my);
   } catch (err) {
+    if (my !== session || err instanceof Superseded) return; // whoever tore the session down takes care of what is next
     const code = err instanceof RequestFailed ? err.code : 'ERROR';
-    teardownMedia();
-    if (FATAL_CODES.has(code)) {
+    const message = err instanceof Error ? err.message : String(err);
+    if (FATAL_CODES.has(code) && !(code === 'STAGE_FULL' && wasOnStage)) {
       wantOnStage = false;
-      showError(code, err instanceof Error ? err.message : String(err));
-    } else {
-      scheduleRejoin(err instanceof Error ? err.message : 'error');
+      clearRetry();
+      endSession();
+      showError(code, message);
+      return;
     }
+    // The server still holds a performer for this connection: endSession() tells it to leave before the next join.
+    if (code === 'ALREADY_JOINED') serverMember = true;
+    // RATE_LIMITED says how long to wait ("retry in N s"): never sooner than that.
+    const wait = code === 'RATE_LIMITED' ? Number(/retry in (\d+) s/.exec(message)?.[1] ?? 0) * 1000 : 0;
+    recover(code === 'DISCONNECTED' ? 'connection lost' : message, false, wait);
+  } finally {
+    if (joinInFlight === my) joinInFlight = -1;
   }
 }
 
 async function leave(): Promise<void> {
   wantOnStage = false;
-  if (retryTimer !== null) clearTimeout(retryTimer);
-  retryTimer = null;
-  if (myId) await request('leave', {}).catch(() => undefined);
+  wasOnStage = false;
+  clearRetry();
+  session++;
+  if (serverMember) await request('leave', {}).catch(() => undefined);
+  serverMember = false;
   teardownMedia();
   micSource?.disconnect();
   micSource = null;
   micStream?.getTracks().forEach((t) => t.stop());
   micStream = null;
+  setLink('idle');
   setState('idle', 'Left the stage');
 }
 
@@ -381,21 +671,40 @@ socket.on('consumerClosed', ({ producerId }) => {
   for (const r of remotes.values()) if (r.consumer?.producerId === producerId) dropConsumer(r);
   renderPerformers();
 });
-socket.on('rejoin', ({ reason }) => scheduleRejoin(reason));
+socket.on('rejoin', ({ reason }) => {
+  // The server dropped our performer already (e.g. its media worker died): join again on this connection.
+  serverMember = false;
+  recover(reason);
+});
 socket.on('stageStatus', ({ status }) => showStageStatus(status));
 socket.on('audioLevels', ({ levels }) => {
   const speaking = new Set(levels.filter((l) => l.volume > -50).map((l) => l.performerId));
   for (const r of remotes.values()) r.li.classList.toggle('speaking', speaking.has(r.info.id));
 });
-socket.on('disconnect', () => {
-  if (wantOnStage) {
-    teardownMedia();
-    setState('joining', 'Connection lost, reconnecting…');
-  }
+socket.on('disconnect', (reason) => {
+  lastDisconnect = reason;
+  if (reason === 'io client disconnect') return; // ours: whoever called disconnect() decides what is next
+  // The server's performer went with the connection. 'io server disconnect' is retried like any other loss.
+  serverMember = false;
+  recover(reason === 'io server disconnect' ? 'the server closed the connection' : 'connection lost');
+});
+socket.on('connect_error', () => {
+  connecting = false;
+  if (wantOnStage) recover('cannot reach the server');
 });
 socket.on('connect', () => {
-  if (wantOnStage && !device) void join();
+  connecting = false;
+  if (wantOnStage) void join();
 });
+window.addEventListener('online', () => {
+  showOnStage();
+  networkChanged('back online');
+});
+window.addEventListener('offline', () => {
+  if (retryTimer !== null) showRetry();
+  else showOnStage();
+});
+(navigator as Navigator & { connection?: EventTarget }).connection?.addEventListener('change', () => networkChanged('the network changed'));
 
 ui.join.addEventListener('click', () => {
   if (!ui.name.value.trim()) {
@@ -406,6 +715,7 @@ ui.join.addEventListener('click', () => {
   localStorage.setItem('displayName', ui.name.value.trim());
   void audioCtx.resume();
   attempt = 0;
+  wasOnStage = false;
   void join();
 });
 ui.leave.addEventListener('click', () => void leave());
@@ -472,6 +782,19 @@ declare global {
       /** Magnitude spectrum (dB) of everything this page hears, with the bin width in Hz. */
       hearingSpectrum: () => { binHz: number; db: number[] };
       sampleRate: number;
+      /** The connection in detail (also body[data-link]), and every change of it: when and at which try. */
+      link: () => LinkState;
+      linkHistory: () => { link: LinkState; at: number; attempt: number }[];
+      /** Completed ICE restarts since the page loaded. */
+      iceRestarts: () => number;
+      /** The reason Socket.IO gave for the last disconnect (e.g. 'io server disconnect', 'transport close'). */
+      lastDisconnect: () => string | null;
+      /** The Socket.IO connection's id (the server's socket.id), null while disconnected. */
+      socketId: () => string | null;
+      /** Runs the network-change handler (as on `online` or a navigator.connection `change`). */
+      simulateNetworkChange: () => void;
+      /** Per transport: its id, connection state and the local ICE username fragment (changes with each ICE restart). */
+      transports: () => Promise<{ direction: 'send' | 'recv'; id: string; state: string; localUfrag: string | null }[]>;
     };
   }
 }
@@ -484,6 +807,24 @@ window.stageDebug = {
     return { binHz: audioCtx.sampleRate / hearing.fftSize, db: Array.from(buf) };
   },
   sampleRate: audioCtx.sampleRate,
+  link: () => link,
+  linkHistory: () => linkHistory.map((h) => ({ ...h })),
+  iceRestarts: () => iceRestarts,
+  lastDisconnect: () => lastDisconnect,
+  socketId: () => socket.id ?? null,
+  simulateNetworkChange: () => networkChanged('the network changed'),
+  transports: async () => {
+    const out = [];
+    for (const [direction, t] of [['send', sendTransport], ['recv', recvTransport]] as const) {
+      if (!t || t.closed) continue;
+      let localUfrag: string | null = null;
+      for (const s of (await t.getStats()).values() as IterableIterator<Record<string, unknown>>) {
+        if (s['type'] === 'transport' && typeof s['iceLocalUsernameFragment'] === 'string') localUfrag = s['iceLocalUsernameFragment'];
+      }
+      out.push({ direction, id: t.id, state: t.connectionState, localUfrag });
+    }
+    return out;
+  },
 };
 
 if (!stageId || !key) showError('UNAUTHORIZED', 'missing stage id or key');
