@@ -2,6 +2,12 @@ import dgram from 'node:dgram';
 import { parseRtp, SlotStream } from './rtp.ts';
 
 const TICK_MS = 10;
+/**
+ * A tick this late means this process's event loop was stalled (GC, a burst of work), not that the performer went
+ * quiet: their packets are waiting in the socket's buffer, and I/O comes after timers. Filling silence now would push
+ * every slot's line (and so the mix) late by the stall, with a dip in every voice; such a tick yields to I/O once.
+ */
+const STALL_MS = 40;
 /** Packets kept while FFmpeg restarts (10 s of 20 ms frames); older ones are dropped first. */
 const HOLD_MAX_PACKETS = 500;
 
@@ -23,6 +29,10 @@ export class SlotRelay {
   #held: Buffer[] | null = null;
   /** The performer's track recorder, while one is attached. */
   tap: SlotTap | null = null;
+  #lastTickMs = performance.now();
+  #yielded = false;
+  /** Ticks that yielded to I/O after a stall of the event loop. */
+  stalls = 0;
 
   private constructor(index: number, socket: dgram.Socket, stream: SlotStream, target: { host: string; port: number }) {
     this.index = index;
@@ -45,7 +55,7 @@ export class SlotRelay {
     // Sends to a port nobody listens on yet (FFmpeg starting or restarting) fail with ICMP errors: expected.
     socket.on('error', () => undefined);
     socket.on('message', (msg) => relay.#onMessage(msg));
-    relay.#timer = setInterval(() => relay.#flush(), TICK_MS);
+    relay.#timer = setInterval(() => relay.#tick(), TICK_MS);
     return relay;
   }
 
@@ -61,13 +71,29 @@ export class SlotRelay {
   #onMessage(msg: Buffer): void {
     const pkt = parseRtp(msg);
     if (!pkt) return;
-    // Silence due before this packet goes first, so the timeline stays in order.
-    this.#flush();
-    for (const out of this.#stream.onPacket(pkt, performance.now())) this.#send(out);
+    const now = performance.now();
+    // Silence due before this packet goes first, so the timeline stays in order; unless the loop was stalled (and the
+    // tick after it has yielded to I/O, or not run yet), when the packet is one of those that waited in the buffer and
+    // continues the line itself.
+    if (!this.#yielded && now - this.#lastTickMs <= STALL_MS) this.#fill(now);
+    for (const out of this.#stream.onPacket(pkt, now)) this.#send(out);
   }
 
-  #flush(): void {
-    for (const pkt of this.#stream.due(performance.now())) this.#send(pkt);
+  #tick(): void {
+    const now = performance.now();
+    const late = now - this.#lastTickMs > STALL_MS;
+    this.#lastTickMs = now;
+    if (late && !this.#yielded) {
+      this.#yielded = true;
+      this.stalls++;
+      return;
+    }
+    this.#yielded = false;
+    this.#fill(now);
+  }
+
+  #fill(now: number): void {
+    for (const pkt of this.#stream.due(now)) this.#send(pkt);
   }
 
   #send(pkt: Buffer): void {

@@ -52,7 +52,9 @@ export class SignalingServer {
     this.#log = args.log.child({ component: 'signaling' });
     this.#joinLimits = new KeyedLimits(args.joinsPerMinute ?? 30);
     // maxHttpBufferSize caps WebSocket messages and HTTP long-polling bodies alike (a larger POST gets 413).
-    this.io = new Server(args.httpServer, { maxHttpBufferSize: MAX_MESSAGE_BYTES, serveClient: false });
+    // A connection that vanished without closing (a network switch) is noticed within 20 s, not Socket.IO's default 45 s:
+    // until then its performer holds a seat and a mix slot.
+    this.io = new Server(args.httpServer, { maxHttpBufferSize: MAX_MESSAGE_BYTES, serveClient: false, pingInterval: 10_000, pingTimeout: 10_000 });
     this.io.engine.on('headers', (headers: Record<string, string>) => Object.assign(headers, DATA_HEADERS));
     this.#nsp = this.io.of(STAGE_NAMESPACE);
     this.#nsp.on('connection', (socket) => this.#onConnection(socket));
