@@ -21,8 +21,9 @@ export type SlotTap = (timestamp: number, payload: Buffer) => void;
 export class SlotRelay {
   readonly index: number;
   readonly #socket: dgram.Socket;
+  /** Connected to FFmpeg's port: a send with an address would look it up (a tick and a callback) every packet. */
+  readonly #out: dgram.Socket;
   readonly #stream: SlotStream;
-  readonly #target: { host: string; port: number };
   #timer: NodeJS.Timeout | null = null;
   #closed = false;
   /** While FFmpeg is down, packets are held here and sent on when it listens again (nothing is lost). */
@@ -34,11 +35,11 @@ export class SlotRelay {
   /** Ticks that yielded to I/O after a stall of the event loop. */
   stalls = 0;
 
-  private constructor(index: number, socket: dgram.Socket, stream: SlotStream, target: { host: string; port: number }) {
+  private constructor(index: number, socket: dgram.Socket, out: dgram.Socket, stream: SlotStream) {
     this.index = index;
     this.#socket = socket;
+    this.#out = out;
     this.#stream = stream;
-    this.#target = target;
   }
 
   static async open(args: { index: number; payloadType: number; ssrc: number; targetPort: number; startMs: number }): Promise<SlotRelay> {
@@ -50,10 +51,23 @@ export class SlotRelay {
         resolve();
       });
     });
+    // mediasoup sends from its own port, so the receiving socket cannot be connected: FFmpeg gets a socket of its own.
+    const out = dgram.createSocket('udp4');
+    await new Promise<void>((resolve, reject) => {
+      out.once('error', reject);
+      out.connect(args.targetPort, '127.0.0.1', () => {
+        out.off('error', reject);
+        resolve();
+      });
+    }).catch((err: unknown) => {
+      socket.close();
+      throw err;
+    });
     const stream = new SlotStream({ ssrc: args.ssrc, payloadType: args.payloadType, startMs: args.startMs });
-    const relay = new SlotRelay(args.index, socket, stream, { host: '127.0.0.1', port: args.targetPort });
+    const relay = new SlotRelay(args.index, socket, out, stream);
     // Sends to a port nobody listens on yet (FFmpeg starting or restarting) fail with ICMP errors: expected.
     socket.on('error', () => undefined);
+    out.on('error', () => undefined);
     socket.on('message', (msg) => relay.#onMessage(msg));
     relay.#timer = setInterval(() => relay.#tick(), TICK_MS);
     return relay;
@@ -104,7 +118,7 @@ export class SlotRelay {
       this.#held.push(pkt);
       return;
     }
-    this.#socket.send(pkt, this.#target.port, this.#target.host);
+    this.#out.send(pkt);
   }
 
   /** FFmpeg is gone: hold packets from now on. */
@@ -120,7 +134,7 @@ export class SlotRelay {
     const held = this.#held;
     this.#held = null;
     if (!held || this.#closed) return null;
-    for (const pkt of held) this.#socket.send(pkt, this.#target.port, this.#target.host);
+    for (const pkt of held) this.#out.send(pkt);
     return held[0] ? held[0].readUInt32BE(4) : null;
   }
 
@@ -135,5 +149,6 @@ export class SlotRelay {
     this.#closed = true;
     if (this.#timer) clearInterval(this.#timer);
     this.#socket.close();
+    this.#out.close();
   }
 }

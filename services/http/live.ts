@@ -1,8 +1,8 @@
 // The CDN origin for live HLS: serves <cdnDir>/live/<stageId>/<file> at /live/<stageId>/<file>, as nginx does in
 // production (infra/nginx/nginx.conf). Only a strict whitelist of names is served; everything else is a 404.
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import express, { type Request, type Response } from 'express';
+import { LiveFileCache } from './liveCache.ts';
 import { PLAYLIST_NAME } from '../../pipelines/mixer/ffmpegArgs.ts';
 
 /** The raw (not decoded) path: no percent-encoding, no dot segments, no empty segments can get through. */
@@ -35,33 +35,17 @@ function notFound(res: Response): void {
   res.status(404).json({ ok: false, error: { code: 'NOT_FOUND', message: 'no such live file' } });
 }
 
-/**
- * A playlist is replaced (renamed over) every segment. Reading it through one open handle returns one whole version;
- * a stat-then-open stream could mix the size of one version with the bytes of the next.
- */
-async function readWhole(file: string): Promise<Buffer | 'missing' | 'large'> {
-  let fh: fs.FileHandle | undefined;
-  try {
-    fh = await fs.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
-    const st = await fh.stat();
-    if (!st.isFile()) return 'missing';
-    if (st.size > MAX_BUFFERED) return 'large';
-    return await fh.readFile();
-  } catch {
-    return 'missing';
-  } finally {
-    await fh?.close().catch(() => undefined);
-  }
-}
-
 export interface LiveRouterOptions {
   /** A client fetched a stage's index.m3u8 (GET, the file exists): for the listener estimate (services/ops/metrics.ts). */
   onPlaylist?: (stageId: string, req: Request) => void;
+  /** The origin's memory of the folder (one per app). */
+  cache?: LiveFileCache;
 }
 
 export function liveRouter(cdnDir: string, opts: LiveRouterOptions = {}): express.Router {
   const liveDir = path.resolve(cdnDir, 'live');
   const router = express.Router();
+  const cache = opts.cache ?? new LiveFileCache({ maxFileBytes: MAX_BUFFERED });
 
   router.use((req: Request, res: Response) => {
     res.setHeader('Access-Control-Allow-Origin', '*');
@@ -100,17 +84,24 @@ export function liveRouter(cdnDir: string, opts: LiveRouterOptions = {}): expres
         notFound(res);
       });
 
-    if (!kind.mutable) return stream();
-    readWhole(full).then(
+    // A byte range of a segment is the rare case: send's Range handling. Everything else comes from memory.
+    if (!kind.mutable && req.headers.range) return stream();
+    cache.get(full).then(
       (r) => {
         if (r === 'missing') return notFound(res);
         if (name === PLAYLIST_NAME && req.method === 'GET') opts.onPlaylist?.(stageId, req);
         if (r === 'large') return stream();
-        // Range is not offered on these small, ever-changing files: a client asking for one gets the whole file (200).
-        // No Last-Modified: its one-second resolution would let an If-Modified-Since revalidation (a CDN's) get a 304
-        // for a playlist rewritten within the same second. The ETag is computed from the content, so it is exact.
-        res.setHeader('Accept-Ranges', 'none');
-        res.send(r); // ETag, 304 on a matching If-None-Match, and HEAD are handled by Express
+        res.setHeader('ETag', r.etag);
+        if (kind.mutable) {
+          // Range is not offered on these small, ever-changing files: a client asking for one gets the whole file (200).
+          // No Last-Modified: its one-second resolution would let an If-Modified-Since revalidation (a CDN's) get a 304
+          // for a playlist rewritten within the same second. The ETag is computed from the content, so it is exact.
+          res.setHeader('Accept-Ranges', 'none');
+        } else {
+          res.setHeader('Accept-Ranges', 'bytes');
+          res.setHeader('Last-Modified', r.mtime.toUTCString());
+        }
+        res.send(r.body); // 304 on a matching If-None-Match / If-Modified-Since, and HEAD, are handled by Express
       },
       () => notFound(res),
     );

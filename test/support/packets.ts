@@ -58,6 +58,8 @@ export class PacketPerformer {
     });
     const socket = dgram.createSocket('udp4');
     await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
+    // Connected: a send with an address would look it up every packet.
+    await new Promise<void>((r) => socket.connect(transport.tuple.localPort, '127.0.0.1', () => r()));
     const p = new PacketPerformer(transport, producer, socket, ssrc, payloads);
     p.#next = performance.now();
     p.#timer = setInterval(() => p.#tick(), 5);
@@ -80,7 +82,7 @@ export class PacketPerformer {
       const pkt = buildRtp({ payloadType: 111, sequence: this.#seq, timestamp: this.#ts, ssrc: this.#ssrc, payload });
       this.#seq = (this.#seq + 1) & 0xffff;
       this.#ts = (this.#ts + 960) >>> 0;
-      this.#socket.send(pkt, this.#transport.tuple.localPort, '127.0.0.1');
+      this.#socket.send(pkt);
       this.#next += 20;
     }
   }
