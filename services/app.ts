@@ -20,6 +20,8 @@ import { WriteBehind } from './db/writeBehind.ts';
 import { AdminService } from './ops/admin.ts';
 import { AppMetrics } from './ops/metrics.ts';
 
+const LISTEN_BACKLOG = 4096;
+
 export interface App {
   readonly config: Config;
   readonly url: string;
@@ -166,7 +168,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
 
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(config.http.port, config.http.host, () => {
+      // A deep accept queue: a thousand players reconnecting at once must queue, not have their SYNs dropped.
+      server.listen(config.http.port, config.http.host, LISTEN_BACKLOG, () => {
         server.off('error', reject);
         resolve();
       });

@@ -86,7 +86,7 @@ export function liveRouter(cdnDir: string, opts: LiveRouterOptions = {}): expres
 
     // A byte range of a segment is the rare case: send's Range handling. Everything else comes from memory.
     if (!kind.mutable && req.headers.range) return stream();
-    cache.get(full).then(
+    cache.get(full, !kind.mutable).then(
       (r) => {
         if (r === 'missing') return notFound(res);
         if (name === PLAYLIST_NAME && req.method === 'GET') opts.onPlaylist?.(stageId, req);

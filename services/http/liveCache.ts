@@ -1,7 +1,9 @@
 // The origin's memory of the live folder. A thousand listeners of one stage fetch the same playlist and the same
 // segment within a second; reading each from disk per request (open, fstat, read, close, and send's own stat) made the
-// file system the origin's bottleneck. Each request now costs one stat: a file whose inode, size and mtime are unchanged
-// is served from memory. Reads of one changed file are shared by the requests that arrive meanwhile.
+// file system, and libuv's four-thread pool behind it (shared with the archive's fsyncs), the origin's bottleneck.
+// A segment never changes once FFmpeg has renamed it into place: a cached one is served without touching the disk. A
+// playlist is checked with one stat, shared by every request that arrives while it runs and reused for CHECK_MS; a
+// file whose inode, size and mtime are unchanged is served from memory. Reads of a changed file are shared too.
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 
@@ -20,12 +22,18 @@ interface Entry extends CachedFile {
 
 export type CacheResult = CachedFile | 'missing' | 'large';
 
+/** A playlist's stat is reused this long: far below a segment's duration, and one stat per stage per tick at most. */
+const CHECK_MS = 50;
+
+type Stat = { ino: number; size: number; mtimeMs: number; isFile: boolean } | null;
+
 export class LiveFileCache {
   readonly #maxBytes: number;
   readonly #maxFileBytes: number;
   /** Insertion order is recency: a hit moves the entry to the end; eviction takes from the front. */
   readonly #entries = new Map<string, Entry>();
   readonly #reading = new Map<string, Promise<CacheResult>>();
+  readonly #stats = new Map<string, { at: number; stat: Promise<Stat> }>();
   #bytes = 0;
   hits = 0;
   misses = 0;
@@ -39,27 +47,21 @@ export class LiveFileCache {
     return this.#bytes;
   }
 
-  /** The file's current content (never a mix of two versions), or 'missing' (absent, not a regular file, a symlink). */
-  async get(file: string): Promise<CacheResult> {
-    let st;
-    try {
-      st = await fs.lstat(file, { bigint: false });
-    } catch {
-      this.#drop(file);
-      return 'missing';
-    }
-    if (!st.isFile()) {
+  /**
+   * The file's current content (never a mix of two versions), or 'missing' (absent, not a regular file, a symlink).
+   * `immutable`: the file never changes once it exists (a segment), so a cached copy needs no check.
+   */
+  async get(file: string, immutable = false): Promise<CacheResult> {
+    const cached = this.#entries.get(file);
+    if (immutable && cached) return this.#hit(file, cached);
+    const st = await this.#stat(file);
+    if (!st || !st.isFile) {
       this.#drop(file);
       return 'missing';
     }
     if (st.size > this.#maxFileBytes) return 'large';
     const hit = this.#entries.get(file);
-    if (hit && hit.ino === st.ino && hit.size === st.size && hit.mtimeMs === st.mtimeMs) {
-      this.#entries.delete(file);
-      this.#entries.set(file, hit);
-      this.hits++;
-      return hit;
-    }
+    if (hit && hit.ino === st.ino && hit.size === st.size && hit.mtimeMs === st.mtimeMs) return this.#hit(file, hit);
     let reading = this.#reading.get(file);
     if (!reading) {
       this.misses++;
@@ -67,6 +69,30 @@ export class LiveFileCache {
       this.#reading.set(file, reading);
     }
     return reading;
+  }
+
+  #hit(file: string, e: Entry): Entry {
+    this.#entries.delete(file);
+    this.#entries.set(file, e);
+    this.hits++;
+    return e;
+  }
+
+  /** One lstat per file at a time, and its answer reused for CHECK_MS. */
+  #stat(file: string): Promise<Stat> {
+    const now = performance.now();
+    const prev = this.#stats.get(file);
+    if (prev && now - prev.at < CHECK_MS) return prev.stat;
+    const stat = fs.lstat(file).then(
+      (s): Stat => ({ ino: s.ino, size: s.size, mtimeMs: s.mtimeMs, isFile: s.isFile() }),
+      (): Stat => null,
+    );
+    this.#stats.set(file, { at: now, stat });
+    // Forget it once stale, so the map holds only files asked for lately.
+    void stat.then(() => setTimeout(() => {
+      if (this.#stats.get(file)?.stat === stat) this.#stats.delete(file);
+    }, CHECK_MS).unref());
+    return stat;
   }
 
   /**
@@ -115,6 +141,7 @@ export class LiveFileCache {
 
   clear(): void {
     this.#entries.clear();
+    this.#stats.clear();
     this.#bytes = 0;
   }
 }

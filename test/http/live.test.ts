@@ -89,6 +89,8 @@ describe('HTTP: /live (HLS origin)', function () {
     const tmpFile = path.join(stageDir, 'index.m3u8.tmp');
     fs.writeFileSync(tmpFile, next);
     fs.renameSync(tmpFile, path.join(stageDir, 'index.m3u8')); // as ffmpeg's temp_file flag does
+    // The origin checks a playlist at most every 50 ms (services/http/liveCache.ts).
+    await new Promise((r) => setTimeout(r, 60));
     const changed = await raw(app, 'GET', `/live/${STAGE}/index.m3u8`, { 'if-none-match': etag! });
     expect(changed.status).to.equal(200);
     expect(changed.body.toString('utf8')).to.equal(next);

@@ -14,6 +14,8 @@ export interface ListenerTally {
   errors: string[];
   /** Segments a listener never fetched (they left the playlist first): a stall or a slow origin. */
   skipped: number;
+  /** Requests that timed out or failed once and succeeded when tried again, as hls.js retries. */
+  retried: number;
   /** Playlist request latencies, ms (sampled). */
   p50: number;
   p95: number;
@@ -46,7 +48,17 @@ export async function runListeners(base: string, stageIds: string[], count: numb
   let segments = 0;
   let bytes = 0;
   let skipped = 0;
+  let retried = 0;
   const latencies: number[] = [];
+  /** A GET, tried once more at once if it times out or fails (hls.js retries a failed load); the second failure throws. */
+  const fetchOnce = async (url: string, headers: Record<string, string>) => {
+    try {
+      return await get(url, agent, headers);
+    } catch {
+      retried++;
+      return get(url, agent, headers);
+    }
+  };
   const t0 = Date.now();
   const until = t0 + seconds * 1000;
 
@@ -56,7 +68,7 @@ export async function runListeners(base: string, stageIds: string[], count: numb
     while (Date.now() < until) {
       const started = Date.now();
       try {
-        const res = await get(`${base}/live/${stageId}/index.m3u8`, agent, headers);
+        const res = await fetchOnce(`${base}/live/${stageId}/index.m3u8`, headers);
         playlists++;
         if (res.status !== 200) note(`playlist ${stageId}: ${res.status}`);
         else {
@@ -70,7 +82,7 @@ export async function runListeners(base: string, stageIds: string[], count: numb
             const n = segmentNumber(s.uri);
             if (n <= last) continue;
             if (n > last + 1) skipped += n - last - 1;
-            const seg = await get(`${base}/live/${stageId}/${s.uri}`, agent, headers);
+            const seg = await fetchOnce(`${base}/live/${stageId}/${s.uri}`, headers);
             segments++;
             bytes += seg.body.byteLength;
             if (seg.status !== 200 || seg.body.byteLength === 0) note(`segment ${stageId}/${s.uri}: ${seg.status}`);
@@ -78,7 +90,7 @@ export async function runListeners(base: string, stageIds: string[], count: numb
           }
         }
       } catch (err) {
-        note(`listener ${id}: ${String(err)}`);
+        note(`listener ${id} at ${((Date.now() - t0) / 1000).toFixed(1)} s: ${String(err)}`);
       }
       await sleep(Math.max(50, 1000 - (Date.now() - started)) * (0.9 + Math.random() * 0.2));
     }
@@ -93,7 +105,7 @@ export async function runListeners(base: string, stageIds: string[], count: numb
   agent.destroy();
   latencies.sort((a, b) => a - b);
   const q = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? NaN;
-  return { playlists, segments, bytes, errors, skipped, p50: q(0.5), p95: q(0.95), p99: q(0.99), elapsedSeconds: (Date.now() - t0) / 1000 };
+  return { playlists, segments, bytes, errors, skipped, retried, p50: q(0.5), p95: q(0.95), p99: q(0.99), elapsedSeconds: (Date.now() - t0) / 1000 };
 }
 
 if (process.argv[1] && import.meta.filename === process.argv[1]) {

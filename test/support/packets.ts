@@ -58,6 +58,8 @@ export class PacketPerformer {
     });
     const socket = dgram.createSocket('udp4');
     await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
+    // Nobody listening yet (a transport closing) is an ICMP error on a connected socket: not worth a crash.
+    socket.on('error', () => undefined);
     // Connected: a send with an address would look it up every packet.
     await new Promise<void>((r) => socket.connect(transport.tuple.localPort, '127.0.0.1', () => r()));
     const p = new PacketPerformer(transport, producer, socket, ssrc, payloads);
