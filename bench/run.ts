@@ -1,14 +1,45 @@
-// `npm run bench [-- --quick]`: runs the benchmarks, prints a table, writes bench/results/<timestamp>.{json,md}.
-// A benchmark reports; nothing fails because the machine is slow.
+// `npm run bench [-- --quick] [-- --browser | --no-browser]`: runs the benchmarks, prints a table, writes
+// bench/results/<timestamp>.{json,md,svg}. A benchmark reports; nothing fails because the machine is slow.
+//
+// Order: (1) cost per stage, alone on the machine (as far as this run goes), with the baseline side by side at 1 stage;
+// then (2) the archive broadcasts start in a process of their own and, while they run, the baseline at more stages, the
+// latencies (server side, then in Chromium) and the origin are measured one after the other; (3) the archive's
+// stop → archived when its broadcasts end. README.md, "Performance", describes each measure.
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { benchArchive, type ArchiveBenchResult } from './archive.ts';
+import type { App } from '../services/app.ts';
+import { loadConfig } from '../services/config.ts';
+import { startTestApp } from '../test/support/app.ts';
+import { benchArchiveInChild } from './archive.ts';
+import { benchBrowserLatency } from './browser.ts';
+import { benchBaseline, benchCost, onAirStage, PERFORMER_TONES } from './cost.ts';
+import { benchIngestLatency, benchOnAirLatency, MARKER_HZ, MARKER_SECONDS } from './latency.ts';
+import { benchOrigin } from './origin.ts';
+import { costSvg, markdownTable, tableRows, type BenchResults } from './report.ts';
+import { RtpSender } from './sender.ts';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
+const withBrowser = args.includes('--browser') || (!quick && !args.includes('--no-browser'));
 const RESULTS = path.join(import.meta.dirname, 'results');
-const log = (s: string) => process.stderr.write(`[bench] ${s}\n`);
+const t0 = performance.now();
+const elapsed = () => ((performance.now() - t0) / 1000).toFixed(0).padStart(4);
+const log = (s: string) => process.stderr.write(`[bench ${elapsed()} s] ${s}\n`);
+
+const plan = quick
+  ? { costKs: [1, 5], baselineKs: [5], warmup: 5, baselineWarmup: 3, window: 10, idle: 5, markers: 10, onAirRuns: 3, listenSeconds: 20, originSeconds: 5, archiveSeconds: 60 }
+  : { costKs: [1, 5, 10, 20, 30], baselineKs: [10], warmup: 5, baselineWarmup: 5, window: 20, idle: 10, markers: 20, onAirRuns: 5, listenSeconds: 40, originSeconds: 10, archiveSeconds: 600 };
+const ORIGIN_CONNECTIONS = 1000;
+
+function ffmpegVersion(): string {
+  try {
+    return execFileSync('ffmpeg', ['-version'], { encoding: 'utf8' }).split('\n')[0]!.replace(/ Copyright.*/, '');
+  } catch {
+    return 'unknown';
+  }
+}
 
 const machine = {
   cpus: os.cpus().length,
@@ -16,34 +47,129 @@ const machine = {
   memGiB: Math.round(os.totalmem() / 2 ** 30),
   node: process.version,
   platform: `${os.type()} ${os.release()}`,
+  ffmpeg: ffmpegVersion(),
+  loadAverageAtStart: os.loadavg().map((x) => Number(x.toFixed(2))),
+  loadAverageAtEnd: [] as number[],
 };
 
 const started = new Date();
-const archiveSeconds = quick ? 60 : 600;
-const archive: ArchiveBenchResult[] = await benchArchive({ seconds: archiveSeconds, log });
+const phases: Record<string, number> = {};
+const results: BenchResults = { cost: null, baseline: null, ingest: null, onAir: null, browser: null, origin: null, archive: null, errors: {} };
 
-const rows = archive.map((r) => [
-  `Archive: stop → archived, ${Math.round(r.broadcastSeconds / 60)} min broadcast, ${r.store}`,
-  `${(r.stopToArchivedMs / 1000).toFixed(2)} s`,
-  '≤ 10 s',
-  `${r.segments} segments, ${(r.bytes / 2 ** 20).toFixed(1)} MiB; finalize (VOD, .m4a, manifest) ${(r.finalizeMs / 1000).toFixed(2)} s`,
-]);
-const table = [
-  '| Measure | Result | Target | Detail |',
-  '|---|---|---|---|',
-  ...rows.map((r) => `| ${r.join(' | ')} |`),
-].join('\n');
+/** Runs one measure; a failure is reported in the table, and the other measures go on. */
+async function measure<T>(name: string, fn: () => Promise<T>): Promise<T | null> {
+  const t = performance.now();
+  try {
+    return await fn();
+  } catch (err) {
+    log(`${name}: FAILED: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    results.errors[name] = err instanceof Error ? err.message : String(err);
+    return null;
+  } finally {
+    phases[name] = Number(((performance.now() - t) / 1000).toFixed(1));
+  }
+}
+
+log(`${quick ? 'quick' : 'full'} run on ${machine.cpus} × ${machine.cpuModel}; load average ${machine.loadAverageAtStart.join(', ')}`);
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'stage-radio-bench-'));
+const sender = await RtpSender.start();
+let app: App | null = null;
+// Started once (from the sweep's end, or after it if the sweep failed); held in an object so that the `finally` below
+// sees it as assigned.
+const archive: { child: ReturnType<typeof benchArchiveInChild> | null; startedAt: number } = { child: null, startedAt: 0 };
+const startArchive = () => {
+  archive.child ??= benchArchiveInChild({ seconds: plan.archiveSeconds, log: (s) => log(s) });
+  if (archive.startedAt === 0) archive.startedAt = performance.now();
+  return archive.child;
+};
+try {
+  await sender.prepare([...PERFORMER_TONES, 0], [{ freq: MARKER_HZ, seconds: MARKER_SECONDS }]);
+
+  // (1) Cost per stage.
+  // The app's settings as startTestApp configures it (the defaults): the mixer's slot count, segments, bitrate.
+  const defaults = loadConfig({});
+  const slots = defaults.stage.maxPerformers;
+  results.cost = await measure('cost per stage', () =>
+    benchCost({
+      ks: plan.costKs,
+      warmupSeconds: plan.warmup,
+      windowSeconds: plan.window,
+      idleSeconds: plan.idle,
+      cdnDir: path.join(tmp, 'cost'),
+      sender,
+      paired: { dir: path.join(tmp, 'paired'), slots },
+      // The archive's broadcasts start while the sweep's app closes (that takes a while with 30 stages on air).
+      onMeasured: startArchive,
+      log,
+    }),
+  );
+
+  // (2) The archive broadcasts, in their own process; meanwhile the rest, one after the other.
+  const archiveDone = startArchive().done.then(
+    (r) => ((phases['archive (in parallel)'] = Number(((performance.now() - archive.startedAt) / 1000).toFixed(1))), r),
+    (err: unknown) => {
+      results.errors['archive'] = err instanceof Error ? err.message : String(err);
+      return null;
+    },
+  );
+
+  results.baseline = await measure('baseline', () =>
+    benchBaseline({
+      ks: plan.baselineKs,
+      warmupSeconds: plan.baselineWarmup,
+      windowSeconds: plan.window,
+      dir: path.join(tmp, 'baseline'),
+      sender,
+      segmentSeconds: defaults.hls.segmentSeconds,
+      aacBitrateKbps: defaults.hls.aacBitrateKbps,
+      log,
+    }),
+  );
+
+  app = await startTestApp({ CDN_DIR: path.join(tmp, 'latency'), RATE_LIMIT_WRITE_PER_MINUTE: '100000' });
+  const a = app;
+  results.ingest = await measure('latency: ingest → listed', () => benchIngestLatency({ app: a, sender, markers: plan.markers, log }));
+  results.onAir = await measure('latency: go on air', () => benchOnAirLatency({ app: a, runs: plan.onAirRuns, log }));
+  if (withBrowser) results.browser = await measure('latency: browsers', () => benchBrowserLatency({ app: a, listenSeconds: plan.listenSeconds, log }));
+  else log('browser latency skipped (quick mode; --browser runs it)');
+  results.origin = await measure('origin', async () => {
+    const stage = await onAirStage(a, sender, 'Bench origin');
+    await new Promise((r) => setTimeout(r, 3000));
+    return benchOrigin({ baseUrl: a.url, stageId: stage.id, hlsDir: a.stages.hlsDir(stage.id), connections: ORIGIN_CONNECTIONS, seconds: plan.originSeconds, log });
+  });
+  await app.close();
+  app = null;
+
+  log('waiting for the archive benchmark');
+  results.archive = await archiveDone;
+} finally {
+  archive.child?.stop();
+  await app?.close().catch(() => undefined);
+  await sender.stop();
+  fs.rmSync(tmp, { recursive: true, force: true });
+}
+machine.loadAverageAtEnd = os.loadavg().map((x) => Number(x.toFixed(2)));
+const totalSeconds = Number(((performance.now() - t0) / 1000).toFixed(1));
 
 const stamp = started.toISOString().replace(/[:.]/g, '-');
 fs.mkdirSync(RESULTS, { recursive: true });
+const table = markdownTable(tableRows(results));
+const svgName = `${stamp}.svg`;
+if (results.cost && results.cost.points.length > 0) {
+  fs.writeFileSync(path.join(RESULTS, svgName), costSvg(results.cost, results.baseline, machine.cpus, `CPU cores against stages on air — ${started.toISOString().slice(0, 16)}Z${quick ? ' (quick)' : ''}`));
+}
 const md = [
   `# Benchmark ${started.toISOString()}${quick ? ' (quick)' : ''}`,
   '',
-  `Machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.memGiB} GiB, ${machine.platform}, Node ${machine.node}.`,
+  `Machine: ${machine.cpus} × ${machine.cpuModel}, ${machine.memGiB} GiB, ${machine.platform}, Node ${machine.node}, ${machine.ffmpeg}. ` +
+    `Load average ${machine.loadAverageAtStart.join(' / ')} at the start, ${machine.loadAverageAtEnd.join(' / ')} at the end.`,
   '',
   table,
   '',
+  ...(results.cost && results.cost.points.length > 0 ? [`![CPU cores against stages on air](${svgName})`, ''] : []),
+  `Run time ${totalSeconds} s: ${Object.entries(phases).map(([k, v]) => `${k} ${v} s`).join(', ')}. Method: README.md, "Performance".`,
+  '',
 ].join('\n');
-fs.writeFileSync(path.join(RESULTS, `${stamp}.json`), `${JSON.stringify({ startedAt: started.toISOString(), quick, machine, archive }, null, 2)}\n`);
+fs.writeFileSync(path.join(RESULTS, `${stamp}.json`), `${JSON.stringify({ startedAt: started.toISOString(), quick, plan, machine, phases, totalSeconds, ...results }, null, 2)}\n`);
 fs.writeFileSync(path.join(RESULTS, `${stamp}.md`), md);
-process.stdout.write(`\n${md}\nWritten: bench/results/${stamp}.json and .md\n`);
+process.stdout.write(`\n${md}\nWritten: bench/results/${stamp}.json, .md${fs.existsSync(path.join(RESULTS, svgName)) ? ', .svg' : ''}\n`);

@@ -1,0 +1,269 @@
+// Latency as people hear it, in real Chromium: a performer's microphone (a fake capture device playing a WAV of tone
+// bursts at irregular intervals) → another performer's ear through the SFU, and → a listener's ear through the live
+// HLS and the listener page's hls.js (its own settings, i.e. hls.js defaults but for the back buffer), for a listener
+// who tunes in as the show starts and one who tunes in during it (once the live playlist is full).
+//
+// Each page gets a probe (a Playwright init script) on every source node the page itself feeds into its AudioContext:
+// the microphone's stream and remote performers' streams (createMediaStreamSource) on the performer page, the <audio>
+// element (createMediaElementSource) on the listener page. The probe measures the burst tone's level in every 256-sample
+// block as the audio graph renders it, stamped with the wall clock. Mic, performer and listener are measured the same
+// way, so the probe's own delay (a block or two) cancels out; what the output device adds after the graph is not
+// counted. Burst onsets are matched across pages: for a performer, the first onset within a second of the mic's; for
+// a listener (seconds behind, more than the bursts' spacing), at the one delay most bursts agree on (the irregular
+// spacing makes it unique).
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Browser, Page } from 'playwright-core';
+import type { App } from '../services/app.ts';
+import { PLAYLIST_NAME } from '../pipelines/mixer/ffmpegArgs.ts';
+import { parseMediaPlaylist } from '../pipelines/hls/playlist.ts';
+import { createStage, transition } from '../test/support/app.ts';
+import { launchBrowser, launchPerformerBrowser } from '../test/support/browser.ts';
+import { TempDir } from '../test/support/media.ts';
+import { percentile } from './latency.ts';
+
+function listedSegments(playlist: string): number {
+  try {
+    return parseMediaPlaylist(fs.readFileSync(playlist, 'utf8')).segments.length;
+  } catch {
+    return 0;
+  }
+}
+
+export const PULSE_HZ = 880;
+const PULSE_SECONDS = 0.25;
+const RATE = 48000;
+
+export interface BrowserLatency {
+  listenSeconds: number;
+  pulses: number;
+  performer: { matched: number; latenciesMs: number[]; medianMs: number; p95Ms: number };
+  /** A listener who tuned in during the show (the live playlist full). */
+  listener: { matched: number; latenciesMs: number[]; medianMs: number; p95Ms: number; startedAfterMs: number };
+  /** A listener who tuned in as the show started. */
+  earlyListener: { matched: number; latenciesMs: number[]; medianMs: number; p95Ms: number; startedAfterMs: number };
+  /** The onsets found, seconds from the start of listening (for a look at what was matched). */
+  onsets: { mic: number[]; performer: number[]; listener: number[]; earlyListener: number[] };
+}
+
+/** A mono 16-bit WAV: bursts of PULSE_HZ, 1.2-2.8 s apart (a fixed pseudo-random sequence), or silence. */
+function writeWav(file: string, seconds: number, pulses: boolean): number[] {
+  const n = Math.round(seconds * RATE);
+  const data = Buffer.alloc(n * 2);
+  const onsets: number[] = [];
+  if (pulses) {
+    let seed = 12345;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    for (let t = 0.5; t + PULSE_SECONDS < seconds; t += 1.2 + 1.6 * rand()) onsets.push(t);
+    const amp = 10 ** (-12 / 20) * 32767;
+    const ramp = Math.round(0.002 * RATE);
+    for (const t of onsets) {
+      const s0 = Math.round(t * RATE);
+      const len = Math.round(PULSE_SECONDS * RATE);
+      for (let i = 0; i < len; i++) {
+        const env = Math.min(1, i / ramp, (len - i) / ramp);
+        data.writeInt16LE(Math.round(amp * env * Math.sin((2 * Math.PI * PULSE_HZ * i) / RATE)), (s0 + i) * 2);
+      }
+    }
+  }
+  const header = Buffer.alloc(44);
+  header.write('RIFF', 0);
+  header.writeUInt32LE(36 + data.length, 4);
+  header.write('WAVE', 8);
+  header.write('fmt ', 12);
+  header.writeUInt32LE(16, 16);
+  header.writeUInt16LE(1, 20); // PCM
+  header.writeUInt16LE(1, 22); // mono
+  header.writeUInt32LE(RATE, 24);
+  header.writeUInt32LE(RATE * 2, 28);
+  header.writeUInt16LE(2, 32);
+  header.writeUInt16LE(16, 34);
+  header.write('data', 36);
+  header.writeUInt32LE(data.length, 40);
+  fs.writeFileSync(file, Buffer.concat([header, data]));
+  return onsets;
+}
+
+type Tap = [wallMs: number, amplitude: number][];
+declare global {
+  interface Window {
+    __benchTaps: { mic: Tap; remote: Tap; element: Tap };
+  }
+}
+
+/**
+ * The probe, injected before any page script runs (so the page's own calls go through it). Plain JavaScript text: a
+ * function passed to Playwright would be serialized as this process's loader compiled it (with helpers it lacks).
+ */
+const PROBE_SCRIPT = `(() => {
+  const FREQ = ${PULSE_HZ};
+  const taps = { mic: [], remote: [], element: [] };
+  window.__benchTaps = taps;
+  const micStreams = new WeakSet();
+  const md = navigator.mediaDevices;
+  if (md && md.getUserMedia) {
+    const gum = md.getUserMedia.bind(md);
+    md.getUserMedia = async (c) => {
+      const s = await gum(c);
+      micStreams.add(s);
+      return s;
+    };
+  }
+  const probe = (ctx, node, label) => {
+    const sp = ctx.createScriptProcessor(256, 1, 1);
+    const coeff = 2 * Math.cos((2 * Math.PI * FREQ) / ctx.sampleRate);
+    sp.onaudioprocess = (e) => {
+      const x = e.inputBuffer.getChannelData(0);
+      let s1 = 0, s2 = 0;
+      for (let i = 0; i < x.length; i++) {
+        const s0 = x[i] + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+      }
+      const power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+      taps[label].push([performance.timeOrigin + performance.now(), (2 * Math.sqrt(Math.max(power, 0))) / x.length]);
+    };
+    node.connect(sp);
+    sp.connect(ctx.destination); // a ScriptProcessor runs only when connected; it outputs silence
+  };
+  const ms = AudioContext.prototype.createMediaStreamSource;
+  AudioContext.prototype.createMediaStreamSource = function (stream) {
+    const node = ms.call(this, stream);
+    probe(this, node, micStreams.has(stream) ? 'mic' : 'remote');
+    return node;
+  };
+  const me = AudioContext.prototype.createMediaElementSource;
+  AudioContext.prototype.createMediaElementSource = function (el) {
+    const node = me.call(this, el);
+    probe(this, node, 'element');
+    return node;
+  };
+})();`;
+
+/** Onsets (wall ms) in a tap: the level rising over half the bursts' plateau after at least 0.4 s under it. */
+export function tapOnsets(tap: Tap): number[] {
+  if (tap.length === 0) return [];
+  const sorted = tap.map(([, a]) => a).sort((a, b) => b - a);
+  const plateau = sorted[Math.floor(sorted.length * 0.03)]!;
+  if (!(plateau > 1e-4)) return [];
+  const threshold = plateau / 2;
+  const out: number[] = [];
+  let lastAbove = -Infinity;
+  for (const [t, a] of tap) {
+    if (a < threshold) continue;
+    if (t - lastAbove >= 400) out.push(t);
+    lastAbove = t;
+  }
+  return out;
+}
+
+/** Delays (ms) from each onset in `from` to its match in `to`: the first within maxMs, at the delay most agree on. */
+export function matchDelays(from: number[], to: number[], minMs: number, maxMs: number, tolMs = 150): number[] {
+  let best = NaN;
+  let bestCount = 0;
+  for (const f of from) {
+    for (const t of to) {
+      const d = t - f;
+      if (d < minMs || d > maxMs) continue;
+      let c = 0;
+      for (const f2 of from) if (to.some((t2) => Math.abs(t2 - f2 - d) <= tolMs)) c++;
+      if (c > bestCount) {
+        bestCount = c;
+        best = d;
+      }
+    }
+  }
+  if (Number.isNaN(best)) return [];
+  const out: number[] = [];
+  for (const f of from) {
+    const t = to.find((x) => Math.abs(x - f - best) <= tolMs);
+    if (t !== undefined) out.push(t - f);
+  }
+  return out;
+}
+
+async function probedPage(browser: Browser): Promise<Page> {
+  const page = await browser.newPage();
+  await page.addInitScript(PROBE_SCRIPT);
+  return page;
+}
+
+async function joinPerformer(browser: Browser, performerUrl: string, name: string): Promise<Page> {
+  const page = await probedPage(browser);
+  page.on('pageerror', (err) => process.stderr.write(`[page ${name}] ${err.message}\n`));
+  await page.goto(`${performerUrl}&name=${encodeURIComponent(name)}&raw=1`);
+  await page.getByRole('button', { name: 'Join stage' }).click();
+  await page.waitForFunction(() => document.body.dataset['state'] === 'publishing', null, { timeout: 20_000 });
+  return page;
+}
+
+export async function benchBrowserLatency(opts: { app: App; listenSeconds: number; log: (s: string) => void }): Promise<BrowserLatency> {
+  const { app } = opts;
+  const tmp = new TempDir();
+  const browsers: Browser[] = [];
+  try {
+    const pulses = path.join(tmp.path, 'pulses.wav');
+    const silence = path.join(tmp.path, 'silence.wav');
+    writeWav(pulses, 120, true);
+    writeWav(silence, 10, false);
+    const stage = await createStage(app, 'Bench browser latency');
+    const launch = async (wav: string) => {
+      const b = await launchPerformerBrowser(wav);
+      browsers.push(b);
+      return b;
+    };
+    const ann = await joinPerformer(await launch(pulses), stage.performerUrl, 'Ann');
+    const bob = await joinPerformer(await launch(silence), stage.performerUrl, 'Bob');
+    await transition(app, stage.id, 'start');
+    // Two listeners (two pages of one browser): one tunes in as the show starts, one during the show, once the live
+    // playlist is full. hls.js starts three target durations behind the live edge of the playlist it finds, and does
+    // not catch up later; what the page takes to start playing adds to that, and with few segments listed it starts
+    // nearer the edge. So when a listener tunes in matters.
+    const lb = await launchBrowser();
+    browsers.push(lb);
+    const listen = async (label: string) => {
+      const page = await probedPage(lb);
+      const t0 = Date.now();
+      await page.goto(`${app.url}/listen/${stage.id}`);
+      await page.waitForFunction(() => document.body.dataset['state'] === 'playing', null, { timeout: 30_000 });
+      opts.log(`browser: the ${label} listener plays (${Date.now() - t0} ms after opening the page)`);
+      return { page, startedAfterMs: Date.now() - t0 };
+    };
+    const early = await listen('early');
+    const playlist = path.join(app.stages.hlsDir(stage.id), PLAYLIST_NAME);
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline && listedSegments(playlist) < app.config.hls.listSize) await new Promise((r) => setTimeout(r, 200));
+    const late = await listen('mid-show');
+    const listenFrom = Date.now();
+    opts.log(`browser: listening ${opts.listenSeconds} s`);
+    await new Promise((r) => setTimeout(r, opts.listenSeconds * 1000));
+    // Bursts from the listening window on: the performers' connections have settled by then (WebRTC's jitter buffer
+    // starts large and shrinks in the first seconds).
+    const mic = tapOnsets((await ann.evaluate(() => window.__benchTaps.mic)) as Tap).filter((t) => t >= listenFrom);
+    const heardByBob = tapOnsets((await bob.evaluate(() => window.__benchTaps.remote)) as Tap);
+    const heardLate = tapOnsets((await late.page.evaluate(() => window.__benchTaps.element)) as Tap);
+    const heardEarly = tapOnsets((await early.page.evaluate(() => window.__benchTaps.element)) as Tap);
+    await transition(app, stage.id, 'stop');
+    const rel = (xs: number[]) => xs.map((t) => Number(((t - listenFrom) / 1000).toFixed(3)));
+    const perf = matchDelays(mic, heardByBob, 0, 1000);
+    const lis = matchDelays(mic, heardLate, 0, 20_000);
+    const lisEarly = matchDelays(mic, heardEarly, 0, 20_000);
+    const r: BrowserLatency = {
+      listenSeconds: opts.listenSeconds,
+      pulses: mic.length,
+      performer: { matched: perf.length, latenciesMs: perf, medianMs: percentile(perf, 50), p95Ms: percentile(perf, 95) },
+      listener: { matched: lis.length, latenciesMs: lis, medianMs: percentile(lis, 50), p95Ms: percentile(lis, 95), startedAfterMs: late.startedAfterMs },
+      earlyListener: { matched: lisEarly.length, latenciesMs: lisEarly, medianMs: percentile(lisEarly, 50), p95Ms: percentile(lisEarly, 95), startedAfterMs: early.startedAfterMs },
+      onsets: { mic: rel(mic), performer: rel(heardByBob), listener: rel(heardLate), earlyListener: rel(heardEarly) },
+    };
+    opts.log(
+      `browser: mic → performer median ${r.performer.medianMs.toFixed(0)} ms (${r.performer.matched}/${mic.length} bursts); ` +
+        `mic → listener median ${r.listener.medianMs.toFixed(0)} ms (${r.listener.matched}/${mic.length}), ` +
+        `${r.earlyListener.medianMs.toFixed(0)} ms for the one who tuned in at the start (${r.earlyListener.matched}/${mic.length})`,
+    );
+    return r;
+  } finally {
+    await Promise.all(browsers.map((b) => b.close().catch(() => undefined)));
+    tmp.remove();
+  }
+}

@@ -1,0 +1,164 @@
+// Latency on the server side.
+// (a) Ingest → listed: a performer's packets switch to a 0.3 s burst of a marker tone at a known wall-clock instant (the
+//     first burst packet leaving the sender); the live playlist players fetch (index.m3u8) is read every 20 ms, and
+//     each segment's first appearance in it is noted. Afterwards every segment is decoded, the marker onsets found in
+//     the audio, and each burst is matched to the segment holding its onset: latency = that segment listed − burst sent.
+// (b) Go on air → first segment listed: POST /api/stages/<id>/start, then index.m3u8 read every 20 ms until it lists a
+//     segment (and until it lists three: where hls.js, three target durations from the live edge, can start).
+import fs from 'node:fs';
+import path from 'node:path';
+import type { App } from '../services/app.ts';
+import { PLAYLIST_NAME } from '../pipelines/mixer/ffmpegArgs.ts';
+import { parseMediaPlaylist } from '../pipelines/hls/playlist.ts';
+import { createStage, transition } from '../test/support/app.ts';
+import { decodeToPcm, SAMPLE_RATE, toneDb, toneOnsets } from '../test/support/audio.ts';
+import { PlaylistWatcher } from '../test/support/hls.ts';
+import { onAirStage } from './cost.ts';
+import type { RtpSender } from './sender.ts';
+
+export const MARKER_HZ = 1200;
+export const MARKER_SECONDS = 0.3;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export function percentile(xs: number[], p: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  // Nearest rank.
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+
+export interface IngestLatency {
+  markers: number;
+  /** Bursts whose onset was found in a segment (the others are reported, not guessed). */
+  matched: number;
+  latenciesMs: number[];
+  p50Ms: number;
+  p95Ms: number;
+  maxMs: number;
+  segmentSeconds: number;
+}
+
+export async function benchIngestLatency(opts: { app: App; sender: RtpSender; markers: number; log: (s: string) => void }): Promise<IngestLatency> {
+  const { app, sender } = opts;
+  await sender.prepare([], [{ freq: MARKER_HZ, seconds: MARKER_SECONDS }]);
+  const stage = await onAirStage(app, sender, 'Bench latency');
+  const dir = app.stages.hlsDir(stage.id);
+  const marker = stage.performers[0]!;
+  await sleep(3000);
+  const watcher = new PlaylistWatcher(path.join(dir, PLAYLIST_NAME), 20);
+  const sent: number[] = [];
+  try {
+    for (let i = 0; i < opts.markers; i++) {
+      // 1.3-1.9 s apart: the onsets fall all over the segments.
+      await sleep(1300 + Math.random() * 600);
+      sent.push(await sender.burst(marker, MARKER_HZ, MARKER_SECONDS));
+    }
+    const last = sent.at(-1)!;
+    await watcher.waitFor((w) => w.segments.some((s) => s.arrivedAt > last + 3000), 10_000);
+  } finally {
+    watcher.stop();
+  }
+  await transition(app, stage.id, 'stop');
+  for (const id of stage.performers) await sender.remove(id);
+
+  // Every segment listed from a little before the first burst, decoded one by one (so each onset's segment is exact).
+  const from = watcher.segments.findIndex((s) => s.arrivedAt >= sent[0]! - 2000);
+  const segs = watcher.segments.slice(Math.max(0, from));
+  const pcms = segs.map((s) => decodeToPcm(path.join(dir, s.uri)));
+  const starts: number[] = [];
+  let total = 0;
+  for (const p of pcms) {
+    starts.push(total);
+    total += p.length;
+  }
+  const pcm = new Float32Array(total);
+  pcms.forEach((p, i) => pcm.set(p, starts[i]!));
+  const onsets = toneOnsets(pcm, MARKER_HZ, 0.5);
+  // Media time and wall clock differ by a constant: the offset most burst/onset pairs agree on (within 100 ms).
+  const diffs: number[] = [];
+  for (const t of sent) for (const o of onsets) diffs.push(o * 1000 - t);
+  let best = 0;
+  let bestCount = -1;
+  for (const d of diffs) {
+    const c = diffs.filter((x) => Math.abs(x - d) <= 100).length;
+    if (c > bestCount) {
+      bestCount = c;
+      best = d;
+    }
+  }
+  const latencies: number[] = [];
+  for (const t of sent) {
+    const o = onsets.find((x) => Math.abs(x * 1000 - t - best) <= 100);
+    if (o === undefined) continue;
+    const sample = Math.round(o * SAMPLE_RATE);
+    let seg = starts.length - 1;
+    while (seg > 0 && starts[seg]! > sample) seg--;
+    // The segment holds the onset: the tone is there right after it, in this segment's own decoded audio.
+    const within = sample - starts[seg]!;
+    const level = toneDb(pcms[seg]!, MARKER_HZ, within, Math.min(Math.round(0.05 * SAMPLE_RATE), pcms[seg]!.length - within));
+    if (!(level > -50)) continue;
+    latencies.push(segs[seg]!.arrivedAt - t);
+  }
+  const r: IngestLatency = {
+    markers: sent.length,
+    matched: latencies.length,
+    latenciesMs: latencies,
+    p50Ms: percentile(latencies, 50),
+    p95Ms: percentile(latencies, 95),
+    maxMs: Math.max(...latencies),
+    segmentSeconds: app.config.hls.segmentSeconds,
+  };
+  opts.log(`latency: ingest → listed over ${r.matched}/${r.markers} markers: p50 ${r.p50Ms.toFixed(0)} ms, p95 ${r.p95Ms.toFixed(0)} ms`);
+  return r;
+}
+
+export interface OnAirLatency {
+  runs: number;
+  /** POST start → its 200. */
+  answerMs: number[];
+  /** POST start → first segment listed in index.m3u8. */
+  firstSegmentMs: number[];
+  /** POST start → three segments listed. */
+  threeSegmentsMs: number[];
+  medianMs: number;
+  maxMs: number;
+}
+
+export async function benchOnAirLatency(opts: { app: App; runs: number; log: (s: string) => void }): Promise<OnAirLatency> {
+  const { app } = opts;
+  const answerMs: number[] = [];
+  const firstSegmentMs: number[] = [];
+  const threeSegmentsMs: number[] = [];
+  for (let i = 0; i < opts.runs; i++) {
+    const stage = await createStage(app, `Bench go on air ${i + 1}`);
+    const playlist = path.join(app.stages.hlsDir(stage.id), PLAYLIST_NAME);
+    const listed = () => {
+      try {
+        return parseMediaPlaylist(fs.readFileSync(playlist, 'utf8')).segments.length;
+      } catch {
+        return 0;
+      }
+    };
+    const t0 = performance.now();
+    let answered = NaN;
+    const started = transition(app, stage.id, 'start').then(() => (answered = performance.now() - t0));
+    let first = NaN;
+    while (performance.now() - t0 < 15_000) {
+      const n = listed();
+      if (n >= 1 && Number.isNaN(first)) first = performance.now() - t0;
+      if (n >= 3) break;
+      await sleep(20);
+    }
+    const three = listed() >= 3 ? performance.now() - t0 : NaN;
+    await started;
+    answerMs.push(answered);
+    firstSegmentMs.push(first);
+    threeSegmentsMs.push(three);
+    await transition(app, stage.id, 'stop');
+    await sleep(500);
+  }
+  const ok = firstSegmentMs.filter((x) => Number.isFinite(x));
+  const r: OnAirLatency = { runs: opts.runs, answerMs, firstSegmentMs, threeSegmentsMs, medianMs: percentile(ok, 50), maxMs: ok.length === opts.runs ? Math.max(...ok) : Infinity };
+  opts.log(`latency: go on air → first segment listed: ${firstSegmentMs.map((x) => x.toFixed(0)).join(', ')} ms`);
+  return r;
+}
