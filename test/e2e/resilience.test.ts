@@ -116,6 +116,8 @@ async function firstOnAir(
   after: number,
   timeoutMs: number,
   afterGone = false,
+  /** Windows of audio from before this wall-clock time are ignored (a segment listed after a cut still holds audio from before it). */
+  audioAfter = 0,
 ): Promise<{ seg: SeenSegment; audioAt: number } | null> {
   const deadline = Date.now() + timeoutMs;
   let gone = !afterGone;
@@ -126,6 +128,7 @@ async function firstOnAir(
       const seg = watcher.segments[i]!;
       if (seg.arrivedAt < after) continue;
       for (const w of await segmentTones(watcher, seg, [freq])) {
+        if (Date.parse(seg.programDateTime ?? '') + w.t * 1000 < audioAfter) continue;
         if (w.db[0]! < OFF_AIR_DB) gone = true;
         else if (gone && w.db[0]! > ON_AIR_DB) return { seg, audioAt: Date.parse(seg.programDateTime ?? '') + w.t * 1000 };
       }
@@ -229,7 +232,7 @@ describe('e2e: performer resilience', function () {
 
     await ann.waitForFunction(() => document.body.dataset['state'] === 'publishing', null, { timeout: 15_000 });
     const publishingAt = Date.now();
-    const back = await firstOnAir(live.watcher, 440, cutAt, 15_000, true);
+    const back = await firstOnAir(live.watcher, 440, cutAt, 15_000, true, cutAt + 500);
     const after = await view(ann);
 
     // How the page looked while cut off: reconnecting, counting tries, saying when the next one is.
@@ -427,7 +430,7 @@ describe('e2e: performer resilience', function () {
     await ann.waitForFunction((old) => document.body.dataset['state'] === 'publishing' && window.stageDebug.performerId() !== old, annId, { timeout: 10_000 });
     const publishingAt = Date.now();
     // Segments listed just after the drop still carry her audio from before it: only a return after silence counts.
-    const back = await firstOnAir(live.watcher, 440, droppedAt, 10_000, true);
+    const back = await firstOnAir(live.watcher, 440, droppedAt, 10_000, true, droppedAt + 200);
     const history = (await ann.evaluate(() => window.stageDebug.linkHistory())).filter((h) => h.at >= droppedAt);
     console.log(`      told to rejoin: publishing again in ${publishingAt - droppedAt} ms, on air in a listed segment ${back ? back.seg.arrivedAt - droppedAt : '-'} ms after the drop; links ${history.map((h) => h.link).join(' → ')}`);
     expect(history.map((h) => h.link), 'the page showed it was reconnecting').to.include('reconnecting');
