@@ -11,12 +11,40 @@ const STALL_MS = 40;
 /** Packets kept while FFmpeg restarts (10 s of 20 ms frames); older ones are dropped first. */
 const HOLD_MAX_PACKETS = 500;
 
+/**
+ * One timer for every relay in the process: with 8 slots per stage, a timer per relay would be 800 callbacks a
+ * second per stage on the event loop for work that takes microseconds. The timer runs only while a relay is open.
+ */
+const ticking = new Set<SlotRelay>();
+let ticker: NodeJS.Timeout | null = null;
+
+function startTicking(relay: SlotRelay): void {
+  ticking.add(relay);
+  ticker ??= setInterval(() => {
+    for (const r of ticking) r.tick();
+  }, TICK_MS);
+}
+
+function stopTicking(relay: SlotRelay): void {
+  ticking.delete(relay);
+  if (ticking.size === 0 && ticker) {
+    clearInterval(ticker);
+    ticker = null;
+  }
+}
+
+/** Relays the shared timer ticks now (0 once every relay is closed). */
+export function tickingRelays(): number {
+  return ticking.size;
+}
+
 /** Sees every packet the relay sends on (real or silence), with its timestamp on the slot's line. */
 export type SlotTap = (timestamp: number, payload: Buffer) => void;
 
 /**
  * One mixer input: a UDP socket that receives a performer's RTP from mediasoup and sends FFmpeg one stream that never
- * stops (silence fills any gap). The timing is SlotStream's; this class only owns the socket and the timer.
+ * stops (silence fills any gap). The timing is SlotStream's; this class owns the sockets and is ticked by the
+ * process's one relay timer.
  */
 export class SlotRelay {
   readonly index: number;
@@ -24,7 +52,6 @@ export class SlotRelay {
   /** Connected to FFmpeg's port: a send with an address would look it up (a tick and a callback) every packet. */
   readonly #out: dgram.Socket;
   readonly #stream: SlotStream;
-  #timer: NodeJS.Timeout | null = null;
   #closed = false;
   /** While FFmpeg is down, packets are held here and sent on when it listens again (nothing is lost). */
   #held: Buffer[] | null = null;
@@ -69,7 +96,7 @@ export class SlotRelay {
     socket.on('error', () => undefined);
     out.on('error', () => undefined);
     socket.on('message', (msg) => relay.#onMessage(msg));
-    relay.#timer = setInterval(() => relay.#tick(), TICK_MS);
+    startTicking(relay);
     return relay;
   }
 
@@ -93,7 +120,9 @@ export class SlotRelay {
     for (const out of this.#stream.onPacket(pkt, now)) this.#send(out);
   }
 
-  #tick(): void {
+  /** Called by the shared timer every TICK_MS. */
+  tick(): void {
+    if (this.#closed) return;
     const now = performance.now();
     const late = now - this.#lastTickMs > STALL_MS;
     this.#lastTickMs = now;
@@ -147,7 +176,7 @@ export class SlotRelay {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#timer) clearInterval(this.#timer);
+    stopTicking(this);
     this.#socket.close();
     this.#out.close();
   }

@@ -4,7 +4,7 @@ import dgram from 'node:dgram';
 import { Worker } from 'node:worker_threads';
 import { expect } from 'chai';
 import { OPUS_SILENCE, parseRtp } from '../../pipelines/mixer/rtp.ts';
-import { SlotRelay } from '../../pipelines/mixer/slotRelay.ts';
+import { SlotRelay, tickingRelays } from '../../pipelines/mixer/slotRelay.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -60,5 +60,31 @@ describe('SlotRelay', () => {
     expect(silences, 'silence frames among the flowing packets').to.equal(0);
     expect(relay.stalls, 'the stall was seen').to.be.at.least(1);
     for (let i = 1; i < flowing.length; i++) expect(flowing[i]!.timestamp - flowing[i - 1]!.timestamp).to.equal(960);
+  });
+
+  it('every relay is ticked by one shared timer, which stops when the last relay closes', async () => {
+    const sinks = await Promise.all([0, 1, 2].map(() => new Promise<dgram.Socket>((r) => {
+      const s = dgram.createSocket('udp4');
+      s.bind(0, '127.0.0.1', () => r(s));
+    })));
+    const counts = [0, 0, 0];
+    sinks.forEach((s, i) => s.on('message', () => counts[i]!++));
+    const before = tickingRelays();
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+    const timersBefore = timers();
+    const relays = await Promise.all(sinks.map((s, i) => SlotRelay.open({ index: i, payloadType: 111, ssrc: 100 + i, targetPort: s.address().port, startMs: performance.now() })));
+    try {
+      expect(tickingRelays() - before).to.equal(3);
+      expect(timers() - timersBefore, 'timers added by three relays').to.be.at.most(1);
+      await sleep(400);
+    } finally {
+      for (const r of relays) r.close();
+    }
+    await sleep(50);
+    for (const s of sinks) s.close();
+    // Each idle relay filled its line with 20 ms silence frames by the wall clock (about 20 in 400 ms).
+    for (const c of counts) expect(c).to.be.within(15, 25);
+    expect(tickingRelays(), 'no relay left on the timer').to.equal(before);
+    if (before === 0) expect(timers(), 'the shared timer is gone').to.be.at.most(timersBefore);
   });
 });
