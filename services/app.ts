@@ -6,7 +6,8 @@ import { openStore } from './archive/store.ts';
 import type { Config } from './config.ts';
 import { openDb, type Db } from './db/index.ts';
 import { PerformerSessionRepo } from './db/repositories.ts';
-import { createHttpApp } from './http/app.ts';
+import { createRequestListener } from './http/app.ts';
+import type { LiveFastPath } from './http/live.ts';
 import type { Logger } from './logger.ts';
 import { buildPages } from './pages/bundle.ts';
 import { StageRegistry } from './sfu/registry.ts';
@@ -40,6 +41,8 @@ export interface App {
   readonly metrics: AppMetrics;
   /** The /admin namespace (live snapshots for the /admin page). */
   readonly admin: AdminService;
+  /** The /live origin's fast path (live files from memory, in front of Express). */
+  readonly liveOrigin: LiveFastPath;
   /** Stops taking new work: new stages, going on air and joins answer UNAVAILABLE; /healthz answers 503 `draining`. */
   drain(): void;
   /**
@@ -149,7 +152,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     const metrics = new AppMetrics({ pool, registry, stages, archiver, io: () => io, log });
     cleanups.push(() => metrics.close());
 
-    const server = http.createServer(createHttpApp({ metrics, adminToken: config.adminToken, stages, pool, db, pages, log, cdnDir: config.cdn.dir, hlsOrigin: config.cdn.publicHlsBaseUrl ? new URL(config.cdn.publicHlsBaseUrl).origin : null, archiver, downloadTtlSeconds: q.downloadTtlSeconds, writesPerMinute: config.rateLimits.writePerMinute, hsts: config.http.publicUrl?.startsWith('https:') ?? false, dbBacklog: () => writes.pending + usage.backlog + archiver.heldSegments() }));
+    const web = createRequestListener({ metrics, adminToken: config.adminToken, stages, pool, db, pages, log, cdnDir: config.cdn.dir, hlsOrigin: config.cdn.publicHlsBaseUrl ? new URL(config.cdn.publicHlsBaseUrl).origin : null, archiver, downloadTtlSeconds: q.downloadTtlSeconds, writesPerMinute: config.rateLimits.writePerMinute, hsts: config.http.publicUrl?.startsWith('https:') ?? false, dbBacklog: () => writes.pending + usage.backlog + archiver.heldSegments() });
+    const server = http.createServer(web.listener);
     server.keepAliveTimeout = 65_000;
     const signaling = new SignalingServer({ httpServer: server, registry, stages, log, joinsPerMinute: config.rateLimits.joinPerMinute });
     const listeners = new ListenerSignaling({ io: signaling.io, stages, timeline, log });
@@ -224,6 +228,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       writes,
       signaling,
       listeners,
+      liveOrigin: web.live,
       metrics,
       admin,
       drain: () => stages.drain(),

@@ -1,4 +1,5 @@
 import crypto from 'node:crypto';
+import type { RequestListener } from 'node:http';
 import express, { type ErrorRequestHandler, type NextFunction, type Request, type Response } from 'express';
 import { z } from 'zod';
 import type { Db } from '../db/db.ts';
@@ -9,7 +10,8 @@ import type { WorkerPool } from '../sfu/workerPool.ts';
 import { stageIdSchema, type ErrorCode } from '../shared/protocol.ts';
 import type { StageService } from '../stages.ts';
 import type { Archiver } from '../archive/archiver.ts';
-import { liveRouter } from './live.ts';
+import { LIVE_MAX_BUFFERED, type LiveFastPath, liveFastPath, liveRouter } from './live.ts';
+import { LiveFileCache } from './liveCache.ts';
 import type { AppMetrics } from '../ops/metrics.ts';
 import { parseWith, wrap } from './util.ts';
 import { recordingsRouter } from './recordings.ts';
@@ -65,6 +67,10 @@ export interface HttpDeps {
   writesPerMinute?: number;
   /** Send Strict-Transport-Security (the public URL is https). */
   hsts?: boolean;
+  /** The origin's memory of the live folder, shared with the fast path (createRequestListener makes one). */
+  liveCache?: LiveFileCache;
+  /** Overrides how playlist fetches reach the listener estimate (createRequestListener sets it). */
+  onPlaylist?: (stageId: string, address: string, userAgent: string) => void;
 }
 
 /** The health check gives the database this long to answer before calling it unreachable. */
@@ -88,6 +94,23 @@ function stageIdParam(req: Request): string {
   const r = stageIdSchema.safeParse(req.params['id']);
   if (!r.success) throw new RequestError('BAD_REQUEST', 'invalid stage id');
   return r.data;
+}
+
+/** Playlist fetches feed the listener estimate of /metrics. */
+function listenerSeen(deps: HttpDeps): (stageId: string, address: string, userAgent: string) => void {
+  return (stageId, address, userAgent) => deps.metrics?.listeners.seen(stageId, address, userAgent);
+}
+
+/**
+ * The server's request listener: live HLS files served from memory go straight out (liveFastPath), everything else
+ * through the Express app. Both share one LiveFileCache.
+ */
+export function createRequestListener(deps: HttpDeps): { listener: RequestListener; app: express.Express; live: LiveFastPath } {
+  const liveCache = deps.liveCache ?? new LiveFileCache({ maxFileBytes: LIVE_MAX_BUFFERED });
+  const onPlaylist = listenerSeen(deps);
+  const app = createHttpApp({ ...deps, liveCache, onPlaylist });
+  const live = liveFastPath(deps.cdnDir, { cache: liveCache, hsts: deps.hsts ?? false, onPlaylist });
+  return { app, live, listener: (req, res) => live.handle(req, res, () => app(req, res)) };
 }
 
 export function createHttpApp(deps: HttpDeps): express.Express {
@@ -272,12 +295,7 @@ export function createHttpApp(deps: HttpDeps): express.Express {
   });
   app.get('/', (_req, res) => res.type('text').send('stage-radio: see /healthz, /api/stages/<id>, /stage/<id>?key=<performerKey>\n'));
 
-  app.use(
-    '/live',
-    liveRouter(deps.cdnDir, {
-      onPlaylist: (stageId, req) => metrics?.listeners.seen(stageId, req.ip ?? req.socket.remoteAddress ?? '', req.get('user-agent') ?? ''),
-    }),
-  );
+  app.use('/live', liveRouter(deps.cdnDir, { cache: deps.liveCache, onPlaylist: deps.onPlaylist ?? listenerSeen(deps) }));
 
   app.use((_req, res) => sendError(res, 'NOT_FOUND', 'not found'));
 

@@ -1,5 +1,6 @@
 // What every HTTP response and every REST write goes through: security headers, and the per-address / per-stage
 // write limits (docs/operations.md, "Limits"). No dependency (helmet is not needed for this handful of headers).
+import type { ServerResponse } from 'node:http';
 import type { RequestHandler } from 'express';
 import { stageIdSchema } from '../shared/protocol.ts';
 import type { KeyedLimits } from '../signaling/rateLimit.ts';
@@ -27,18 +28,26 @@ export const DATA_HEADERS: Readonly<Record<string, string>> = {
  * page allows the microphone, /live is fetchable from any origin (Cross-Origin-Resource-Policy: cross-origin),
  * /api adds `default-src 'none'`. HSTS only when the public URL is https.
  */
+const LIVE_PREFIX = /^\/live\//i;
+
 export function securityHeaders(opts: { hsts: boolean }): RequestHandler {
   return (req, res, next) => {
-    res.setHeader('X-Content-Type-Options', 'nosniff');
-    res.setHeader('Referrer-Policy', 'no-referrer');
-    res.setHeader('X-Frame-Options', 'DENY');
-    res.setHeader('Content-Security-Policy', "frame-ancestors 'none'");
-    res.setHeader('Cross-Origin-Opener-Policy', 'same-origin');
-    res.setHeader('Cross-Origin-Resource-Policy', req.path.startsWith('/live/') ? 'cross-origin' : 'same-site');
-    res.setHeader('Permissions-Policy', NO_FEATURES);
-    if (opts.hsts) res.setHeader('Strict-Transport-Security', 'max-age=31536000');
+    // Express matches the /live mount without regard to case: so does this.
+    setSecurityHeaders(res, LIVE_PREFIX.test(req.path), opts.hsts);
     next();
   };
+}
+
+/** What securityHeaders sets, on any response (the /live fast path in front of Express sets them itself). */
+export function setSecurityHeaders(res: ServerResponse, live: boolean, hsts: boolean): void {
+  res.setHeader('X-Content-Type-Options', 'nosniff');
+  res.setHeader('Referrer-Policy', 'no-referrer');
+  res.setHeader('X-Frame-Options', 'DENY');
+  res.setHeader('Content-Security-Policy', "frame-ancestors 'none'");
+  res.setHeader('Cross-Origin-Opener-Policy', 'same-origin');
+  res.setHeader('Cross-Origin-Resource-Policy', live ? 'cross-origin' : 'same-site');
+  res.setHeader('Permissions-Policy', NO_FEATURES);
+  if (hsts) res.setHeader('Strict-Transport-Security', 'max-age=31536000');
 }
 
 const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);

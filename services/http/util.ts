@@ -20,3 +20,19 @@ export function parseWith<T>(schema: z.ZodType<T>, value: unknown, what: string)
   }
   return r.data;
 }
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|::ffff:127\.\d+\.\d+\.\d+)$/;
+
+/**
+ * The client's address as Express's `trust proxy: 'loopback'` sees it: X-Forwarded-For is believed only as far as the
+ * hops are loopback (a local reverse proxy), read from the right.
+ */
+export function clientAddress(direct: string, forwardedFor: string | string[] | undefined): string {
+  const hops = (Array.isArray(forwardedFor) ? forwardedFor.join(',') : forwardedFor ?? '')
+    .split(',')
+    .map((h) => h.trim())
+    .filter((h) => h.length > 0 && h.length <= 64);
+  let addr = direct;
+  while (LOOPBACK.test(addr) && hops.length > 0) addr = hops.pop()!;
+  return addr.startsWith('::ffff:') ? addr.slice(7) : addr;
+}

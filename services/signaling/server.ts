@@ -19,6 +19,7 @@ import {
 } from '../shared/protocol.ts';
 import type { StageService } from '../stages.ts';
 import { DATA_HEADERS } from '../http/guards.ts';
+import { clientAddress } from '../http/util.ts';
 import { KeyedLimits, RateLimiter } from './rateLimit.ts';
 import { handleRequest, refuseUnknown } from './requests.ts';
 
@@ -218,20 +219,4 @@ export class SignalingServer {
 
 function roomOf(stageId: string): string {
   return `stage:${stageId}`;
-}
-
-const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|::ffff:127\.\d+\.\d+\.\d+)$/;
-
-/**
- * The client's address as Express's `trust proxy: 'loopback'` sees it: X-Forwarded-For is believed only as far as the
- * hops are loopback (a local reverse proxy), read from the right.
- */
-export function clientAddress(direct: string, forwardedFor: string | string[] | undefined): string {
-  const hops = (Array.isArray(forwardedFor) ? forwardedFor.join(',') : forwardedFor ?? '')
-    .split(',')
-    .map((h) => h.trim())
-    .filter((h) => h.length > 0 && h.length <= 64);
-  let addr = direct;
-  while (LOOPBACK.test(addr) && hops.length > 0) addr = hops.pop()!;
-  return addr.startsWith('::ffff:') ? addr.slice(7) : addr;
 }

@@ -8,7 +8,7 @@ import { io, type Socket } from 'socket.io-client';
 import type { App } from '../../services/app.ts';
 import { MAX_MESSAGE_BYTES, type Ack } from '../../services/shared/protocol.ts';
 import { RateLimiter } from '../../services/signaling/rateLimit.ts';
-import { clientAddress } from '../../services/signaling/server.ts';
+import { clientAddress } from '../../services/http/util.ts';
 import { TEST_ADMIN_TOKEN, createStage, startTestApp } from '../support/app.ts';
 import { TempDir } from '../support/media.ts';
 

@@ -139,6 +139,48 @@ describe('HTTP: /live (HLS origin)', function () {
     }
   });
 
+  it('answers GET and HEAD of a file in memory on its fast path, with exactly the headers, 304s and bodies of the Express path', async () => {
+    // Express matches mount paths without regard to case, the fast path only /live/: /LIVE/ takes the Express path
+    // to the same file, which gives the two answers to compare.
+    const strip = (h: http.IncomingHttpHeaders) => {
+      const { date: _d, connection: _c, 'keep-alive': _k, ...rest } = h;
+      return rest;
+    };
+    for (const file of ['index.m3u8', 'seg_00001.ts', 'file.vtt']) {
+      const first = await raw(app, 'GET', `/live/${STAGE}/${file}`);
+      const etag = String(first.headers['etag']);
+      const lastModified = first.headers['last-modified'];
+      const cases: [string, Record<string, string>][] = [
+        ['GET', {}],
+        ['HEAD', {}],
+        ['GET', { 'if-none-match': etag }],
+        ['GET', { 'if-none-match': `"other", W/${etag}` }],
+        ['GET', { 'if-none-match': '"other"' }],
+        ['GET', { 'if-none-match': etag, 'cache-control': 'no-cache' }],
+        ['GET', { 'x-forwarded-for': '203.0.113.7', 'user-agent': 'fast-path-test' }],
+        ...(lastModified ? [['GET', { 'if-modified-since': lastModified }], ['GET', { 'if-modified-since': new Date(Date.parse(lastModified) - 5000).toUTCString() }]] as [string, Record<string, string>][] : []),
+      ];
+      for (const [method, headers] of cases) {
+        const servedBefore = app.liveOrigin.served;
+        const fast = await raw(app, method, `/live/${STAGE}/${file}`, headers);
+        expect(app.liveOrigin.served - servedBefore, `${method} ${file} ${JSON.stringify(headers)} on the fast path`).to.equal(1);
+        const slow = await raw(app, method, `/LIVE/${STAGE}/${file}`, headers);
+        expect(app.liveOrigin.served - servedBefore, 'the /LIVE/ request went through Express').to.equal(1);
+        const what = `${method} ${file} ${JSON.stringify(headers)}`;
+        expect(fast.status, what).to.equal(slow.status);
+        expect(strip(fast.headers), what).to.deep.equal(strip(slow.headers));
+        expect(fast.body.equals(slow.body), what).to.equal(true);
+      }
+    }
+    // What the fast path does not serve goes on to Express: a byte range, a missing file, another method.
+    const before = app.liveOrigin.served;
+    expect((await raw(app, 'GET', `/live/${STAGE}/seg_00001.ts`, { range: 'bytes=0-9' })).status).to.equal(206);
+    expect((await raw(app, 'GET', `/live/${STAGE}/seg_09999.ts`)).status).to.equal(404);
+    expect((await raw(app, 'POST', `/live/${STAGE}/index.m3u8`)).status).to.equal(404);
+    expect((await raw(app, 'OPTIONS', `/live/${STAGE}/index.m3u8`)).status).to.equal(204);
+    expect(app.liveOrigin.served, 'none of those on the fast path').to.equal(before);
+  });
+
   it('answers a CORS preflight', async () => {
     const res = await fetch(url('seg_00001.ts'), {
       method: 'OPTIONS',
