@@ -14,6 +14,13 @@ const HOLD_MAX_PACKETS = 500;
 /**
  * One timer for every relay in the process: with 8 slots per stage, a timer per relay would be 800 callbacks a
  * second per stage on the event loop for work that takes microseconds. The timer runs only while a relay is open.
+ *
+ * It is also when packets go out. A relay queues what it would send and every relay sends its queue on the tick, so
+ * FFmpeg gets each 10 ms of its slots' packets in one burst and wakes once for them. Forwarded as they arrive
+ * (performers' 20 ms clocks have their own phases, silence has the timer's), packets spread over the 20 ms and
+ * FFmpeg wakes for each: measured, packets of 8 inputs spread 2.5 ms apart cost FFmpeg 13-22 % more CPU than the same
+ * packets in one burst. The price is at most one tick (10 ms) on the way into the mix; none on the way between
+ * performers (the SFU).
  */
 const ticking = new Set<SlotRelay>();
 let ticker: NodeJS.Timeout | null = null;
@@ -22,6 +29,7 @@ function startTicking(relay: SlotRelay): void {
   ticking.add(relay);
   ticker ??= setInterval(() => {
     for (const r of ticking) r.tick();
+    for (const r of ticking) r.flush();
   }, TICK_MS);
 }
 
@@ -55,6 +63,8 @@ export class SlotRelay {
   #closed = false;
   /** While FFmpeg is down, packets are held here and sent on when it listens again (nothing is lost). */
   #held: Buffer[] | null = null;
+  /** Packets waiting for the next tick (see the ticker above). */
+  #outbox: Buffer[] = [];
   /** The performer's track recorder, while one is attached. */
   tap: SlotTap | null = null;
   #lastTickMs = performance.now();
@@ -147,12 +157,22 @@ export class SlotRelay {
       this.#held.push(pkt);
       return;
     }
-    this.#out.send(pkt);
+    this.#outbox.push(pkt);
   }
 
-  /** FFmpeg is gone: hold packets from now on. */
+  /** Sends what is queued (called on every tick, after every relay's tick). */
+  flush(): void {
+    if (this.#closed || this.#outbox.length === 0) return;
+    const out = this.#outbox;
+    this.#outbox = [];
+    for (const pkt of out) this.#out.send(pkt);
+  }
+
+  /** FFmpeg is gone: hold packets from now on (and those queued for it). */
   hold(): void {
-    if (!this.#held) this.#held = [];
+    if (this.#held) return;
+    this.#held = this.#outbox.slice(-HOLD_MAX_PACKETS);
+    this.#outbox = [];
   }
 
   /**
