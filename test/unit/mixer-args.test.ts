@@ -42,6 +42,7 @@ describe('mixer SDP and FFmpeg arguments', () => {
       '-filter_complex', mixerFilter(2),
       '-map', '[mix]',
       '-c:a', 'aac',
+      '-aac_coder', 'fast',
       '-b:a', '128k',
       '-ar', '48000',
       '-ac', '2',
