@@ -125,26 +125,29 @@ export function liveFastPath(cdnDir: string, opts: LiveRouterOptions & { cache: 
       const target = resolveLive(liveDir, q < 0 ? url.slice(5) : url.slice(5, q));
       if (!target || (!target.kind.mutable && req.headers.range)) return next();
       const { stageId, name, kind, full } = target;
+      const send = (r: CachedFile) => {
+        if (name === PLAYLIST_NAME && req.method === 'GET') {
+          opts.onPlaylist?.(stageId, clientAddress(req.socket.remoteAddress ?? '', req.headers['x-forwarded-for']), req.headers['user-agent'] ?? '');
+        }
+        served++;
+        setSecurityHeaders(res, true, opts.hsts);
+        setCors(res);
+        setFileHeaders(res, kind, r);
+        if (isFresh(req, r, kind)) {
+          res.removeHeader('Content-Type');
+          res.statusCode = 304;
+          res.end();
+          return;
+        }
+        res.setHeader('Content-Length', r.body.length);
+        if (req.method === 'HEAD') res.end();
+        else res.end(r.body);
+      };
+      // Most requests: known at once (a cached segment, a playlist checked in the last 50 ms).
+      const known = cache.peek(full, !kind.mutable);
+      if (known) return send(known);
       cache.get(full, !kind.mutable).then(
-        (r) => {
-          if (r === 'missing' || r === 'large' || res.headersSent) return next();
-          if (name === PLAYLIST_NAME && req.method === 'GET') {
-            opts.onPlaylist?.(stageId, clientAddress(req.socket.remoteAddress ?? '', req.headers['x-forwarded-for']), req.headers['user-agent'] ?? '');
-          }
-          served++;
-          setSecurityHeaders(res, true, opts.hsts);
-          setCors(res);
-          setFileHeaders(res, kind, r);
-          if (isFresh(req, r, kind)) {
-            res.removeHeader('Content-Type');
-            res.statusCode = 304;
-            res.end();
-            return;
-          }
-          res.setHeader('Content-Length', r.body.length);
-          if (req.method === 'HEAD') res.end();
-          else res.end(r.body);
-        },
+        (r) => (r === 'missing' || r === 'large' || res.headersSent ? next() : send(r)),
         () => next(),
       );
     },

@@ -33,7 +33,7 @@ export class LiveFileCache {
   /** Insertion order is recency: a hit moves the entry to the end; eviction takes from the front. */
   readonly #entries = new Map<string, Entry>();
   readonly #reading = new Map<string, Promise<CacheResult>>();
-  readonly #stats = new Map<string, { at: number; stat: Promise<Stat> }>();
+  readonly #stats = new Map<string, { at: number; stat: Promise<Stat>; value?: Stat }>();
   #bytes = 0;
   hits = 0;
   misses = 0;
@@ -71,6 +71,20 @@ export class LiveFileCache {
     return reading;
   }
 
+  /**
+   * What get() would answer, when that is known without waiting: a cached segment, or a cached playlist whose shared
+   * stat (at most CHECK_MS old) has come back unchanged. Null when get() has to look.
+   */
+  peek(file: string, immutable = false): CachedFile | null {
+    const cached = this.#entries.get(file);
+    if (!cached) return null;
+    if (immutable) return this.#hit(file, cached);
+    const prev = this.#stats.get(file);
+    const st = prev && performance.now() - prev.at < CHECK_MS ? prev.value : undefined;
+    if (!st || !st.isFile || st.ino !== cached.ino || st.size !== cached.size || st.mtimeMs !== cached.mtimeMs) return null;
+    return this.#hit(file, cached);
+  }
+
   #hit(file: string, e: Entry): Entry {
     this.#entries.delete(file);
     this.#entries.set(file, e);
@@ -87,7 +101,11 @@ export class LiveFileCache {
       (s): Stat => ({ ino: s.ino, size: s.size, mtimeMs: s.mtimeMs, isFile: s.isFile() }),
       (): Stat => null,
     );
-    this.#stats.set(file, { at: now, stat });
+    const entry: { at: number; stat: Promise<Stat>; value?: Stat } = { at: now, stat };
+    this.#stats.set(file, entry);
+    void stat.then((v) => {
+      entry.value = v;
+    });
     // Forget it once stale, so the map holds only files asked for lately.
     void stat.then(() => setTimeout(() => {
       if (this.#stats.get(file)?.stat === stat) this.#stats.delete(file);

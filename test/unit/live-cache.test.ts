@@ -27,6 +27,27 @@ describe('LiveFileCache', () => {
     expect(c.etag).to.not.equal(a.etag);
   });
 
+  it('peek() answers at once only what get() would answer: a cached segment, a playlist whose recent stat is unchanged', async () => {
+    const cache = new LiveFileCache();
+    const seg = tmp.file('seg_00001.ts');
+    const pl = tmp.file('index.m3u8');
+    fs.writeFileSync(seg, 'segment');
+    fs.writeFileSync(pl, 'v1');
+    expect(cache.peek(seg, true), 'nothing cached yet').to.equal(null);
+    expect(cache.peek(pl), 'nothing cached yet').to.equal(null);
+    const s = await cache.get(seg, true);
+    const a = (await cache.get(pl)) as CachedFile;
+    expect(cache.peek(seg, true)).to.equal(s);
+    expect(cache.peek(pl), 'the stat that served it is fresh').to.equal(a);
+    fs.writeFileSync(tmp.file('index.tmp'), 'v2');
+    fs.renameSync(tmp.file('index.tmp'), pl);
+    await new Promise((r) => setTimeout(r, 60));
+    expect(cache.peek(pl), 'the stat is stale: get() must look').to.equal(null);
+    const b = (await cache.get(pl)) as CachedFile;
+    expect(b.body.toString()).to.equal('v2');
+    expect(cache.peek(pl)).to.equal(b);
+  });
+
   it('a segment (immutable) is served from memory without a stat, even once deleted', async () => {
     const cache = new LiveFileCache();
     const f = tmp.file('seg_00002.ts');
