@@ -11,14 +11,13 @@
 // Baseline: the same mix with FFmpeg alone (the mixer's SDP, filter chain, encoder and HLS options from
 // pipelines/mixer/ffmpegArgs.ts and sdp.ts), fed the same RTP straight from the sender: no mediasoup, no Node.
 import { spawn, type ChildProcess } from 'node:child_process';
-import dgram from 'node:dgram';
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import type { App } from '../services/app.ts';
 import { MIX_PLAYLIST_NAME, PLAYLIST_NAME, mixerInputOptions, mixerOutputOptions } from '../pipelines/mixer/ffmpegArgs.ts';
 import { buildMixerSdp, MIX_PAYLOAD_TYPE } from '../pipelines/mixer/sdp.ts';
-import { waitForBoundPorts } from '../pipelines/mixer/udpPorts.ts';
+import { reserveRtpPorts, waitForBoundPorts } from '../pipelines/mixer/udpPorts.ts';
 import { parseMediaPlaylist } from '../pipelines/hls/playlist.ts';
 import { createStage, startTestApp, transition } from '../test/support/app.ts';
 import { readStat, snapshot, totalOf, usageBetween, type ProcKind, type Usage } from './proc.ts';
@@ -385,37 +384,6 @@ export async function benchCost(opts: {
 // ---------------------------------------------------------------------------------------------------------------
 // Baseline: FFmpeg alone
 
-/** n even UDP ports on loopback, free with their odd neighbours (FFmpeg's RTCP), at the moment of asking. */
-async function freeRtpPorts(n: number): Promise<number[]> {
-  const held: dgram.Socket[] = [];
-  const ports: number[] = [];
-  const bind = (port: number) =>
-    new Promise<dgram.Socket | null>((resolve) => {
-      const s = dgram.createSocket('udp4');
-      s.once('error', () => {
-        s.close();
-        resolve(null);
-      });
-      s.bind(port, '127.0.0.1', () => resolve(s));
-    });
-  try {
-    while (ports.length < n) {
-      const a = await bind(0);
-      if (!a) continue;
-      held.push(a);
-      const p = a.address().port;
-      if (p % 2 !== 0 || p >= 65535) continue;
-      const b = await bind(p + 1);
-      if (!b) continue;
-      held.push(b);
-      ports.push(p);
-    }
-  } finally {
-    for (const s of held) s.close();
-  }
-  return ports;
-}
-
 interface BaselineMix {
   name: string;
   proc: ChildProcess;
@@ -427,7 +395,7 @@ interface BaselineMix {
 /** FFmpeg with the mixer's own arguments (as fluent-ffmpeg assembles them), one Opus input per tone, fed by the sender. */
 async function startBaselineMix(dir: string, sender: RtpSender, name: string, tones: readonly number[], segmentSeconds: number, aacBitrateKbps: number): Promise<BaselineMix> {
   fs.mkdirSync(dir, { recursive: true });
-  const ports = await freeRtpPorts(tones.length);
+  const ports = await reserveRtpPorts(tones.length);
   const sdp = path.join(dir, '.mix.sdp');
   fs.writeFileSync(sdp, buildMixerSdp(ports));
   const args = [

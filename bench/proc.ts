@@ -44,14 +44,19 @@ export function readStat(pid: number): ProcStat | null {
   return { pid, ppid, comm: text.slice(open + 1, close), cpuSeconds: (utime! + stime!) / CLK_TCK, exitedChildrenCpuSeconds: (cutime! + cstime!) / CLK_TCK };
 }
 
-/** Resident memory (VmRSS) in bytes, or null when the process is gone. */
-export function rssBytes(pid: number): number | null {
+/** A "<field>: <n> kB" line of a /proc file, in bytes; null when the process is gone. */
+function procKb(file: string, field: string): number | null {
   try {
-    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    const m = new RegExp(`^${field}:\\s+(\\d+)\\s+kB`, 'm').exec(fs.readFileSync(file, 'utf8'));
     return m ? Number(m[1]) * 1024 : null;
   } catch {
     return null;
   }
+}
+
+/** Resident memory (VmRSS) in bytes, or null when the process is gone. */
+export function rssBytes(pid: number): number | null {
+  return procKb(`/proc/${pid}/status`, 'VmRSS');
 }
 
 /**
@@ -59,12 +64,7 @@ export function rssBytes(pid: number): number | null {
  * libraries are counted once across all FFmpeg processes, not once each as in RSS), or null when the process is gone.
  */
 export function pssBytes(pid: number): number | null {
-  try {
-    const m = /^Pss:\s+(\d+)\s+kB/m.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : null;
-  } catch {
-    return null;
-  }
+  return procKb(`/proc/${pid}/smaps_rollup`, 'Pss');
 }
 
 /** The whole machine's CPU time so far (all processes, ours or not), in clock ticks: total and idle (with iowait). */

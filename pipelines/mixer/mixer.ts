@@ -1,5 +1,4 @@
 import crypto from 'node:crypto';
-import dgram from 'node:dgram';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { types as ms } from 'mediasoup';
@@ -11,7 +10,7 @@ import { SupervisedFfmpeg } from './ffmpegProcess.ts';
 import { MIX_PAYLOAD_TYPE, buildMixerSdp } from './sdp.ts';
 import { SlotRelay } from './slotRelay.ts';
 import { TrackRecorder } from '../archive/track.ts';
-import { waitForBoundPorts } from './udpPorts.ts';
+import { reserveRtpPorts, waitForBoundPorts } from './udpPorts.ts';
 
 /** How long FFmpeg may take to open its RTP inputs before the relays start anyway. */
 const BIND_TIMEOUT_MS = 5000;
@@ -280,41 +279,4 @@ export class Mixer {
 /** Performer ids are url-safe already; anything else is replaced so the name is always a plain file name. */
 export function trackFileName(performerId: string): string {
   return `${performerId.replace(/[^A-Za-z0-9_-]/g, '_')}.opus`;
-}
-
-/** Finds n free even UDP ports on loopback whose odd neighbour (FFmpeg's RTCP port) is free too. */
-async function reserveRtpPorts(n: number): Promise<number[]> {
-  const held: dgram.Socket[] = [];
-  const ports: number[] = [];
-  const bind = (port: number) =>
-    new Promise<dgram.Socket | null>((resolve) => {
-      const s = dgram.createSocket('udp4');
-      s.once('error', () => {
-        s.close();
-        resolve(null);
-      });
-      s.bind(port, '127.0.0.1', () => resolve(s));
-    });
-  try {
-    for (let tries = 0; ports.length < n && tries < n * 50; tries++) {
-      const a = await bind(0);
-      if (!a) continue;
-      const p = a.address().port;
-      if (p % 2 !== 0 || p >= 65535) {
-        held.push(a);
-        continue;
-      }
-      const b = await bind(p + 1);
-      if (!b) {
-        held.push(a);
-        continue;
-      }
-      held.push(a, b);
-      ports.push(p);
-    }
-  } finally {
-    for (const s of held) s.close();
-  }
-  if (ports.length < n) throw new Error('could not reserve RTP ports for the mixer');
-  return ports;
 }

@@ -1,3 +1,4 @@
+import dgram from 'node:dgram';
 import fs from 'node:fs/promises';
 
 /** Local UDP ports with a bound socket on this machine (Linux /proc/net/udp and udp6). */
@@ -32,4 +33,41 @@ export async function waitForBoundPorts(ports: readonly number[], timeoutMs: num
     await new Promise((r) => setTimeout(r, 4));
   }
   return false;
+}
+
+/** Finds n free even UDP ports on loopback whose odd neighbour (FFmpeg's RTCP port) is free too. */
+export async function reserveRtpPorts(n: number): Promise<number[]> {
+  const held: dgram.Socket[] = [];
+  const ports: number[] = [];
+  const bind = (port: number) =>
+    new Promise<dgram.Socket | null>((resolve) => {
+      const s = dgram.createSocket('udp4');
+      s.once('error', () => {
+        s.close();
+        resolve(null);
+      });
+      s.bind(port, '127.0.0.1', () => resolve(s));
+    });
+  try {
+    for (let tries = 0; ports.length < n && tries < n * 50; tries++) {
+      const a = await bind(0);
+      if (!a) continue;
+      const p = a.address().port;
+      if (p % 2 !== 0 || p >= 65535) {
+        held.push(a);
+        continue;
+      }
+      const b = await bind(p + 1);
+      if (!b) {
+        held.push(a);
+        continue;
+      }
+      held.push(a, b);
+      ports.push(p);
+    }
+  } finally {
+    for (const s of held) s.close();
+  }
+  if (ports.length < n) throw new Error('could not reserve RTP ports for the mixer');
+  return ports;
 }

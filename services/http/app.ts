@@ -69,8 +69,6 @@ export interface HttpDeps {
   hsts?: boolean;
   /** The origin's memory of the live folder, shared with the fast path (createRequestListener makes one). */
   liveCache?: LiveFileCache;
-  /** Overrides how playlist fetches reach the listener estimate (createRequestListener sets it). */
-  onPlaylist?: (stageId: string, address: string, userAgent: string) => void;
 }
 
 /** The health check gives the database this long to answer before calling it unreachable. */
@@ -107,9 +105,8 @@ function listenerSeen(deps: HttpDeps): (stageId: string, address: string, userAg
  */
 export function createRequestListener(deps: HttpDeps): { listener: RequestListener; app: express.Express; live: LiveFastPath } {
   const liveCache = deps.liveCache ?? new LiveFileCache({ maxFileBytes: LIVE_MAX_BUFFERED });
-  const onPlaylist = listenerSeen(deps);
-  const app = createHttpApp({ ...deps, liveCache, onPlaylist });
-  const live = liveFastPath(deps.cdnDir, { cache: liveCache, hsts: deps.hsts ?? false, onPlaylist });
+  const app = createHttpApp({ ...deps, liveCache });
+  const live = liveFastPath(deps.cdnDir, { cache: liveCache, hsts: deps.hsts ?? false, onPlaylist: listenerSeen(deps) });
   return { app, live, listener: (req, res) => live.handle(req, res, () => app(req, res)) };
 }
 
@@ -295,7 +292,7 @@ export function createHttpApp(deps: HttpDeps): express.Express {
   });
   app.get('/', (_req, res) => res.type('text').send('stage-radio: see /healthz, /api/stages/<id>, /stage/<id>?key=<performerKey>\n'));
 
-  app.use('/live', liveRouter(deps.cdnDir, { cache: deps.liveCache, onPlaylist: deps.onPlaylist ?? listenerSeen(deps) }));
+  app.use('/live', liveRouter(deps.cdnDir, { cache: deps.liveCache, onPlaylist: listenerSeen(deps) }));
 
   app.use((_req, res) => sendError(res, 'NOT_FOUND', 'not found'));
 

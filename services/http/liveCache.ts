@@ -104,12 +104,12 @@ export class LiveFileCache {
     const entry: { at: number; stat: Promise<Stat>; value?: Stat } = { at: now, stat };
     this.#stats.set(file, entry);
     void stat.then((v) => {
+      // Known from now on (peek), and forgotten once stale, so the map holds only files asked for lately.
       entry.value = v;
+      setTimeout(() => {
+        if (this.#stats.get(file) === entry) this.#stats.delete(file);
+      }, CHECK_MS).unref();
     });
-    // Forget it once stale, so the map holds only files asked for lately.
-    void stat.then(() => setTimeout(() => {
-      if (this.#stats.get(file)?.stat === stat) this.#stats.delete(file);
-    }, CHECK_MS).unref());
     return stat;
   }
 
