@@ -1,8 +1,9 @@
 // The archive's derived files: the VOD playlist and the whole-broadcast audio file (remuxed, never re-encoded).
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import type { Log } from '../log.ts';
+import { FfmpegRunError, runFfmpeg } from '../ffmpeg/run.ts';
+import { concatArgs, concatList, remuxArgs, silenceArgs } from './vodArgs.ts';
 
 export interface VodSegment {
   uri: string;
@@ -24,43 +25,6 @@ export function buildVodPlaylist(segments: readonly VodSegment[], dateRangeTags:
   return lines.join('\n');
 }
 
-/** Runs ffmpeg with stdin fed from the given files in order (a byte-level concat, like the concat: protocol). */
-function ffmpegFromFiles(files: readonly string[], args: string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const proc = spawn('ffmpeg', ['-v', 'error', '-nostdin', '-y', ...args], { stdio: ['pipe', 'ignore', 'pipe'] });
-    let stderr = '';
-    proc.stderr.on('data', (d: Buffer) => {
-      if (stderr.length < 8000) stderr += d.toString();
-    });
-    proc.stdin.on('error', () => undefined);
-    proc.once('error', reject);
-    proc.once('exit', (code, signal) => {
-      if (code === 0) resolve();
-      else reject(new Error(`ffmpeg exited with ${code ?? signal}: ${stderr.trim().slice(-1500)}`));
-    });
-    void (async () => {
-      try {
-        for (const f of files) {
-          await new Promise<void>((res, rej) => {
-            const rs = fs.createReadStream(f);
-            rs.once('error', rej);
-            rs.once('end', () => res());
-            rs.pipe(proc.stdin, { end: false });
-          });
-        }
-      } catch (err) {
-        proc.kill('SIGKILL');
-        reject(err as Error);
-        return;
-      } finally {
-        proc.stdin.end();
-      }
-    })();
-  });
-}
-
-const M4A_ARGS = ['-map', '0:a:0', '-c', 'copy', '-bsf:a', 'aac_adtstoasc', '-movflags', '+faststart', '-f', 'mp4'];
-
 export interface RemuxRun {
   /** The run's segment files (MPEG-TS, AAC), in order. */
   files: string[];
@@ -68,37 +32,62 @@ export interface RemuxRun {
   gapBefore: number;
 }
 
+export interface RemuxOptions {
+  bitrateKbps: number;
+  /** Aborting kills the FFmpeg at work at once; the remux rejects with an FfmpegRunError (`aborted`). */
+  signal?: AbortSignal;
+  /** For the whole remux, every FFmpeg run in it; past it the remux rejects with an FfmpegRunError (`timedOut`). */
+  timeoutMs?: number;
+  log?: Log;
+}
+
+/** Shorter gaps are not filled with silence. */
+const MIN_GAP_SECONDS = 0.03;
+
 /**
  * The whole broadcast as one .m4a: AAC copied from the segments (no re-encoding), moov first (faststart). A run
  * after a crash-restart is joined after a stretch of encoded silence as long as the gap, so times in the file stay
- * those of the programme clock.
+ * those of the programme clock. Written to `<outPath>.tmp.m4a` then renamed; on any failure (an abort and a timeout
+ * too) neither that file nor the parts folder is left behind.
  */
-export async function remuxToM4a(runs: readonly RemuxRun[], outPath: string, opts: { bitrateKbps: number }): Promise<void> {
+export async function remuxToM4a(runs: readonly RemuxRun[], outPath: string, opts: RemuxOptions): Promise<void> {
   const tmp = `${outPath}.tmp.m4a`;
   const nonEmpty = runs.filter((r) => r.files.length > 0);
   if (nonEmpty.length === 0) throw new Error('no segments to remux');
-  if (nonEmpty.length === 1 && nonEmpty[0]!.gapBefore < 0.03) {
-    await ffmpegFromFiles(nonEmpty[0]!.files, ['-f', 'mpegts', '-i', 'pipe:0', ...M4A_ARGS, tmp]);
-  } else {
-    const work = await fsp.mkdtemp(`${outPath}.parts-`);
-    try {
-      const parts: string[] = [];
-      for (const [i, run] of nonEmpty.entries()) {
-        if (run.gapBefore >= 0.03) {
-          const gap = path.join(work, `gap_${i}.m4a`);
-          await ffmpegFromFiles([], ['-f', 'lavfi', '-i', `anullsrc=r=48000:cl=stereo`, '-t', run.gapBefore.toFixed(3), '-c:a', 'aac', '-b:a', `${opts.bitrateKbps}k`, '-f', 'mp4', gap]);
-          parts.push(gap);
+  const deadline = opts.timeoutMs === undefined ? null : Date.now() + opts.timeoutMs;
+  const ffmpeg = async (args: string[], stdinFiles?: readonly string[]) => {
+    const timeoutMs = deadline === null ? undefined : deadline - Date.now();
+    if (timeoutMs !== undefined && timeoutMs <= 0) throw new FfmpegRunError({ program: 'ffmpeg', args, exit: null, stderrTail: [], timedOut: true });
+    await runFfmpeg({ args, stdinFiles, signal: opts.signal, timeoutMs, log: opts.log });
+  };
+  try {
+    if (nonEmpty.length === 1 && nonEmpty[0]!.gapBefore < MIN_GAP_SECONDS) {
+      await ffmpeg(remuxArgs(tmp), nonEmpty[0]!.files);
+    } else {
+      const work = await fsp.mkdtemp(`${outPath}.parts-`);
+      try {
+        const parts: string[] = [];
+        for (const [i, run] of nonEmpty.entries()) {
+          if (run.gapBefore >= MIN_GAP_SECONDS) {
+            const gap = path.join(work, `gap_${i}.m4a`);
+            await ffmpeg(silenceArgs(run.gapBefore, opts.bitrateKbps, gap));
+            parts.push(gap);
+          }
+          const part = path.join(work, `run_${i}.m4a`);
+          await ffmpeg(remuxArgs(part), run.files);
+          parts.push(part);
         }
-        const part = path.join(work, `run_${i}.m4a`);
-        await ffmpegFromFiles(run.files, ['-f', 'mpegts', '-i', 'pipe:0', ...M4A_ARGS, part]);
-        parts.push(part);
+        const list = path.join(work, 'list.txt');
+        await fsp.writeFile(list, concatList(parts));
+        await ffmpeg(concatArgs(list, tmp));
+      } finally {
+        await fsp.rm(work, { recursive: true, force: true });
       }
-      const list = path.join(work, 'list.txt');
-      await fsp.writeFile(list, parts.map((p) => `file '${p.replace(/'/g, "'\\''")}'`).join('\n') + '\n');
-      await ffmpegFromFiles([], ['-f', 'concat', '-safe', '0', '-i', list, '-map', '0:a:0', '-c', 'copy', '-movflags', '+faststart', '-f', 'mp4', tmp]);
-    } finally {
-      await fsp.rm(work, { recursive: true, force: true });
     }
+    await fsp.rename(tmp, outPath);
+  } catch (err) {
+    // Every FFmpeg of this remux has exited by now (the runner waits for it), so nothing writes the file again.
+    await fsp.rm(tmp, { force: true });
+    throw err;
   }
-  await fsp.rename(tmp, outPath);
 }

@@ -1,5 +1,5 @@
 // The runner every ffmpeg and ffprobe runs under, with the real programs: abort, timeout, errors, who ended a run,
-// process groups, death with the parent, bounded restarts, and the probe built on it.
+// process groups, death with the parent, bounded restarts, and the probe and remux built on it.
 import { expect } from 'chai';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
@@ -10,6 +10,7 @@ import { pathToFileURL } from 'node:url';
 import type { Logger } from '../../services/logger.ts';
 import { silentLog, type Log } from '../../pipelines/log.ts';
 import { CHILD_WRAPPED, FfmpegRunError, SupervisedFfmpeg, probeDuration, runFfmpeg, runFfprobe, type FfmpegSpec } from '../../pipelines/ffmpeg/index.ts';
+import { remuxToM4a } from '../../pipelines/archive/vod.ts';
 
 // Compile-time: services hand their winston loggers to pipelines as a Log.
 const winstonIsALog = (l: Logger): Log => l;
@@ -222,6 +223,50 @@ describe('ffmpeg runner', function () {
       ac.abort();
       const err = await rejection(probeDuration(file, { signal: ac.signal }));
       expect(err.aborted).to.equal(true);
+    });
+  });
+
+  describe('remuxToM4a on the runner', () => {
+    const segments: string[] = [];
+
+    before(async () => {
+      for (const [i, freq] of [440, 660].entries()) {
+        const seg = path.join(tmp, `seg_${i}.ts`);
+        await runFfmpeg({ args: ['-v', 'error', '-nostdin', '-y', '-f', 'lavfi', '-i', `sine=frequency=${freq}:sample_rate=48000:duration=1`, '-c:a', 'aac', '-b:a', '128k', '-f', 'mpegts', seg] });
+        segments.push(seg);
+      }
+    });
+
+    const leftovers = (out: string) => fs.readdirSync(path.dirname(out)).filter((f) => f.startsWith(`${path.basename(out)}.`));
+
+    it('feeds the segments through stdin back to back, and a gap as silence', async () => {
+      const out = path.join(tmp, 'joined.m4a');
+      await remuxToM4a([{ files: segments, gapBefore: 0 }], out, { bitrateKbps: 128 });
+      expect(await probeDuration(out)).to.be.closeTo(2, 0.1);
+      const gapped = path.join(tmp, 'gapped.m4a');
+      await remuxToM4a([{ files: [segments[0]!], gapBefore: 0 }, { files: [segments[1]!], gapBefore: 1.5 }], gapped, { bitrateKbps: 128 });
+      expect(await probeDuration(gapped)).to.be.closeTo(3.5, 0.15);
+      expect(leftovers(gapped), 'temp files').to.deep.equal([]);
+    });
+
+    it('aborted or timed out, it leaves no temp file nor parts folder', async () => {
+      const runs = [{ files: [segments[0]!], gapBefore: 0 }, { files: [segments[1]!], gapBefore: 1 }];
+      // Abort as the last step (the concat into the temp file) starts; the temp file is there beforehand, as a run
+      // killed half-way would leave it.
+      const out = path.join(tmp, 'aborted.m4a');
+      const ac = new AbortController();
+      const log: Log = { ...silentLog, debug: (message, meta) => void (message === 'started' && (meta?.args as string[]).includes('concat') && ac.abort()), child: () => log };
+      fs.writeFileSync(`${out}.tmp.m4a`, 'partial');
+      const err = await rejection(remuxToM4a(runs, out, { bitrateKbps: 128, signal: ac.signal, log }));
+      expect(err.aborted, err.message).to.equal(true);
+      expect(leftovers(out), 'temp files after an abort').to.deep.equal([]);
+      expect(fs.existsSync(out)).to.equal(false);
+
+      const late = path.join(tmp, 'late.m4a');
+      fs.writeFileSync(`${late}.tmp.m4a`, 'partial');
+      const timedOut = await rejection(remuxToM4a(runs, late, { bitrateKbps: 128, timeoutMs: 1 }));
+      expect(timedOut.timedOut, timedOut.message).to.equal(true);
+      expect(leftovers(late), 'temp files after a timeout').to.deep.equal([]);
     });
   });
 
