@@ -5,7 +5,7 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import type { Logger } from '../../services/logger.ts';
+import type { Log } from '../log.ts';
 import { endPlaylist, parseMediaPlaylist } from './playlist.ts';
 
 export interface DateRange {
@@ -73,7 +73,7 @@ export function withDateRanges(playlist: string, tags: readonly string[]): strin
 export class PlaylistPublisher {
   readonly source: string;
   readonly target: string;
-  readonly #log: Logger;
+  readonly #log: Log;
   #ranges: DateRange[] = [];
   #watcher: fs.FSWatcher | null = null;
   #timer: NodeJS.Timeout | null = null;
@@ -86,7 +86,7 @@ export class PlaylistPublisher {
   /** For onlookers (metrics): every newly published segment. */
   readonly observer = new EventEmitter<PublisherObserverEvents>();
 
-  constructor(source: string, target: string, log: Logger) {
+  constructor(source: string, target: string, log: Log) {
     this.source = source;
     this.target = target;
     this.#log = log;

@@ -2,11 +2,11 @@ import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { types as ms } from 'mediasoup';
-import type { Logger } from '../../services/logger.ts';
+import type { Log } from '../log.ts';
 import { endPlaylist } from '../hls/playlist.ts';
 import { MIX_PLAYLIST_NAME, PLAYLIST_NAME, mixerInputOptions, mixerOutputOptions } from './ffmpegArgs.ts';
 import { PlaylistPublisher } from '../hls/publisher.ts';
-import { SupervisedFfmpeg } from './ffmpegProcess.ts';
+import { SupervisedFfmpeg } from '../ffmpeg/supervised.ts';
 import { MIX_PAYLOAD_TYPE, buildMixerSdp } from './sdp.ts';
 import { SlotRelay } from './slotRelay.ts';
 import { TrackRecorder } from '../archive/track.ts';
@@ -32,7 +32,7 @@ export interface MixerOptions {
   segmentSeconds: number;
   listSize: number;
   aacBitrateKbps: number;
-  log: Logger;
+  log: Log;
   /** Where each performer's isolated track is recorded (`<performerId>.opus`); none when unset. */
   tracksDir?: string;
 }
@@ -55,7 +55,7 @@ export class Mixer {
   /** The playlist players fetch: FFmpeg's with the timeline's EXT-X-DATERANGE tags. */
   readonly publisher: PlaylistPublisher;
   readonly #opts: MixerOptions;
-  readonly #log: Logger;
+  readonly #log: Log;
   #relays: SlotRelay[] = [];
   readonly #ports: number[];
   readonly #ffmpeg: SupervisedFfmpeg;
@@ -72,7 +72,7 @@ export class Mixer {
   #router: ms.Router;
   #closed = false;
 
-  private constructor(router: ms.Router, opts: MixerOptions, ports: number[], sdpPath: string, log: Logger) {
+  private constructor(router: ms.Router, opts: MixerOptions, ports: number[], sdpPath: string, log: Log) {
     this.stageId = opts.stageId;
     this.#router = router;
     this.#opts = opts;
