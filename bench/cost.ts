@@ -19,6 +19,7 @@ import { MIX_PLAYLIST_NAME, PLAYLIST_NAME, mixerInputOptions, mixerOutputOptions
 import { buildMixerSdp, MIX_PAYLOAD_TYPE } from '../pipelines/mixer/sdp.ts';
 import { reserveRtpPorts, waitForBoundPorts } from '../pipelines/mixer/udpPorts.ts';
 import { parseMediaPlaylist } from '../pipelines/hls/playlist.ts';
+import { stopChild } from '../pipelines/ffmpeg/child.ts';
 import { createStage, startTestApp, transition } from '../test/support/app.ts';
 import { readStat, snapshot, totalOf, usageBetween, type ProcKind, type Usage } from './proc.ts';
 import type { RtpSender } from './sender.ts';
@@ -388,7 +389,6 @@ interface BaselineMix {
   name: string;
   proc: ChildProcess;
   dir: string;
-  exited: Promise<void>;
   performers: string[];
 }
 
@@ -406,8 +406,7 @@ async function startBaselineMix(dir: string, sender: RtpSender, name: string, to
     path.join(dir, MIX_PLAYLIST_NAME),
   ];
   const proc = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'ignore'] });
-  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-  const mix: BaselineMix = { name, proc, dir, exited, performers: [] };
+  const mix: BaselineMix = { name, proc, dir, performers: [] };
   if (!(await waitForBoundPorts(ports, 5000))) {
     await stopMixes([mix], sender);
     throw new Error('baseline ffmpeg did not open its RTP inputs');
@@ -420,14 +419,14 @@ async function startBaselineMix(dir: string, sender: RtpSender, name: string, to
   return mix;
 }
 
+/** Each FFmpeg is stopped as the runner stops its own (SIGINT, SIGKILL after 5 s) once its performers are gone. */
 async function stopMixes(mixes: BaselineMix[], sender: RtpSender): Promise<void> {
+  const stopped: Promise<unknown>[] = [];
   for (const m of mixes) {
     for (const id of m.performers) await sender.remove(id).catch(() => undefined);
-    if (m.proc.exitCode === null && m.proc.signalCode === null) m.proc.kill('SIGINT');
+    stopped.push(stopChild(m.proc));
   }
-  await Promise.race([Promise.all(mixes.map((m) => m.exited)), sleep(5000)]);
-  for (const m of mixes) if (m.proc.exitCode === null && m.proc.signalCode === null) m.proc.kill('SIGKILL');
-  await Promise.all(mixes.map((m) => m.exited));
+  await Promise.all(stopped);
 }
 
 export interface BaselineResult {
