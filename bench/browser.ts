@@ -230,7 +230,7 @@ export async function benchBrowserLatency(opts: { app: App; listenSeconds: numbe
       return { page, startedAfterMs: Date.now() - t0 };
     };
     const early = await listen('early');
-    const playlist = path.join(app.stages.hlsDir(stage.id), PLAYLIST_NAME);
+    const playlist = path.join(app.stages.links.hlsDir(stage.id), PLAYLIST_NAME);
     const deadline = Date.now() + 30_000;
     while (Date.now() < deadline && listedSegments(playlist) < app.config.hls.listSize) await new Promise((r) => setTimeout(r, 200));
     const late = await listen('mid-show');

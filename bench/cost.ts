@@ -206,7 +206,7 @@ export async function onAirStage(app: App, sender: RtpSender, title: string, ton
   const stage = await createStage(app, title);
   await transition(app, stage.id, 'start');
   const s = app.registry.get(stage.id);
-  if (!s?.mixer) throw new Error(`stage ${stage.id} has no mixer after start`);
+  if (!s?.broadcast) throw new Error(`stage ${stage.id} has no mixer after start`);
   const performers: string[] = [];
   for (const [i, freq] of tones.entries()) {
     const transport = await s.router.createPlainTransport({ listenIp: { ip: '127.0.0.1' }, rtcpMux: true, comedia: true });
@@ -217,7 +217,7 @@ export async function onAirStage(app: App, sender: RtpSender, title: string, ton
     });
     const id = `${stage.id}-p${i}`;
     await sender.add({ id, port: transport.tuple.localPort, freq, ssrc, payloadType: 111 });
-    await s.mixer.attach(id, producer, `Performer ${i + 1}`);
+    await s.broadcast.mixer.attach(id, producer, `Performer ${i + 1}`);
     performers.push(id);
   }
   return { id: stage.id, performers };
@@ -261,7 +261,7 @@ export async function benchCost(opts: {
     log(`cost: idle app: node ${idle.nodeCores.toFixed(3)} cores, workers ${idle.workerCores.toFixed(3)}, PSS ${idle.pssMiB.toFixed(0)} MiB`);
 
     const stages: string[] = [];
-    const restartsNow = () => stages.reduce((n, id) => n + (app.registry.get(id)?.mixer?.ffmpeg.restarts ?? 0), 0);
+    const restartsNow = () => stages.reduce((n, id) => n + (app.registry.get(id)?.broadcast?.mixer.ffmpeg.restarts ?? 0), 0);
     const pairedCpu = () => pairedMixes.map((m) => readStat(m.proc.pid!)?.cpuSeconds ?? NaN);
     let pairedCores: number[] = [];
     let window = { fromMs: 0, toMs: 0 };
@@ -280,7 +280,7 @@ export async function benchCost(opts: {
       const usage = usageBetween(a, b);
       const health = await sender.health();
       const realTime = realTimeCheck(
-        stages.map((id) => ({ name: id, dir: app.stages.hlsDir(id), playlist: path.join(app.stages.hlsDir(id), PLAYLIST_NAME) })),
+        stages.map((id) => ({ name: id, dir: app.stages.links.hlsDir(id), playlist: path.join(app.stages.links.hlsDir(id), PLAYLIST_NAME) })),
         fromMs,
         toMs,
         app.config.hls.segmentSeconds,

@@ -42,7 +42,7 @@ export async function benchIngestLatency(opts: { app: App; sender: RtpSender; ma
   const { app, sender } = opts;
   await sender.prepare([], [{ freq: MARKER_HZ, seconds: MARKER_SECONDS }]);
   const stage = await onAirStage(app, sender, 'Bench latency');
-  const dir = app.stages.hlsDir(stage.id);
+  const dir = app.stages.links.hlsDir(stage.id);
   const marker = stage.performers[0]!;
   await sleep(3000);
   const watcher = new PlaylistWatcher(path.join(dir, PLAYLIST_NAME), 20);
@@ -131,7 +131,7 @@ export async function benchOnAirLatency(opts: { app: App; runs: number; log: (s:
   const threeSegmentsMs: number[] = [];
   for (let i = 0; i < opts.runs; i++) {
     const stage = await createStage(app, `Bench go on air ${i + 1}`);
-    const playlist = path.join(app.stages.hlsDir(stage.id), PLAYLIST_NAME);
+    const playlist = path.join(app.stages.links.hlsDir(stage.id), PLAYLIST_NAME);
     const listed = () => {
       try {
         return parseMediaPlaylist(fs.readFileSync(playlist, 'utf8')).segments.length;

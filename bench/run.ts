@@ -135,7 +135,7 @@ try {
   results.origin = await measure('origin', async () => {
     const stage = await onAirStage(a, sender, 'Bench origin');
     await new Promise((r) => setTimeout(r, 3000));
-    return benchOrigin({ baseUrl: a.url, stageId: stage.id, hlsDir: a.stages.hlsDir(stage.id), connections: ORIGIN_CONNECTIONS, seconds: plan.originSeconds, log });
+    return benchOrigin({ baseUrl: a.url, stageId: stage.id, hlsDir: a.stages.links.hlsDir(stage.id), connections: ORIGIN_CONNECTIONS, seconds: plan.originSeconds, log });
   });
   await app.close();
   app = null;

@@ -1,36 +1,53 @@
 // The composition root: builds every part from the config and owns their lifetimes.
+//
+// The resource tree (README "Architecture"): App → WorkerPool → Worker; StageRegistry → Stage (Router) → Performer,
+// and while on air Broadcast → Mixer (slot relays, FFmpeg, HLS publisher, tracks), archive sink, live timeline, usage
+// ticks. Services the tree uses (database writes, the archive, the usage meter, the timeline bus) are made here and
+// handed down; nothing below imports this file.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { Admission } from './admission.ts';
 import { Archiver } from './archive/archiver.ts';
 import { openStore } from './archive/store.ts';
+import { OnAir } from './broadcast/onAir.ts';
+import { endOrphanedBroadcasts } from './broadcast/recovery.ts';
+import type { BroadcastEnded, BroadcastServices } from './broadcast/services.ts';
 import type { Config } from './config.ts';
 import { openDb, type Db } from './db/index.ts';
-import { PerformerSessionRepo } from './db/repositories.ts';
+import { WriteBehind } from './db/writeBehind.ts';
+import { WRITE_EXECUTORS } from './db/writes.ts';
 import { createRequestListener } from './http/app.ts';
 import type { LiveFastPath } from './http/live.ts';
 import type { Logger } from './logger.ts';
+import { AdminService } from './ops/admin.ts';
+import { AppMetrics } from './ops/metrics.ts';
+import { RecentProblems } from './ops/problems.ts';
 import { buildPages } from './pages/bundle.ts';
 import { StageRegistry } from './sfu/registry.ts';
 import { WorkerPool } from './sfu/workerPool.ts';
-import { SignalingServer } from './signaling/server.ts';
-import { StageService } from './stages.ts';
 import { ListenerSignaling } from './signaling/listeners.ts';
+import { SignalingServer } from './signaling/server.ts';
+import { StageCatalog } from './stages/catalog.ts';
+import { StageLinks } from './stages/links.ts';
+import { SessionRecorder } from './stages/sessions.ts';
 import { TimelineService } from './timeline/service.ts';
 import { UsageMeter } from './usage.ts';
-import { WriteBehind } from './db/writeBehind.ts';
-import { AdminService } from './ops/admin.ts';
-import { AppMetrics } from './ops/metrics.ts';
 
 const LISTEN_BACKLOG = 4096;
+/** How long the start waits for an earlier run's journaled writes to reach the database before going on. */
+const JOURNAL_REPLAY_WAIT_MS = 30_000;
 
 export interface App {
   readonly config: Config;
   readonly url: string;
   readonly port: number;
   readonly db: Db;
+  readonly admission: Admission;
   readonly pool: WorkerPool;
   readonly registry: StageRegistry;
-  readonly stages: StageService;
+  readonly stages: StageCatalog;
+  readonly onAir: OnAir;
   readonly usage: UsageMeter;
   readonly archiver: Archiver;
   readonly timeline: TimelineService;
@@ -41,14 +58,16 @@ export interface App {
   readonly metrics: AppMetrics;
   /** The /admin namespace (live snapshots for the /admin page). */
   readonly admin: AdminService;
+  /** Recent failures (/healthz, the admin view). */
+  readonly problems: RecentProblems;
   /** The /live origin's fast path (live files from memory, in front of Express). */
   readonly liveOrigin: LiveFastPath;
   /** Stops taking new work: new stages, going on air and joins answer UNAVAILABLE; /healthz answers 503 `draining`. */
   drain(): void;
   /**
-   * Graceful shutdown (idempotent): drains, ends every broadcast on air (ENDLIST, performers told, archive finalized
-   * and queued), lets those broadcasts' uploads run for up to `graceMs`, then closes everything. What is not uploaded
-   * stays queued in the database for the next start.
+   * Graceful shutdown (idempotent): drains, ends every broadcast on air (ENDLIST, performers told), lets their archives
+   * be finalized and uploaded for up to `graceMs`, then closes everything. What is not finalized or uploaded stays
+   * queued in the database for the next start.
    */
   close(opts?: ShutdownOptions): Promise<void>;
 }
@@ -57,7 +76,7 @@ export interface App {
 const IN_FLIGHT_AFTER_GRACE_MS = 3000;
 
 export interface ShutdownOptions {
-  /** How long uploads of the broadcasts ended by the shutdown may still run. Default 0: only uploads in flight finish. */
+  /** How long finalization and uploads of the broadcasts ended by the shutdown may still run. Default 0. */
   graceMs?: number;
   /** Aborting it ends the grace at once (a second SIGTERM). */
   signal?: AbortSignal;
@@ -75,13 +94,22 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     }
   };
   try {
+    const admission = new Admission(log);
     const db = await openDb(config.db, log, config.paths.sqlDir);
     cleanups.push(() => db.close());
-    // Writes that wait out a database outage; closed after everything that writes through it.
-    const writes = new WriteBehind({ db, log });
+    // Writes that wait out a database outage, journaled on disk; an earlier run's journal is replayed first, in order.
+    const writes = await WriteBehind.open({ db, log, journalPath: path.join(config.journalDir, 'writes.jsonl'), executors: WRITE_EXECUTORS });
     cleanups.push(() => writes.close());
-    const orphaned = await new PerformerSessionRepo(db).closeAllOpen('server restarted');
-    if (orphaned > 0) log.info('closed performer sessions left open by an earlier run', { count: orphaned });
+    if (writes.pending > 0) {
+      log.info('replaying database writes an earlier run journaled', { count: writes.pending });
+      if (!(await writes.flush(JOURNAL_REPLAY_WAIT_MS))) log.warn('journaled writes are still waiting for the database', { count: writes.pending });
+    }
+
+    let baseUrl = config.http.publicUrl ?? '';
+    const links = new StageLinks({ baseUrl: () => baseUrl, publicHlsBaseUrl: config.cdn.publicHlsBaseUrl, cdnDir: config.cdn.dir });
+    const orphaned = await endOrphanedBroadcasts(db, links);
+    if (orphaned.stages > 0) log.warn('ended broadcasts an earlier run left on air', { count: orphaned.stages });
+    if (orphaned.sessions > 0) log.info('closed performer sessions left open by an earlier run', { count: orphaned.sessions });
 
     const pages = await buildPages(config.paths.pagesDir);
 
@@ -95,19 +123,13 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       log,
     );
     cleanups.push(() => pool.closeAndWait());
-
-    const registry = new StageRegistry({
-      pool,
-      rtc: { listenIp: config.mediasoup.listenIp, announcedIp: config.mediasoup.announcedIp },
-      maxPerformers: config.stage.maxPerformers,
-      log,
-    });
-    cleanups.push(() => registry.close());
+    admission.on('draining', () => pool.drain());
 
     const q = config.archiveQueue;
     const archiver = new Archiver({
       db,
       store: openStore(config.archive, log),
+      writes,
       log,
       spoolDir: q.spoolDir,
       aacBitrateKbps: config.hls.aacBitrateKbps,
@@ -122,43 +144,82 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     });
     cleanups.push(() => archiver.close());
 
-    let baseUrl = config.http.publicUrl ?? '';
-    const stages = new StageService({
-      db,
-      registry,
-      log,
-      baseUrl: () => baseUrl,
-      publicHlsBaseUrl: config.cdn.publicHlsBaseUrl,
-      cdnDir: config.cdn.dir,
-      hls: config.hls,
-      maxPerformers: config.stage.maxPerformers,
-      archiver,
+    const usage = new UsageMeter({ writes, log });
+    cleanups.push(() => usage.close());
+
+    const problems = new RecentProblems();
+    let timeline: TimelineService | null = null;
+    let admin: AdminService | null = null;
+    const broadcasts: BroadcastServices = {
+      settings: {
+        slots: config.stage.maxPerformers,
+        segmentSeconds: config.hls.segmentSeconds,
+        listSize: config.hls.listSize,
+        aacBitrateKbps: config.hls.aacBitrateKbps,
+        hlsDir: (stageId) => links.hlsDir(stageId),
+      },
       writes,
+      archive: archiver,
+      usage,
+      publish: (stageId, event) => timeline?.publish(stageId, event),
+      ended: (e: BroadcastEnded) => {
+        problems.broadcastEnded(e);
+        admin?.broadcastEnded(e);
+      },
+      log,
+    };
+    const registry = new StageRegistry({
+      pool,
+      rtc: { listenIp: config.mediasoup.listenIp, announcedIp: config.mediasoup.announcedIp },
+      maxPerformers: config.stage.maxPerformers,
+      services: { db, broadcasts },
+      rejoinWaitMs: config.stage.rejoinWaitSeconds * 1000,
+      log,
     });
-    const timeline = new TimelineService({ db, stages, registry, log, writes });
-    stages.timeline = timeline;
-    cleanups.push(() => timeline.close());
-    const orphanedLive = await stages.endOrphanedBroadcasts();
-    if (orphanedLive > 0) log.warn('ended broadcasts an earlier run left on air', { count: orphanedLive });
+    // Closes every stage, and so ends every broadcast still on air (shutdown ended them first: this is the backstop).
+    cleanups.push(() => registry.close());
+    timeline = new TimelineService({ db, registry });
+    const sessions = new SessionRecorder({ registry, writes });
+    cleanups.push(() => sessions.close());
+    const stages = new StageCatalog({ db, registry, admission, links, log });
+    const onAir = new OnAir({ catalog: stages, registry, admission });
+
     await archiver.start();
     log.info('archive store', { store: archiver.store.description });
-    cleanups.push(() => stages.stopAll('server shutting down'));
-    const usage = new UsageMeter({ db, log, snapshot: () => stages.liveSnapshot() });
     usage.start();
-    cleanups.push(() => usage.close());
 
     // Per app (never prom-client's global registry): several apps can share a process. Socket.IO comes later.
     let io: SignalingServer['io'] | null = null;
-    const metrics = new AppMetrics({ pool, registry, stages, archiver, io: () => io, log });
+    const metrics = new AppMetrics({ pool, registry, onAir, archiver, io: () => io, log });
     cleanups.push(() => metrics.close());
 
-    const web = createRequestListener({ metrics, adminToken: config.adminToken, stages, pool, db, pages, log, cdnDir: config.cdn.dir, hlsOrigin: config.cdn.publicHlsBaseUrl ? new URL(config.cdn.publicHlsBaseUrl).origin : null, archiver, downloadTtlSeconds: q.downloadTtlSeconds, writesPerMinute: config.rateLimits.writePerMinute, hsts: config.http.publicUrl?.startsWith('https:') ?? false, dbBacklog: () => writes.pending + usage.backlog + archiver.heldSegments() });
+    const web = createRequestListener({
+      metrics,
+      adminToken: config.adminToken,
+      stages,
+      onAir,
+      timeline,
+      admission,
+      pool,
+      db,
+      pages,
+      log,
+      cdnDir: config.cdn.dir,
+      hlsOrigin: config.cdn.publicHlsBaseUrl ? new URL(config.cdn.publicHlsBaseUrl).origin : null,
+      archiver,
+      downloadTtlSeconds: q.downloadTtlSeconds,
+      writesPerMinute: config.rateLimits.writePerMinute,
+      hsts: config.http.publicUrl?.startsWith('https:') ?? false,
+      dbBacklog: () => writes.pending,
+      problems: () => problems.list(),
+    });
     const server = http.createServer(web.listener);
     server.keepAliveTimeout = 65_000;
-    const signaling = new SignalingServer({ httpServer: server, registry, stages, log, joinsPerMinute: config.rateLimits.joinPerMinute });
-    const listeners = new ListenerSignaling({ io: signaling.io, stages, timeline, log });
+    const signaling = new SignalingServer({ httpServer: server, registry, stages, onAir, timeline, admission, log, joinsPerMinute: config.rateLimits.joinPerMinute });
+    const listeners = new ListenerSignaling({ io: signaling.io, stages, registry, timeline, log });
     io = signaling.io;
-    const admin = new AdminService({ io: signaling.io, adminToken: config.adminToken, pool, registry, stages, archiver, metrics, log });
+    admin = new AdminService({ io: signaling.io, adminToken: config.adminToken, pool, registry, stages, onAir, archiver, metrics, problems, log });
+    const adminService = admin;
     cleanups.push(
       () =>
         new Promise<void>((resolve) => {
@@ -168,7 +229,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     );
     cleanups.push(() => signaling.close());
     cleanups.push(() => listeners.close());
-    cleanups.push(() => admin.close());
+    cleanups.push(() => adminService.close());
 
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -186,20 +247,26 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     // Broadcasts end while the HTTP server and the sockets are still up: performers get `stageStatus: ended`, players
     // can fetch the final playlist with its ENDLIST, and /healthz tells the load balancer to stop sending work.
     const shutdown = async (opts: ShutdownOptions): Promise<void> => {
-      stages.drain();
-      const deadline = Date.now() + (opts.signal?.aborted ? 0 : Math.max(0, opts.graceMs ?? 0));
-      const broadcasts = stages.liveSnapshot().map((s) => s.broadcastId);
+      admission.drain();
+      const graceMs = opts.signal?.aborted ? 0 : Math.max(0, opts.graceMs ?? 0);
+      const deadline = Date.now() + graceMs;
+      const ended = onAir.live().map((s) => s.broadcastId);
       try {
-        await stages.stopAll('server shutting down');
+        await onAir.stopAll('server shutting down');
       } catch (err) {
         log.error('shutdown: could not end every broadcast', { error: String(err) });
       }
-      if (broadcasts.length > 0) {
-        const graceMs = opts.signal?.aborted ? 0 : Math.max(0, opts.graceMs ?? 0);
-        if (graceMs > 0) log.info('shutdown: uploading what the ended broadcasts left', { broadcasts, graceSeconds: graceMs / 1000 });
+      if (ended.length > 0) {
+        // Their ends recorded (normally at once), their archives are finalized within the grace, then uploaded.
+        await writes.flush(Math.max(0, deadline - Date.now()));
+        const aborted = new Promise<void>((resolve) => opts.signal?.addEventListener('abort', () => resolve(), { once: true }));
+        const settled = await Promise.race([archiver.settle(deadline), aborted.then(() => archiver.settle(Date.now()))]);
+        if (!settled) log.warn('shutdown: archives left to finalize at the next start', { broadcasts: ended });
+        const left = Math.max(0, deadline - Date.now());
+        if (left > 0) log.info('shutdown: uploading what the ended broadcasts left', { broadcasts: ended, graceSeconds: Math.round(left / 100) / 10 });
         try {
-          const r = await archiver.queue.flush(broadcasts, { deadline: Date.now() + graceMs, ...(opts.signal ? { signal: opts.signal } : {}) });
-          const fields = { broadcasts, uploaded: r.uploaded, left: r.left, waitedMs: r.waitedMs, cutShort: opts.signal?.aborted ?? false };
+          const r = await archiver.queue.flush(ended, { deadline: Date.now() + left, ...(opts.signal ? { signal: opts.signal } : {}) });
+          const fields = { broadcasts: ended, uploaded: r.uploaded, left: r.left, waitedMs: r.waitedMs, cutShort: opts.signal?.aborted ?? false };
           if (r.complete) log.info('shutdown: every upload of the ended broadcasts is done', fields);
           else log.warn('shutdown: uploads left queued for the next start', fields);
           // The grace is over: uploads in flight get a moment to finish, not a request timeout's worth.
@@ -208,9 +275,9 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
           log.error('shutdown: could not flush uploads; they stay queued for the next start', { error: String(err) });
         }
       }
-      // Writes held through a database outage get what is left of the grace (they live in memory only).
+      // Writes held through a database outage get what is left of the grace; they stay journaled for the next start.
       if (writes.pending > 0 && !(await writes.flush(Math.max(0, deadline - Date.now())))) {
-        log.error('shutdown: database writes held through an outage are lost', { count: writes.pending });
+        log.warn('shutdown: database writes held through an outage stay journaled for the next start', { count: writes.pending });
       }
       await closeAll();
     };
@@ -219,9 +286,11 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       url: baseUrl,
       port,
       db,
+      admission,
       pool,
       registry,
       stages,
+      onAir,
       usage,
       archiver,
       timeline,
@@ -231,7 +300,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       liveOrigin: web.live,
       metrics,
       admin,
-      drain: () => stages.drain(),
+      problems,
+      drain: () => admission.drain(),
       close: (opts: ShutdownOptions = {}) => (closing ??= shutdown(opts)),
     };
   } catch (err) {

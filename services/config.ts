@@ -31,6 +31,7 @@ export const ENV_SCHEMA = z
       .optional(),
     PGLITE_DIR: z.string().min(1).optional(),
     MAX_PERFORMERS_PER_STAGE: z.coerce.number({ error: 'must be a whole number 1-64' }).int().min(1).max(64).default(8),
+    REJOIN_WAIT_SECONDS: z.coerce.number({ error: 'must be a number of seconds 1-3600' }).min(1).max(3600).default(30),
     CDN_DIR: z.string().min(1).optional(),
     PUBLIC_HLS_BASE_URL: httpUrl.optional(),
     HLS_SEGMENT_SECONDS: z.coerce.number({ error: 'must be a number of seconds' }).min(0.5).max(10).default(1),
@@ -52,6 +53,7 @@ export const ENV_SCHEMA = z
     ARCHIVE_SWEEP_SECONDS: z.coerce.number({ error: 'must be a whole number 1-59' }).int().min(1).max(59).default(5),
     ARCHIVE_RETENTION_SECONDS: z.coerce.number({ error: 'must be a whole number of seconds' }).int().min(0).default(86400),
     ARCHIVE_DOWNLOAD_TTL_SECONDS: z.coerce.number({ error: 'must be a whole number 10-604800' }).int().min(10).max(604800).default(300),
+    JOURNAL_DIR: z.string().min(1).optional(),
     SHUTDOWN_GRACE_SECONDS: z.coerce.number({ error: 'must be a whole number 0-3600' }).int().min(0).max(3600).default(20),
     RATE_LIMIT_JOIN_PER_MINUTE: z.coerce.number({ error: 'must be a whole number 1-100000' }).int().min(1).max(100_000).default(30),
     RATE_LIMIT_WRITE_PER_MINUTE: z.coerce.number({ error: 'must be a whole number 1-100000' }).int().min(1).max(100_000).default(120),
@@ -83,7 +85,10 @@ export interface Config {
     rtcMaxPort: number;
   };
   db: { kind: 'pglite'; dataDir: string | null } | { kind: 'postgres'; url: string };
-  stage: { maxPerformers: number };
+  /** rejoinWaitSeconds: after its media server died, how long a stage waits for a performer to come back. */
+  stage: { maxPerformers: number; rejoinWaitSeconds: number };
+  /** Where database writes held through an outage are journaled (replayed at the next start). */
+  journalDir: string;
   cdn: { dir: string; publicHlsBaseUrl: string | null };
   hls: { segmentSeconds: number; listSize: number; aacBitrateKbps: number };
   /** Where broadcasts are archived: a local folder (embedded default) or an S3-protocol bucket. */
@@ -155,7 +160,8 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     db: env.DATABASE_URL
       ? { kind: 'postgres', url: env.DATABASE_URL }
       : { kind: 'pglite', dataDir: env.PGLITE_DIR === 'memory' ? null : path.resolve(env.PGLITE_DIR ?? path.join(PROJECT_ROOT, 'data', 'pglite')) },
-    stage: { maxPerformers: env.MAX_PERFORMERS_PER_STAGE },
+    stage: { maxPerformers: env.MAX_PERFORMERS_PER_STAGE, rejoinWaitSeconds: env.REJOIN_WAIT_SECONDS },
+    journalDir: path.resolve(env.JOURNAL_DIR ?? path.join(PROJECT_ROOT, 'data', 'journal')),
     cdn: {
       dir: path.resolve(env.CDN_DIR ?? path.join(PROJECT_ROOT, 'cdn')),
       publicHlsBaseUrl: env.PUBLIC_HLS_BASE_URL?.replace(/\/+$/, '') ?? null,

@@ -25,6 +25,12 @@ const POLL_MS = 250;
 export interface ListedSegment {
   uri: string;
   sequence: number;
+  /** EXTINF duration, seconds. */
+  duration: number;
+  /** The segment's PROGRAM-DATE-TIME as FFmpeg wrote it. */
+  programDateTime: string;
+  /** Preceded by EXT-X-DISCONTINUITY (the first segment of a run after an FFmpeg restart). */
+  discontinuity: boolean;
   /** Wall clock (ms) of the segment's end: its PROGRAM-DATE-TIME plus its EXTINF duration. */
   endMs: number;
   /** Wall clock (ms) when the playlist listing it was published. */
@@ -163,7 +169,15 @@ export class PlaylistPublisher {
       this.#lastListedSequence = sequence;
       const endMs = pdt + seg.duration * 1000;
       this.#newestSegmentEndMs = endMs;
-      this.observer.emit('segmentListed', { uri: seg.uri, sequence, endMs, listedAtMs });
+      this.observer.emit('segmentListed', {
+        uri: seg.uri,
+        sequence,
+        duration: seg.duration,
+        programDateTime: seg.programDateTime!,
+        discontinuity: seg.discontinuity,
+        endMs,
+        listedAtMs,
+      });
     });
   }
 

@@ -1,32 +1,35 @@
-// The archive sink: while a broadcast is on air, every finished HLS segment is queued for upload; when it goes off
-// air, the VOD playlist, the whole-broadcast .m4a, each performer's track and a manifest are made and queued too.
+// The archive: while a broadcast is on air, its segment sink (services/archive/sink.ts) queues every finished HLS
+// segment for upload; once its end is recorded, finalization makes the VOD playlist, the whole-broadcast .m4a, each
+// performer's track and a manifest, and queues them too.
 // Key layout (docs/archive.md): stages/<stageId>/broadcasts/<broadcastId>/{hls/seg_NNNNN.ts, hls/index.m3u8,
 // audio.m4a, tracks/<performerId>.opus, manifest.json}.
+//
+// Finalization is a durable step: it is due for every ended broadcast whose archive is still `recording` (the
+// database says so, not this process's memory), so it runs when a broadcast ends, again at every sweep when an
+// attempt failed, and at the next start when the process stopped first. An attempt interrupted by a shutdown (our
+// abort, or a signal that killed its FFmpeg) is not counted; one that failed on its own is, and after
+// MAX_FINALIZE_ATTEMPTS the archive is marked failed.
 import fsp from 'node:fs/promises';
 import path from 'node:path';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
-import { parseMediaPlaylist } from '../../pipelines/hls/playlist.ts';
-import { MIX_PLAYLIST_NAME, PLAYLIST_NAME } from '../../pipelines/mixer/ffmpegArgs.ts';
-import type { Mixer, MixerRun } from '../../pipelines/mixer/mixer.ts';
+import { FfmpegRunError, probeDuration } from '../../pipelines/ffmpeg/index.ts';
+import { PLAYLIST_NAME } from '../../pipelines/mixer/ffmpegArgs.ts';
+import type { Mixer } from '../../pipelines/mixer/mixer.ts';
 import { buildVodPlaylist, remuxToM4a, type RemuxRun } from '../../pipelines/archive/vod.ts';
+import { dateRangeTag } from '../../pipelines/hls/publisher.ts';
+import type { BroadcastArchive, SegmentSink, Writes } from '../broadcast/services.ts';
 import { ArchiveRepo, type ArchiveObject, type NewArchiveObject, type Recording } from '../db/archive.ts';
 import { BroadcastRepo } from '../db/broadcasts.ts';
 import type { Db } from '../db/db.ts';
-import type { Logger } from '../logger.ts';
-import { sha256File, UploadQueue } from './queue.ts';
 import { TimelineRepo } from '../db/timeline.ts';
-import { dateRangeTag } from '../../pipelines/hls/publisher.ts';
-import { buildChaptersVtt, buildTimelineFile } from '../timeline/files.ts';
-import { toDateRange } from '../timeline/service.ts';
+import { isDbUnavailable } from '../db/writeBehind.ts';
+import type { Logger } from '../logger.ts';
+import { buildChaptersVtt, buildTimelineFile, toDateRange } from '../timeline/files.ts';
+import { sha256File, UploadQueue } from './queue.ts';
+import { ArchiveSegmentSink, SEGMENT_CONTENT_TYPE, SEGMENT_RE } from './sink.ts';
 import type { ObjectStore } from './store.ts';
 
-const execFileP = promisify(execFile);
-const POLL_MS = 200;
-const SEGMENT_RE = /^seg_(\d+)\.ts$/;
-
 export const CONTENT_TYPES = {
-  segment: 'video/mp2t',
+  segment: SEGMENT_CONTENT_TYPE,
   playlist: 'application/vnd.apple.mpegurl',
   audio: 'audio/mp4',
   track: 'audio/ogg',
@@ -35,6 +38,13 @@ export const CONTENT_TYPES = {
   chapters: 'text/vtt',
 } as const;
 
+/** Finalization attempts that fail on their own before the archive is marked failed. */
+export const MAX_FINALIZE_ATTEMPTS = 3;
+/** After a failed attempt, the next one waits this long (doubling), at the sweeps. */
+const FINALIZE_RETRY_MS = 15_000;
+/** A remux taking longer than this is stuck (a 10-minute broadcast remuxes in about 2 s). */
+const REMUX_TIMEOUT_MS = 10 * 60_000;
+
 export function keyPrefix(stageId: string, broadcastId: string): string {
   return `stages/${stageId}/broadcasts/${broadcastId}/`;
 }
@@ -42,149 +52,32 @@ export function keyPrefix(stageId: string, broadcastId: string): string {
 export interface ArchiverOptions {
   db: Db;
   store: ObjectStore;
+  writes: Writes;
   log: Logger;
   spoolDir: string;
   aacBitrateKbps: number;
   queue: Omit<ConstructorParameters<typeof UploadQueue>[0], 'repo' | 'store' | 'log'>;
 }
 
-/**
- * Records one broadcast's segments as FFmpeg finishes them. A segment is described (size, sha256, duration, programme
- * position, PROGRAM-DATE-TIME) the moment it is listed, and its upload row is written in order; while the database is
- * unreachable the descriptions wait here, so an outage longer than the live window loses no segment.
- */
-class SegmentWatcher {
-  readonly #seen = new Set<number>();
-  /** Described, not yet in the database. */
-  readonly #pending: NewArchiveObject[] = [];
-  #failingSince: number | null = null;
-  #lastWarn = 0;
-  #timer: NodeJS.Timeout | null = null;
-  #lastMtime = 0;
-  #chain: Promise<void> = Promise.resolve();
-  #runIndex = 0;
-  #position = 0;
+/** The archive can never be finalized (nothing was recorded): retrying will not help. */
+class PermanentArchiveError extends Error {}
 
-  constructor(
-    private readonly rec: { id: string; hlsDir: string; keyPrefix: string },
-    private readonly repo: ArchiveRepo,
-    private readonly runs: () => readonly MixerRun[],
-    private readonly onQueued: () => void,
-    private readonly log: Logger,
-  ) {}
-
-  start(): void {
-    this.#timer = setInterval(() => void this.scan(), POLL_MS);
-  }
-
-  /** Reads the live playlist and queues segments not seen yet. Scans run one at a time. */
-  scan(): Promise<void> {
-    this.#chain = this.#chain.then(() => this.#scan()).catch((err: unknown) => {
-      this.log.error('could not queue finished segments', { broadcastId: this.rec.id, error: String(err) });
-    });
-    return this.#chain;
-  }
-
-  async #scan(): Promise<void> {
-    await this.#describeNew();
-    await this.#record();
-  }
-
-  async #describeNew(): Promise<void> {
-    const file = path.join(this.rec.hlsDir, MIX_PLAYLIST_NAME);
-    let stat;
-    try {
-      stat = await fsp.stat(file);
-    } catch {
-      return;
-    }
-    if (stat.mtimeMs === this.#lastMtime) return;
-    this.#lastMtime = stat.mtimeMs;
-    const { segments } = parseMediaPlaylist(await fsp.readFile(file, 'utf8'));
-    for (const seg of segments) {
-      const m = SEGMENT_RE.exec(path.basename(seg.uri));
-      if (!m) continue;
-      const seq = Number(m[1]);
-      if (this.#seen.has(seq)) continue;
-      if (seg.discontinuity && this.#seen.size > 0) {
-        const runs = this.runs();
-        if (this.#runIndex + 1 < runs.length) {
-          this.#runIndex++;
-          this.#position = runs[this.#runIndex]!.startSeconds;
-        }
-      }
-      const local = path.join(this.rec.hlsDir, path.basename(seg.uri));
-      const { sha256, size } = await sha256File(local);
-      this.#seen.add(seq);
-      this.#pending.push({
-        broadcastId: this.rec.id,
-        key: `${this.rec.keyPrefix}hls/${path.basename(seg.uri)}`,
-        kind: 'segment',
-        localPath: local,
-        contentType: CONTENT_TYPES.segment,
-        size,
-        sha256,
-        seq,
-        durationSeconds: seg.duration,
-        mediaStart: this.#position,
-        programDateTime: seg.programDateTime,
-        discontinuity: seg.discontinuity && this.#seen.size > 1,
-      });
-      this.#position += seg.duration;
-    }
-  }
-
-  /** Writes the described segments' upload rows, oldest first; on a database error they wait for the next scan. */
-  async #record(): Promise<void> {
-    let queued = 0;
-    try {
-      while (this.#pending.length > 0) {
-        await this.repo.enqueue(this.#pending[0]!);
-        this.#pending.shift();
-        queued++;
-      }
-      if (this.#failingSince !== null) {
-        this.log.info('segments held through a database outage are queued', { broadcastId: this.rec.id, outageMs: Date.now() - this.#failingSince });
-        this.#failingSince = null;
-      }
-    } catch (err) {
-      const now = Date.now();
-      this.#failingSince ??= now;
-      if (now - this.#lastWarn > 10_000) {
-        this.#lastWarn = now;
-        this.log.warn('could not queue finished segments; holding them until the database answers', {
-          broadcastId: this.rec.id,
-          held: this.#pending.length,
-          error: String(err),
-        });
-      }
-    }
-    if (queued > 0) this.onQueued();
-  }
-
-  /** Segments described but not yet in the database. */
-  get held(): number {
-    return this.#pending.length;
-  }
-
-  async stop(): Promise<void> {
-    if (this.#timer) clearInterval(this.#timer);
-    this.#timer = null;
-    await this.#chain;
-  }
-}
-
-export class Archiver {
+export class Archiver implements BroadcastArchive {
   readonly store: ObjectStore;
   readonly queue: UploadQueue;
   readonly repo: ArchiveRepo;
   readonly #broadcasts: BroadcastRepo;
   readonly #timeline: TimelineRepo;
+  readonly #writes: Writes;
   readonly #log: Logger;
   readonly #spoolDir: string;
   readonly #aacBitrateKbps: number;
-  readonly #watchers = new Map<string, SegmentWatcher>();
   readonly #finalizing = new Map<string, Promise<void>>();
+  /** Broadcasts whose last attempt failed: not before this (epoch ms), and how many attempts in this run. */
+  readonly #retryAt = new Map<string, { at: number; tries: number }>();
+  /** Aborted when the archiver closes (or a shutdown's grace ends): finalizations in flight stop at once. */
+  readonly #abort = new AbortController();
+  #pendingScan: Promise<void> | null = null;
   #closed = false;
 
   constructor(opts: ArchiverOptions) {
@@ -192,17 +85,11 @@ export class Archiver {
     this.repo = new ArchiveRepo(opts.db);
     this.#broadcasts = new BroadcastRepo(opts.db);
     this.#timeline = new TimelineRepo(opts.db);
+    this.#writes = opts.writes;
     this.#log = opts.log.child({ component: 'archiver' });
     this.#spoolDir = opts.spoolDir;
     this.#aacBitrateKbps = opts.aacBitrateKbps;
     this.queue = new UploadQueue({ ...opts.queue, repo: this.repo, store: opts.store, log: opts.log });
-  }
-
-  /** Segments described but waiting for the database (it was unreachable), across live broadcasts. */
-  heldSegments(): number {
-    let n = 0;
-    for (const w of this.#watchers.values()) n += w.held;
-    return n;
   }
 
   /** Where a broadcast's tracks and derived files are written before upload. */
@@ -221,14 +108,12 @@ export class Archiver {
       this.#log.warn('the archive store is not reachable yet; uploads wait and retry', { store: this.store.description, error: String(err) });
     });
     await this.queue.start();
-    for (const rec of await this.repo.awaitingFinalization()) {
-      this.#log.info('finalizing an archive an earlier run left unfinished', { broadcastId: rec.id });
-      void this.finalize(rec.id).catch(() => undefined);
-    }
+    this.queue.on('swept', () => void this.finalizePending());
+    void this.finalizePending();
   }
 
-  /** The broadcast is on air: its segments are queued as FFmpeg finishes them. */
-  async begin(args: { broadcastId: string; stageId: string; hlsDir: string; mixer: Mixer }): Promise<void> {
+  /** The broadcast is on air: records where, and returns its segment sink (a child of the broadcast). */
+  async begin(args: { broadcastId: string; stageId: string; hlsDir: string; mixer: Mixer }): Promise<SegmentSink> {
     const prefix = keyPrefix(args.stageId, args.broadcastId);
     await this.repo.beginRecording(args.broadcastId, {
       hlsDir: args.hlsDir,
@@ -236,30 +121,61 @@ export class Archiver {
       keyPrefix: prefix,
       originAt: new Date(args.mixer.originWallMs),
     });
-    const w = new SegmentWatcher(
-      { id: args.broadcastId, hlsDir: args.hlsDir, keyPrefix: prefix },
-      this.repo,
-      () => args.mixer.runs,
-      () => this.queue.kick(),
-      this.#log,
-    );
-    this.#watchers.set(args.broadcastId, w);
-    w.start();
+    return new ArchiveSegmentSink({
+      broadcastId: args.broadcastId,
+      hlsDir: args.hlsDir,
+      keyPrefix: prefix,
+      runs: () => args.mixer.runs,
+      writes: this.#writes,
+      onQueued: () => this.queue.kick(),
+      source: args.mixer.publisher.observer,
+      log: this.#log.child({ broadcastId: args.broadcastId }),
+    });
+  }
+
+  /** The broadcast's end is recorded: finalize it now. */
+  finalizeSoon(broadcastId: string): void {
+    void this.finalize(broadcastId).catch(() => undefined);
+  }
+
+  /** Finalizes every ended broadcast whose archive is due (at start, and at every sweep). */
+  finalizePending(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    this.#pendingScan ??= (async () => {
+      try {
+        const now = Date.now();
+        for (const rec of await this.repo.awaitingFinalization()) {
+          if (this.#closed) return;
+          const retry = this.#retryAt.get(rec.id);
+          if (retry && retry.at > now) continue;
+          if (!this.#finalizing.has(rec.id)) this.#log.info('finalizing an archive that was waiting', { broadcastId: rec.id, attempts: rec.finalizeAttempts });
+          await this.finalize(rec.id).catch(() => undefined);
+        }
+      } catch (err) {
+        if (!isDbUnavailable(err)) this.#log.error('could not look for archives to finalize', { error: String(err) });
+      }
+    })().finally(() => (this.#pendingScan = null));
+    return this.#pendingScan;
+  }
+
+  /** Finalizations running now. */
+  get finalizing(): number {
+    return this.#finalizing.size;
   }
 
   /**
-   * Off air (the mixer has stopped: its last segment is listed and the tracks are closed). Makes the derived files and
-   * queues them; the archive becomes `archived` when every object is uploaded. Idempotent; safe to run again after a
-   * crash (files are rebuilt, unchanged objects are not uploaded again).
+   * Makes the derived files and queues them; the archive becomes `archived` when every object is uploaded. Safe to run
+   * again (files are rebuilt, unchanged objects are not uploaded again); concurrent calls share one run. Rejects if it
+   * did not finish (the reason is logged and, unless it was an interruption, counted).
    */
-  finalize(broadcastId: string, runs?: readonly MixerRun[]): Promise<void> {
+  finalize(broadcastId: string): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error('the archiver is closed'));
     let p = this.#finalizing.get(broadcastId);
     if (!p) {
-      p = this.#finalize(broadcastId, runs)
+      p = this.#finalize(broadcastId, this.#abort.signal)
+        .then(() => void this.#retryAt.delete(broadcastId))
         .catch(async (err: unknown) => {
-          const reason = `could not finalize the archive: ${err instanceof Error ? err.message : String(err)}`;
-          this.#log.error(reason, { broadcastId });
-          await this.repo.fail(broadcastId, reason).catch(() => undefined);
+          await this.#failed(broadcastId, err);
           throw err;
         })
         .finally(() => this.#finalizing.delete(broadcastId));
@@ -268,26 +184,39 @@ export class Archiver {
     return p;
   }
 
-  async #finalize(broadcastId: string, runs?: readonly MixerRun[]): Promise<void> {
+  async #failed(broadcastId: string, err: unknown): Promise<void> {
+    const message = err instanceof Error ? err.message : String(err);
+    if (this.#abort.signal.aborted || (err instanceof FfmpegRunError && (err.aborted || err.killedExternally))) {
+      this.#log.warn('archive finalization interrupted; it resumes at the next sweep or start', { broadcastId, error: message });
+      return;
+    }
+    if (isDbUnavailable(err)) {
+      this.#log.warn('archive finalization waits for the database', { broadcastId, error: message });
+      return;
+    }
+    const reason = `could not finalize the archive: ${message}`;
+    const tries = (this.#retryAt.get(broadcastId)?.tries ?? 0) + 1;
+    this.#retryAt.set(broadcastId, { at: Date.now() + FINALIZE_RETRY_MS * 2 ** (tries - 1), tries });
+    const permanent = err instanceof PermanentArchiveError;
+    const failed = await (permanent ? this.repo.fail(broadcastId, reason).then(() => true) : this.repo.finalizeFailed(broadcastId, reason, MAX_FINALIZE_ATTEMPTS)).catch(() => false);
+    if (failed) this.#retryAt.delete(broadcastId);
+    this.#log.error(failed ? `${reason}; the archive is failed` : `${reason}; trying again later`, { broadcastId, permanent });
+  }
+
+  async #finalize(broadcastId: string, signal: AbortSignal): Promise<void> {
     const t0 = performance.now();
     const steps: Record<string, number> = {};
     const step = (name: string, since: number) => (steps[name] = Math.round(performance.now() - since));
     const rec = await this.repo.recording(broadcastId);
-    if (!rec) throw new Error(`no broadcast ${broadcastId}`);
+    if (!rec) throw new PermanentArchiveError(`no broadcast ${broadcastId}`);
     if (rec.archiveStatus !== 'recording' && rec.archiveStatus !== 'uploading') return;
-    if (!rec.hlsDir || !rec.spoolDir || !rec.keyPrefix) throw new Error('the broadcast was never recorded');
-    const watcher = this.#watchers.get(broadcastId);
-    this.#watchers.delete(broadcastId);
-    if (watcher) {
-      await watcher.scan();
-      await watcher.stop();
-    }
-    await this.#queueStraySegments(rec);
+    if (!rec.hlsDir || !rec.spoolDir || !rec.keyPrefix) throw new PermanentArchiveError('the broadcast was never recorded');
+    await this.#queueStraySegments(rec, signal);
     const spool = rec.spoolDir;
     await fsp.mkdir(spool, { recursive: true });
 
     const segments = await this.repo.objects(broadcastId, 'segment');
-    if (segments.length === 0) throw new Error('no audio was recorded');
+    if (segments.length === 0) throw new PermanentArchiveError('no audio was recorded');
     const duration = segments.reduce((s, o) => s + (o.durationSeconds ?? 0), 0);
 
     step('segments', t0);
@@ -321,11 +250,11 @@ export class Archiver {
     t = performance.now();
     const audioPath = path.join(spool, 'audio.m4a');
     try {
-      await remuxToM4a(splitRuns(segments), audioPath, { bitrateKbps: this.#aacBitrateKbps });
-      await this.#enqueueFile(rec, 'audio', 'audio.m4a', audioPath, { durationSeconds: await probeDuration(audioPath), mediaStart: 0 });
+      await remuxToM4a(splitRuns(segments), audioPath, { bitrateKbps: this.#aacBitrateKbps, signal, timeoutMs: REMUX_TIMEOUT_MS, log: this.#log });
+      await this.#enqueueFile(rec, 'audio', 'audio.m4a', audioPath, { durationSeconds: await probeDuration(audioPath, { signal }), mediaStart: 0 });
     } catch (err) {
       // A broadcast stopped within moments of starting may hold no audio frame at all: nothing to remux.
-      if (duration >= 1) throw err;
+      if (duration >= 1 || (err instanceof FfmpegRunError && (err.aborted || err.killedExternally))) throw err;
       this.#log.warn('no audio file: the broadcast is too short to hold audio', { broadcastId, durationSeconds: duration, error: String(err) });
     }
 
@@ -338,14 +267,14 @@ export class Archiver {
     for (const f of trackFiles.sort()) {
       const performerId = f.slice(0, -'.opus'.length);
       const local = path.join(tracksDir, f);
-      await this.#enqueueFile(rec, 'track', `tracks/${f}`, local, { performerId, durationSeconds: await probeDuration(local), mediaStart: 0 });
+      await this.#enqueueFile(rec, 'track', `tracks/${f}`, local, { performerId, durationSeconds: await probeDuration(local, { signal }), mediaStart: 0 });
     }
 
     step('tracks', t);
     // The manifest: every object with its size, duration and sha256.
     t = performance.now();
     const objects = (await this.repo.objects(broadcastId)).filter((o) => o.kind !== 'manifest');
-    const manifest = buildManifest(rec, duration, objects, performers, runs);
+    const manifest = buildManifest(rec, duration, objects, performers);
     const manifestPath = path.join(spool, 'manifest.json');
     await writeAtomic(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`);
     await this.#enqueueFile(rec, 'manifest', 'manifest.json', manifestPath, {});
@@ -357,16 +286,16 @@ export class Archiver {
     if (await this.repo.completeIfDone(broadcastId)) this.queue.emit('archived', broadcastId);
   }
 
-  /** Segment files on disk that never made it into the queue (a crash before the watcher saw them). */
-  async #queueStraySegments(rec: Recording): Promise<void> {
+  /** Segment files on disk that never made it into the queue (a crash before the sink saw them). */
+  async #queueStraySegments(rec: Recording, signal: AbortSignal): Promise<void> {
     const known = new Set((await this.repo.objects(rec.id, 'segment')).map((o) => o.seq));
     const files = (await fsp.readdir(rec.hlsDir!).catch(() => [] as string[])).filter((f) => SEGMENT_RE.test(f)).sort();
     for (const f of files) {
       const seq = Number(SEGMENT_RE.exec(f)![1]);
       if (known.has(seq)) continue;
       const local = path.join(rec.hlsDir!, f);
-      this.#log.warn('queueing a segment the watcher missed', { broadcastId: rec.id, file: f });
-      await this.#enqueueFile(rec, 'segment', `hls/${f}`, local, { seq, durationSeconds: await probeDuration(local) });
+      this.#log.warn('queueing a segment the sink missed', { broadcastId: rec.id, file: f });
+      await this.#enqueueFile(rec, 'segment', `hls/${f}`, local, { seq, durationSeconds: await probeDuration(local, { signal }) });
     }
   }
 
@@ -384,12 +313,33 @@ export class Archiver {
     });
   }
 
-  /** Stops watching (segments already queued stay queued) and the queue. Idempotent. */
+  /**
+   * Shutdown: waits for the finalizations due now (those of the broadcasts just ended) until `deadline` (epoch ms),
+   * then aborts what is still running: it resumes at the next start. True when nothing was left unfinished.
+   */
+  async settle(deadline: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeUp = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), Math.max(0, deadline - Date.now()))));
+    const done = (async () => {
+      await this.finalizePending();
+      await Promise.allSettled([...this.#finalizing.values()]);
+      return 'done' as const;
+    })();
+    const outcome = await Promise.race([done, timeUp]);
+    clearTimeout(timer);
+    if (outcome === 'done') return true;
+    this.#log.warn('shutdown: archive finalization did not finish within the grace; it resumes at the next start', { running: [...this.#finalizing.keys()] });
+    this.#abort.abort();
+    await Promise.allSettled([...this.#finalizing.values()]);
+    return false;
+  }
+
+  /** Stops finalizing (what runs is aborted and resumes at the next start) and the upload queue. Idempotent. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    for (const w of this.#watchers.values()) await w.stop();
-    this.#watchers.clear();
+    this.#abort.abort();
+    await this.#pendingScan;
     await Promise.allSettled([...this.#finalizing.values()]);
     await this.queue.close();
     this.store.close();
@@ -432,7 +382,6 @@ function buildManifest(
   duration: number,
   objects: readonly ArchiveObject[],
   performers: readonly { performerId: string; displayName: string; joinedAt: Date; leftAt: Date | null }[],
-  runs: readonly MixerRun[] | undefined,
 ): Manifest {
   const origin = rec.originAt?.getTime() ?? null;
   const tracks = new Map(objects.filter((o) => o.kind === 'track').map((o) => [o.performerId, o.key]));
@@ -444,7 +393,13 @@ function buildManifest(
     endedAt: rec.endedAt?.toISOString() ?? null,
     originAt: rec.originAt?.toISOString() ?? null,
     durationSeconds: Number(duration.toFixed(6)),
-    runs: (runs ?? [{ index: 0, startSeconds: 0 }]).map((r) => ({ index: r.index, startSeconds: Number(r.startSeconds.toFixed(6)) })),
+    // The FFmpeg runs, from the segments (a run after a crash-restart starts at a DISCONTINUITY): the same whichever
+    // process finalizes.
+    runs: objects
+      .filter((o) => o.kind === 'segment')
+      .sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0))
+      .filter((o, i) => i === 0 || o.discontinuity)
+      .map((o, index) => ({ index, startSeconds: Number((index === 0 ? 0 : o.mediaStart ?? 0).toFixed(6)) })),
     performers: performers.map((p) => ({
       performerId: p.performerId,
       displayName: p.displayName,
@@ -472,15 +427,4 @@ async function writeAtomic(file: string, text: string): Promise<void> {
   const tmp = `${file}.tmp`;
   await fsp.writeFile(tmp, text);
   await fsp.rename(tmp, file);
-}
-
-/** Duration in seconds by ffprobe (format duration), or null. */
-export async function probeDuration(file: string): Promise<number | null> {
-  try {
-    const { stdout } = await execFileP('ffprobe', ['-v', 'error', '-show_entries', 'format=duration', '-of', 'csv=p=0', file]);
-    const d = parseFloat(stdout.trim());
-    return Number.isFinite(d) ? d : null;
-  } catch {
-    return null;
-  }
 }

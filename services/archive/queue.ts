@@ -34,6 +34,8 @@ type QueueEvents = {
   retry: [object: ArchiveObject, error: string];
   failed: [object: ArchiveObject, error: string];
   archived: [broadcastId: string];
+  /** A periodic sweep ran (other periodic archive work hangs off it: finalizations due again). */
+  swept: [];
 };
 
 const RETRY_LOG_MS = 10_000;
@@ -217,10 +219,11 @@ export class UploadQueue extends EventEmitter<QueueEvents> {
       }
       this.kick();
       await this.#cleanup();
+      this.emit('swept');
     } catch (err) {
       if (!isDbUnavailable(err)) this.#log.error('archive sweep failed', { error: String(err) });
       else if (Date.now() - this.#lastDbWarn > 30_000) {
-        // Uploads wait for the database; segments are held by the archiver meanwhile.
+        // Uploads wait for the database; segments' rows are held (journaled) by the write-behind meanwhile.
         this.#lastDbWarn = Date.now();
         this.#log.warn('archive sweep: the database is unreachable; uploads resume when it is back', { error: String(err) });
       }

@@ -40,6 +40,7 @@ export interface Recording {
   startedAt: Date;
   endedAt: Date | null;
   endReason: string | null;
+  endStatus: 'complete' | 'aborted' | 'failed' | null;
   archiveStatus: ArchiveStatus;
   archiveError: string | null;
   archivedAt: Date | null;
@@ -48,6 +49,8 @@ export interface Recording {
   hlsDir: string | null;
   spoolDir: string | null;
   keyPrefix: string | null;
+  /** Finalization attempts that failed on their own (interruptions by a shutdown are not counted). */
+  finalizeAttempts: number;
 }
 
 interface ObjectRow {
@@ -105,6 +108,7 @@ interface RecordingRow {
   started_at: unknown;
   ended_at: unknown;
   end_reason: string | null;
+  end_status: Recording['endStatus'];
   archive_status: ArchiveStatus;
   archive_error: string | null;
   archived_at: unknown;
@@ -113,10 +117,11 @@ interface RecordingRow {
   hls_dir: string | null;
   spool_dir: string | null;
   key_prefix: string | null;
+  finalize_attempts: number;
 }
 
-const RECORDING_COLUMNS = `id, stage_id, started_at, ended_at, end_reason, archive_status, archive_error, archived_at, duration_seconds,
-  origin_at, hls_dir, spool_dir, key_prefix`;
+const RECORDING_COLUMNS = `id, stage_id, started_at, ended_at, end_reason, end_status, archive_status, archive_error, archived_at,
+  duration_seconds, origin_at, hls_dir, spool_dir, key_prefix, finalize_attempts`;
 
 function recordingFromRow(r: RecordingRow): Recording {
   return {
@@ -125,6 +130,7 @@ function recordingFromRow(r: RecordingRow): Recording {
     startedAt: toDate(r.started_at),
     endedAt: toDateOrNull(r.ended_at),
     endReason: r.end_reason,
+    endStatus: r.end_status,
     archiveStatus: r.archive_status,
     archiveError: r.archive_error,
     archivedAt: toDateOrNull(r.archived_at),
@@ -133,6 +139,7 @@ function recordingFromRow(r: RecordingRow): Recording {
     hlsDir: r.hls_dir,
     spoolDir: r.spool_dir,
     keyPrefix: r.key_prefix,
+    finalizeAttempts: r.finalize_attempts,
   };
 }
 
@@ -171,7 +178,7 @@ export class ArchiveRepo {
     return rows.map(recordingFromRow);
   }
 
-  /** Ended broadcasts whose archive was never finalized (the process stopped first). */
+  /** Ended broadcasts whose archive is not finalized yet (just ended, interrupted by a stop, or to be retried). */
   async awaitingFinalization(): Promise<Recording[]> {
     const { rows } = await this.db.query<RecordingRow>(
       `select ${RECORDING_COLUMNS} from broadcasts where archive_status = 'recording' and ended_at is not null order by started_at`,
@@ -310,6 +317,20 @@ export class ArchiveRepo {
       [id],
     );
     return rows.length > 0;
+  }
+
+  /**
+   * A finalization attempt failed on its own: counts it, and marks the archive failed once `maxAttempts` have failed.
+   * Returns true when the archive is now failed.
+   */
+  async finalizeFailed(id: string, reason: string, maxAttempts: number): Promise<boolean> {
+    const { rows } = await this.db.query<{ archive_status: ArchiveStatus }>(
+      `update broadcasts set finalize_attempts = finalize_attempts + 1, archive_error = $2,
+         archive_status = case when finalize_attempts + 1 >= $3 then 'failed' else archive_status end
+       where id = $1 and archive_status = 'recording' returning archive_status`,
+      [id, reason.slice(0, 2000), maxAttempts],
+    );
+    return rows[0]?.archive_status === 'failed';
   }
 
   async fail(id: string, reason: string): Promise<void> {

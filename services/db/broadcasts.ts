@@ -7,12 +7,16 @@ import { toDate, toDateOrNull } from './rows.ts';
 
 type Queryable = Pick<Db, 'query'>;
 
+/** How a broadcast ended: stopped on purpose, its stage lost (aborted), or its mix failed. */
+export type BroadcastEndStatus = 'complete' | 'aborted' | 'failed';
+
 export interface Broadcast {
   id: string;
   stageId: string;
   startedAt: Date;
   endedAt: Date | null;
   endReason: string | null;
+  endStatus: BroadcastEndStatus | null;
 }
 
 export interface BroadcastPerformer {
@@ -61,9 +65,10 @@ interface BroadcastRow {
   started_at: unknown;
   ended_at: unknown;
   end_reason: string | null;
+  end_status: BroadcastEndStatus | null;
 }
 
-const BROADCAST_COLUMNS = 'id, stage_id, started_at, ended_at, end_reason';
+const BROADCAST_COLUMNS = 'id, stage_id, started_at, ended_at, end_reason, end_status';
 
 function broadcastFromRow(r: BroadcastRow): Broadcast {
   return {
@@ -72,6 +77,7 @@ function broadcastFromRow(r: BroadcastRow): Broadcast {
     startedAt: toDate(r.started_at),
     endedAt: toDateOrNull(r.ended_at),
     endReason: r.end_reason,
+    endStatus: r.end_status,
   };
 }
 
@@ -130,13 +136,14 @@ export class BroadcastRepo {
   }
 
   /**
-   * Ends the broadcast now with reason, if it is open; performers still present get left_at = ended_at.
-   * Returns the ended broadcast, or null when it does not exist or had already ended (then nothing changes).
+   * Ends the broadcast with reason and status (at `at`, default now), if it is open; performers still present get
+   * left_at = ended_at. Returns the ended broadcast, or null when it does not exist or had already ended (then nothing
+   * changes: a repeat is harmless).
    */
-  async end(id: string, reason: string): Promise<Broadcast | null> {
+  async end(id: string, reason: string, status: BroadcastEndStatus = 'complete', at?: Date | string): Promise<Broadcast | null> {
     const { rows } = await this.db.query<BroadcastRow>(
       `with ended as (
-         update broadcasts set ended_at = now(), end_reason = $2::text
+         update broadcasts set ended_at = coalesce($4::timestamptz, now()), end_reason = $2::text, end_status = $3::text
          where id = $1 and ended_at is null
          returning ${BROADCAST_COLUMNS}
        ), left_performers as (
@@ -145,7 +152,7 @@ export class BroadcastRepo {
          where bp.broadcast_id = ended.id and bp.left_at is null
        )
        select ${BROADCAST_COLUMNS} from ended`,
-      [id, reason],
+      [id, reason, status, at ?? null],
     );
     return rows[0] ? broadcastFromRow(rows[0]) : null;
   }
@@ -179,7 +186,7 @@ export class BroadcastRepo {
    * performerOffAir(): present again (left_at cleared), joined_at kept. Returns true if a row was inserted or
    * reopened; false for a duplicate, or when the broadcast is not open (unknown or ended: nothing recorded).
    */
-  async performerOnAir(input: { broadcastId: string; performerId: string; displayName: string; at?: Date }): Promise<boolean> {
+  async performerOnAir(input: { broadcastId: string; performerId: string; displayName: string; at?: Date | string }): Promise<boolean> {
     const { rows } = await this.db.query<{ performer_id: string }>(
       `insert into broadcast_performers (broadcast_id, performer_id, display_name, joined_at)
        select b.id, $2::text, $3::text, coalesce($4::timestamptz, now())
@@ -193,7 +200,7 @@ export class BroadcastRepo {
   }
 
   /** Marks a present performer off air (left_at = at, default now()). Returns true if this call did it. */
-  async performerOffAir(broadcastId: string, performerId: string, at?: Date): Promise<boolean> {
+  async performerOffAir(broadcastId: string, performerId: string, at?: Date | string): Promise<boolean> {
     const { rows } = await this.db.query<{ performer_id: string }>(
       `update broadcast_performers set left_at = coalesce($3::timestamptz, now())
        where broadcast_id = $1 and performer_id = $2 and left_at is null
@@ -220,7 +227,7 @@ export class BroadcastRepo {
   async closeAllOpen(reason: string): Promise<number> {
     const { rows } = await this.db.query<{ n: number }>(
       `with ended as (
-         update broadcasts set ended_at = now(), end_reason = $1::text
+         update broadcasts set ended_at = now(), end_reason = $1::text, end_status = 'aborted'
          where ended_at is null
          returning id, ended_at
        ), left_performers as (

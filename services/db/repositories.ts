@@ -18,7 +18,10 @@ export interface Stage {
 }
 
 export interface PerformerSession {
+  /** One per connection. */
   id: string;
+  /** The performer: several sessions share it when the performer resumed after a reconnect. */
+  performerId: string;
   stageId: string;
   displayName: string;
   joinedAt: Date;
@@ -92,6 +95,7 @@ export class StageRepo {
 
 interface SessionRow {
   id: string;
+  performer_id: string;
   stage_id: string;
   display_name: string;
   joined_at: unknown;
@@ -99,11 +103,12 @@ interface SessionRow {
   leave_reason: string | null;
 }
 
-const SESSION_COLUMNS = 'id, stage_id, display_name, joined_at, left_at, leave_reason';
+const SESSION_COLUMNS = 'id, performer_id, stage_id, display_name, joined_at, left_at, leave_reason';
 
 function sessionFromRow(r: SessionRow): PerformerSession {
   return {
     id: r.id,
+    performerId: r.performer_id,
     stageId: r.stage_id,
     displayName: r.display_name,
     joinedAt: toDate(r.joined_at),
@@ -115,17 +120,21 @@ function sessionFromRow(r: SessionRow): PerformerSession {
 export class PerformerSessionRepo {
   constructor(private readonly db: Queryable) {}
 
-  /** Records a performer joining (joined_at = now()). Use get(id) to read it back. */
-  /** `at` is when the performer joined (a write buffered through a database outage lands later). Default: now. */
-  async open(input: { id: string; stageId: string; displayName: string; at?: Date }): Promise<void> {
+  /**
+   * Records a performer's session opening. `at` is when the performer joined (a write held through a database outage
+   * lands later; default now); `performerId` defaults to the session id. Idempotent: the same session again changes
+   * nothing (a journal replay may repeat it).
+   */
+  async open(input: { id: string; performerId?: string; stageId: string; displayName: string; at?: Date | string }): Promise<void> {
     await this.db.query(
-      'insert into performer_sessions (id, stage_id, display_name, joined_at) values ($1, $2, $3, coalesce($4::timestamptz, now()))',
-      [input.id, input.stageId, input.displayName, input.at ?? null],
+      `insert into performer_sessions (id, performer_id, stage_id, display_name, joined_at)
+       values ($1, $2, $3, $4, coalesce($5::timestamptz, now())) on conflict (id) do nothing`,
+      [input.id, input.performerId ?? input.id, input.stageId, input.displayName, input.at ?? null],
     );
   }
 
   /** Marks the session left now, unless it already was. Returns true if this call closed it. */
-  async close(id: string, reason: string, at?: Date): Promise<boolean> {
+  async close(id: string, reason: string, at?: Date | string): Promise<boolean> {
     const { rowCount } = await this.db.query(
       'update performer_sessions set left_at = coalesce($3::timestamptz, now()), leave_reason = $2 where id = $1 and left_at is null',
       [id, reason, at ?? null],

@@ -1,53 +1,39 @@
-import crypto from 'node:crypto';
 import type { RequestListener } from 'node:http';
 import express, { type ErrorRequestHandler, type NextFunction, type Request, type Response } from 'express';
-import { z } from 'zod';
-import type { Db } from '../db/db.ts';
-import type { Logger } from '../logger.ts';
-import type { PageBundle } from '../pages/bundle.ts';
-import { RequestError } from '../sfu/errors.ts';
-import type { WorkerPool } from '../sfu/workerPool.ts';
-import { stageIdSchema, type ErrorCode } from '../shared/protocol.ts';
-import type { StageService } from '../stages.ts';
+import type { z } from 'zod';
+import type { Admission } from '../admission.ts';
 import type { Archiver } from '../archive/archiver.ts';
+import { bearerToken, tokenMatches } from '../auth.ts';
+import type { OnAir } from '../broadcast/onAir.ts';
+import type { Db } from '../db/db.ts';
+import { isDbUnavailable } from '../db/writeBehind.ts';
+import { RequestError } from '../errors.ts';
+import { KeyedLimits } from '../limits.ts';
+import type { Logger } from '../logger.ts';
+import type { AppMetrics } from '../ops/metrics.ts';
+import type { PageBundle } from '../pages/bundle.ts';
+import type { WorkerPool } from '../sfu/workerPool.ts';
+import { HTTP_STATUS, type ErrorCode } from '../shared/errors.ts';
+import { stageIdSchema } from '../shared/ids.ts';
+import { createStageBody, emptyBody, type Health, type StageCreated, type StageTransition, type StageView } from '../shared/rest.ts';
+import { performerEventSchema, type TimelineEvent, type TimelineSnapshot } from '../shared/timeline.ts';
+import type { StageCatalog } from '../stages/catalog.ts';
+import type { TimelineService } from '../timeline/service.ts';
+import { PAGE_CSP_EXTRA, PERFORMER_PERMISSIONS, securityHeaders, writeLimits } from './guards.ts';
 import { LIVE_MAX_BUFFERED, type LiveFastPath, liveFastPath, liveRouter } from './live.ts';
 import { LiveFileCache } from './liveCache.ts';
-import type { AppMetrics } from '../ops/metrics.ts';
-import { parseWith, wrap } from './util.ts';
-import { recordingsRouter } from './recordings.ts';
 import { openApiJson } from './openapi.ts';
-import { KeyedLimits, RateLimiter } from '../signaling/rateLimit.ts';
-import { PAGE_CSP_EXTRA, PERFORMER_PERMISSIONS, securityHeaders, writeLimits } from './guards.ts';
-import { performerEventSchema } from '../shared/timeline.ts';
-import { isDbUnavailable } from '../db/writeBehind.ts';
-
-const STATUS_OF: Record<ErrorCode, number> = {
-  BAD_REQUEST: 400,
-  UNAUTHORIZED: 401,
-  NOT_FOUND: 404,
-  STAGE_FULL: 409,
-  NOT_JOINED: 409,
-  ALREADY_JOINED: 409,
-  INVALID_STATE: 409,
-  RATE_LIMITED: 429,
-  UNAVAILABLE: 503,
-  INTERNAL: 500,
-};
+import { recordingsRouter } from './recordings.ts';
+import { parseWith, wrap } from './util.ts';
 
 const MAX_BODY = '16kb';
 
-export const createStageBody = z.strictObject({
-  title: z
-    .string()
-    .trim()
-    .min(1, 'must not be empty')
-    .max(120, 'must be at most 120 characters')
-    .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), 'must not contain control characters'),
-});
-
 export interface HttpDeps {
   adminToken: string;
-  stages: StageService;
+  stages: StageCatalog;
+  onAir: OnAir;
+  timeline: TimelineService;
+  admission: Admission;
   pool: WorkerPool;
   db: Db;
   pages: PageBundle;
@@ -63,6 +49,8 @@ export interface HttpDeps {
   metrics?: AppMetrics | null;
   /** Database writes waiting for the database (it was unreachable); the health check reports them. */
   dbBacklog?: () => number;
+  /** Recent failures (a mix that failed, a broadcast aborted), for the health check. */
+  problems?: () => string[];
   /** REST writes per client address per minute (a stage takes twice as many). Default 120. */
   writesPerMinute?: number;
   /** Send Strict-Transport-Security (the public URL is https). */
@@ -74,14 +62,9 @@ export interface HttpDeps {
 /** The health check gives the database this long to answer before calling it unreachable. */
 const HEALTH_DB_TIMEOUT_MS = 1000;
 
-function tokenMatches(presented: string, expected: string): boolean {
-  const a = crypto.createHash('sha256').update(presented).digest();
-  const b = crypto.createHash('sha256').update(expected).digest();
-  return crypto.timingSafeEqual(a, b);
-}
-
-function sendError(res: Response, code: ErrorCode, message: string): void {
-  res.status(STATUS_OF[code]).json({ ok: false, error: { code, message } });
+function sendError(res: Response, code: ErrorCode, message: string, retryAfterSeconds?: number): void {
+  if (retryAfterSeconds) res.setHeader('Retry-After', String(retryAfterSeconds));
+  res.status(HTTP_STATUS[code]).json({ ok: false, error: { code, message, ...(retryAfterSeconds ? { retryAfterSeconds } : {}) } });
 }
 
 function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
@@ -118,8 +101,8 @@ export function createHttpApp(deps: HttpDeps): express.Express {
   app.use(securityHeaders({ hsts: deps.hsts ?? false }));
 
   const requireAdmin = (req: Request, res: Response, next: NextFunction) => {
-    const m = /^Bearer (.+)$/.exec(req.get('authorization') ?? '');
-    if (!m?.[1] || !tokenMatches(m[1], deps.adminToken)) {
+    const token = bearerToken(req.get('authorization'));
+    if (!token || !tokenMatches(token, deps.adminToken)) {
       res.setHeader('WWW-Authenticate', 'Bearer');
       sendError(res, 'UNAUTHORIZED', 'a valid admin token is required (Authorization: Bearer <ADMIN_TOKEN>)');
       return;
@@ -142,14 +125,14 @@ export function createHttpApp(deps: HttpDeps): express.Express {
     requireAdmin,
     wrap(async (req, res) => {
       const { title } = parseBody(createStageBody, req.body);
-      const created = await deps.stages.create(title);
+      const created: StageCreated = await deps.stages.create(title);
       res.status(201).location(`/api/stages/${created.id}`).json(created);
     }),
   );
 
   /** Writes to a stage take the admin token or the stage's performer key, as a Bearer token. True for the admin. */
   const authorizeStage = async (req: Request, res: Response, id: string): Promise<boolean> => {
-    const bearer = /^Bearer (.+)$/.exec(req.get('authorization') ?? '')?.[1];
+    const bearer = bearerToken(req.get('authorization'));
     if (!bearer) {
       res.setHeader('WWW-Authenticate', 'Bearer');
       throw new RequestError('UNAUTHORIZED', 'send the admin token or the performer key as a Bearer token');
@@ -164,26 +147,21 @@ export function createHttpApp(deps: HttpDeps): express.Express {
     wrap(async (req, res) => {
       const id = stageIdParam(req);
       await authorizeStage(req, res, id);
-      parseBody(z.strictObject({}), req.body);
-      const { view, changed } = action === 'start' ? await deps.stages.start(id) : await deps.stages.stop(id);
-      res.status(200).json({ ...view, changed });
+      parseBody(emptyBody, req.body);
+      const { view, changed } = action === 'start' ? await deps.onAir.start(id) : await deps.onAir.stop(id);
+      const body: StageTransition = { ...view, changed };
+      res.status(200).json(body);
     });
-  // Timeline events (chapter, track, marker) by the admin or a performer of the stage.
-  const eventLimiter = new RateLimiter({ capacity: 10, perSecond: 2 });
+  // Timeline events (chapter, track, marker) by the admin or a performer of the stage: the same budget per stage as
+  // the performers' Socket.IO postEvent (one limiter in the timeline service).
   api.post(
     '/stages/:id/events',
     wrap(async (req, res) => {
       const id = stageIdParam(req);
       const admin = await authorizeStage(req, res, id);
       const input = parseBody(performerEventSchema, req.body);
-      if (!(await deps.stages.view(id))) throw new RequestError('NOT_FOUND', 'no such stage');
-      if (!eventLimiter.take(id)) {
-        res.setHeader('Retry-After', String(eventLimiter.retryAfterSeconds(id)));
-        throw new RequestError('RATE_LIMITED', 'too many events on this stage; slow down');
-      }
-      const timeline = deps.stages.timeline;
-      if (!timeline) throw new RequestError('UNAVAILABLE', 'the timeline is not available');
-      const event = timeline.post(id, input, { kind: admin ? 'admin' : 'performer' });
+      if (!(await deps.stages.record(id))) throw new RequestError('NOT_FOUND', 'no such stage');
+      const event: TimelineEvent = deps.timeline.post(id, input, { kind: admin ? 'admin' : 'performer' });
       res.status(201).json({ event });
     }),
   );
@@ -191,10 +169,9 @@ export function createHttpApp(deps: HttpDeps): express.Express {
     '/stages/:id/events',
     wrap(async (req, res) => {
       const id = stageIdParam(req);
-      if (!(await deps.stages.view(id))) throw new RequestError('NOT_FOUND', 'no such stage');
-      const timeline = deps.stages.timeline;
-      if (!timeline) throw new RequestError('UNAVAILABLE', 'the timeline is not available');
-      res.json(await timeline.snapshot(id));
+      if (!(await deps.stages.record(id))) throw new RequestError('NOT_FOUND', 'no such stage');
+      const snapshot: TimelineSnapshot = await deps.timeline.snapshot(id);
+      res.json(snapshot);
     }),
   );
   api.post('/stages/:id/start', stageTransition('start'));
@@ -203,7 +180,7 @@ export function createHttpApp(deps: HttpDeps): express.Express {
   api.get(
     '/stages/:id',
     wrap(async (req, res) => {
-      const view = await deps.stages.view(stageIdParam(req));
+      const view: StageView | null = await deps.stages.view(stageIdParam(req));
       if (!view) throw new RequestError('NOT_FOUND', 'no such stage');
       res.json(view);
     }),
@@ -220,7 +197,7 @@ export function createHttpApp(deps: HttpDeps): express.Express {
 
   // Shutting down: a load balancer must stop sending new work here, whatever else is healthy.
   app.get('/healthz', (_req, res, next) => {
-    if (!deps.stages.draining) return next();
+    if (!deps.admission.draining) return next();
     res.setHeader('Cache-Control', 'no-store');
     res.status(503).json({ status: 'draining' });
   });
@@ -242,9 +219,11 @@ export function createHttpApp(deps: HttpDeps): express.Express {
       }
       // Live media never depends on the database: without it the service is degraded (writes are held), not down.
       const dbBacklog = deps.dbBacklog?.() ?? 0;
-      const status = workers === 0 ? 'down' : db === 'ok' && dbBacklog === 0 ? 'ok' : 'degraded';
+      const problems = deps.problems?.() ?? [];
+      const status = workers === 0 ? 'down' : db === 'ok' && dbBacklog === 0 && problems.length === 0 ? 'ok' : 'degraded';
+      const body: Health = { status, workers, db, dbBacklog, problems };
       res.setHeader('Cache-Control', 'no-store');
-      res.status(status === 'down' ? 503 : 200).json({ status, workers, db, dbBacklog });
+      res.status(status === 'down' ? 503 : 200).json(body);
     }),
   );
 
@@ -301,7 +280,7 @@ export function createHttpApp(deps: HttpDeps): express.Express {
       res.json({ ok: false, error: { code: err.code, message: err.message } });
       return;
     }
-    if (err instanceof RequestError) return sendError(res, err.code, err.message);
+    if (err instanceof RequestError) return sendError(res, err.code, err.message, err.retryAfterSeconds);
     const e = err as { type?: string; status?: number; message?: string };
     if (e.type === 'entity.parse.failed') return sendError(res, 'BAD_REQUEST', 'request body is not valid JSON');
     if (e.type === 'entity.too.large') {

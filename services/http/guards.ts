@@ -2,8 +2,8 @@
 // write limits (docs/operations.md, "Limits"). No dependency (helmet is not needed for this handful of headers).
 import type { ServerResponse } from 'node:http';
 import type { RequestHandler } from 'express';
-import { stageIdSchema } from '../shared/protocol.ts';
-import type { KeyedLimits } from '../signaling/rateLimit.ts';
+import { stageIdSchema } from '../shared/ids.ts';
+import type { KeyedLimits } from '../limits.ts';
 
 /** No browser feature for anything but the performer page, which needs the microphone. */
 const NO_FEATURES = 'camera=(), microphone=(), geolocation=(), display-capture=(), payment=(), usb=(), serial=(), hid=()';

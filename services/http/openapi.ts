@@ -1,159 +1,29 @@
-// The REST API's contract: an OpenAPI 3.1 document, served at GET /api/openapi.json. Request bodies and parameters
-// are the zod schemas the routes parse with; response bodies are zod schemas kept beside the types the routes send,
-// and checked against those types at compile time (the RESPONSE_TYPES_MATCH tuple below). The test suite validates
-// every REST response it sees against this document (test/support/openapi.ts).
+// The REST API's contract as an OpenAPI 3.1 document, served at GET /api/openapi.json. Every body, parameter and
+// response is a zod schema of services/shared/rest.ts (the contract, defined once): the routes parse with them and
+// send their derived types, and this document is built from them. The test suite validates every REST response it
+// sees against this document (test/support/openapi.ts).
 import { z } from 'zod';
-import type { RecordingFile, RecordingView } from './recordings.ts';
-import { downloadQuery, recordingIdSchema } from './recordings.ts';
-import { createStageBody } from './app.ts';
-import type { ObjectKind, ObjectState } from '../db/archive.ts';
-import type { ErrorCode, PerformerInfo } from '../shared/protocol.ts';
-import { stageIdSchema } from '../shared/ids.ts';
-import { EVENT_TYPES, performerEventSchema, type TimelineEvent } from '../shared/timeline.ts';
-import type { StageUrls, StageView } from '../stages.ts';
-import type { TimelineService } from '../timeline/service.ts';
-
-export const ERROR_CODES = [
-  'BAD_REQUEST',
-  'UNAUTHORIZED',
-  'NOT_FOUND',
-  'STAGE_FULL',
-  'NOT_JOINED',
-  'ALREADY_JOINED',
-  'INVALID_STATE',
-  'RATE_LIMITED',
-  'UNAVAILABLE',
-  'INTERNAL',
-] as const satisfies readonly ErrorCode[];
-
-// ---- Response bodies ----
-
-const dateTime = (description?: string) => z.string().meta({ format: 'date-time', ...(description ? { description } : {}) });
-const url = (description: string) => z.string().meta({ format: 'uri', description });
-const stageStatus = z.enum(['idle', 'live', 'ended']);
-
-const performerInfo = z.object({
-  id: z.string(),
-  displayName: z.string(),
-  muted: z.boolean(),
-  producerId: z.string().nullable().meta({ description: 'The performer’s audio producer, once they publish.' }),
-});
-
-const stageUrls = z.object({
-  performerUrl: url('The performer page, with the key.'),
-  listenUrl: url('The public listener page.'),
-  hlsUrl: url('The live HLS playlist (PUBLIC_HLS_BASE_URL when set).'),
-});
-
-const stageCreated = z.object({
-  id: stageIdSchema,
-  title: z.string(),
-  status: z.literal('idle'),
-  performerKey: z.string().meta({ description: 'The stage’s performer key. Shown once: only its hash is stored.' }),
-  ...stageUrls.shape,
-});
-
-const stageView = z.object({
-  id: stageIdSchema,
-  title: z.string(),
-  status: stageStatus,
-  performers: z.array(performerInfo),
-  hlsUrl: url('The live HLS playlist.'),
-  listenUrl: url('The public listener page.'),
-  startedAt: dateTime().nullable(),
-  endedAt: dateTime().nullable(),
-});
-
-const stageTransition = stageView.extend({
-  changed: z.boolean().meta({ description: 'false when the stage already was in the asked state (a no-op).' }),
-});
-
-const timelineEvent = z.object({
-  id: z.string(),
-  type: z.enum(EVENT_TYPES),
-  at: dateTime('UTC wall clock of the moment the event refers to (at the performer’s microphone).'),
-  mediaTime: z.number().min(0).meta({ description: 'Seconds on the programme clock since the broadcast’s first sample.' }),
-  startDate: dateTime('When it plays in the stream: the PROGRAM-DATE-TIME of mediaTime.').nullable(),
-  data: z.object({
-    title: z.string().optional(),
-    artist: z.string().optional(),
-    label: z.string().optional(),
-    text: z.string().optional(),
-    name: z.string().optional(),
-    performerId: z.string().optional(),
-    displayName: z.string().optional(),
-    speaking: z.boolean().optional(),
-  }),
-});
-
-const eventPosted = z.object({ event: timelineEvent });
-
-const timelineSnapshot = z.object({
-  broadcastId: z.string().nullable().meta({ description: 'The broadcast on air, or the last one, or null.' }),
-  originDate: dateTime('PROGRAM-DATE-TIME of programme time 0 of that broadcast.').nullable(),
-  events: z.array(timelineEvent).meta({ description: 'Its events so far (the latest 500), oldest first.' }),
-});
-
-const recordingFile = z.object({
-  file: z.string().meta({ description: 'The `file` parameter of the download route.' }),
-  kind: z.enum(['playlist', 'audio', 'track', 'manifest', 'timeline', 'chapters']),
-  key: z.string().meta({ description: 'The object key in the store.' }),
-  size: z.number().int().min(0),
-  sha256: z.string().regex(/^[0-9a-f]{64}$/),
-  durationSeconds: z.number().nullable(),
-  state: z.enum(['pending', 'uploading', 'uploaded', 'failed']),
-  performerId: z.string().optional(),
-  displayName: z.string().optional(),
-  url: z.string().meta({ description: 'The download route for this file, relative to the server.' }),
-});
-
-const recordingView = z.object({
-  id: recordingIdSchema,
-  stageId: stageIdSchema,
-  status: z.enum(['recording', 'uploading', 'archived', 'failed']),
-  error: z.string().nullable(),
-  startedAt: dateTime(),
-  endedAt: dateTime().nullable(),
-  archivedAt: dateTime().nullable(),
-  durationSeconds: z.number().nullable(),
-  segments: z.object({ count: z.number().int().min(0), uploaded: z.number().int().min(0) }),
-  files: z.array(recordingFile),
-});
-
-const recordingList = z.object({
-  stageId: stageIdSchema,
-  recordings: z.array(recordingView).meta({ description: 'Newest first.' }),
-});
-
-const healthFields = {
-  workers: z.number().int().min(0).meta({ description: 'Media workers up.' }),
-  db: z.enum(['ok', 'error']).meta({ description: 'Whether the database answers.' }),
-};
-// Loose: health may report more (e.g. dbBacklog, the database writes held while it was unreachable).
-const health = z.looseObject({ status: z.enum(['ok', 'degraded']), ...healthFields });
-const healthUnavailable = z.union([
-  z.looseObject({ status: z.literal('down'), ...healthFields }),
-  z.looseObject({ status: z.literal('draining') }).meta({ description: 'Shutting down: send no new work here.' }),
-]);
+import { ERROR_CODES, errorBodySchema, type ErrorCode } from '../shared/errors.ts';
+import { recordingIdSchema, stageIdSchema } from '../shared/ids.ts';
+import { performerInfoSchema } from '../shared/model.ts';
+import {
+  createStageBody,
+  downloadQuery,
+  emptyBody,
+  eventPostedSchema,
+  healthSchema,
+  healthUnavailableSchema,
+  recordingFileSchema,
+  recordingListSchema,
+  recordingViewSchema,
+  stageCreatedSchema,
+  stageTransitionSchema,
+  stageViewSchema,
+} from '../shared/rest.ts';
+import { EVENT_BURST, EVENTS_PER_SECOND, performerEventSchema, timelineEventSchema, timelineSnapshotSchema } from '../shared/timeline.ts';
 
 const errorBody = (codes: readonly [ErrorCode, ...ErrorCode[]]) =>
-  z.object({ ok: z.literal(false), error: z.object({ code: z.enum(codes), message: z.string().min(1) }) });
-
-// The types the routes send must be the types of these schemas: a field added to one and not the other fails `tsc`.
-type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
-/** RecordingFile types kind and state as strings; they are an object's kind (never a segment) and state. */
-type SentFile = Omit<RecordingFile, 'kind' | 'state'> & { kind: Exclude<ObjectKind, 'segment'>; state: ObjectState };
-const RESPONSE_TYPES_MATCH: [
-  Same<z.output<typeof performerInfo>, PerformerInfo>,
-  Same<z.output<typeof stageUrls>, StageUrls>,
-  Same<z.output<typeof stageView>, StageView>,
-  Same<z.output<typeof timelineEvent>, TimelineEvent>,
-  Same<z.output<typeof timelineSnapshot>, Awaited<ReturnType<TimelineService['snapshot']>>>,
-  Same<z.output<typeof recordingFile>, SentFile>,
-  Same<z.output<typeof recordingView>, Omit<RecordingView, 'files'> & { files: SentFile[] }>,
-  Same<ErrorCode, (typeof ERROR_CODES)[number]>,
-] = [true, true, true, true, true, true, true, true];
-void RESPONSE_TYPES_MATCH;
+  z.object({ ok: z.literal(false), error: errorBodySchema.extend({ code: z.enum(codes) }) });
 
 // ---- The document ----
 
@@ -220,18 +90,18 @@ const downloadContent = Object.fromEntries(DOWNLOAD_TYPES.map((t) => [t, {}]));
 function buildDocument(): Json {
   const responses = componentSchemas(
     {
-      Performer: performerInfo,
-      StageCreated: stageCreated,
-      StageView: stageView,
-      StageTransition: stageTransition,
-      TimelineEvent: timelineEvent,
-      EventPosted: eventPosted,
-      TimelineSnapshot: timelineSnapshot,
-      RecordingFile: recordingFile,
-      Recording: recordingView,
-      RecordingList: recordingList,
-      Health: health,
-      HealthUnavailable: healthUnavailable,
+      Performer: performerInfoSchema,
+      StageCreated: stageCreatedSchema,
+      StageView: stageViewSchema,
+      StageTransition: stageTransitionSchema,
+      TimelineEvent: timelineEventSchema,
+      EventPosted: eventPostedSchema,
+      TimelineSnapshot: timelineSnapshotSchema,
+      RecordingFile: recordingFileSchema,
+      Recording: recordingViewSchema,
+      RecordingList: recordingListSchema,
+      Health: healthSchema,
+      HealthUnavailable: healthUnavailableSchema,
       Error: errorBody(ERROR_CODES),
       BadRequestError: errorBody(['BAD_REQUEST']),
       UnauthorizedError: errorBody(['UNAUTHORIZED']),
@@ -243,7 +113,7 @@ function buildDocument(): Json {
     },
     'output',
   );
-  const requests = componentSchemas({ CreateStageRequest: createStageBody, PerformerEventRequest: performerEventSchema, EmptyRequest: z.strictObject({}) }, 'input');
+  const requests = componentSchemas({ CreateStageRequest: createStageBody, PerformerEventRequest: performerEventSchema, EmptyRequest: emptyBody }, 'input');
 
   return {
     openapi: '3.1.0',
@@ -307,7 +177,7 @@ function buildDocument(): Json {
           tags: ['timeline'],
           operationId: 'postEvent',
           summary: 'Mark a chapter, track or marker on air',
-          description: 'Placed at the programme clock’s "now". Only while the stage is on air (409 otherwise); at most 10 in a burst, 2 a second per stage (429).',
+          description: `Placed at the programme clock’s "now". Only while the stage is on air (409 otherwise). Per stage, REST and the performers’ Socket.IO postEvent share one budget: ${EVENT_BURST} in a burst, then ${EVENTS_PER_SECOND} a second (429 with Retry-After).`,
           security: STAGE_WRITE_SECURITY,
           parameters: [stageIdParam],
           requestBody: { required: true, ...json(ref('PerformerEventRequest')) },
@@ -421,7 +291,7 @@ function buildDocument(): Json {
           operationId: 'health',
           summary: 'Health',
           description:
-            'ok; degraded (the database does not answer, or writes are held for it; live media goes on); down (no media worker) or draining (shutting down): 503. More fields may be added.',
+            'ok; degraded (the database does not answer, writes are held for it, or something failed in the last hour: `problems`; live media goes on); down (no media worker) or draining (shutting down): 503.',
           responses: {
             '200': { description: 'ok or degraded.', ...json(ref('Health')) },
             '503': { description: 'down or draining.', ...json(ref('HealthUnavailable')) },
@@ -470,7 +340,7 @@ function buildDocument(): Json {
 
 let cached: { doc: Json; text: string } | undefined;
 
-/** The document (built once, on first use: app.ts imports this module, and this module app.ts's body schema). */
+/** The document (built once, on first use). */
 export function openApiDocument(): Json {
   cached ??= (() => {
     const doc = buildDocument();

@@ -2,52 +2,26 @@
 // stream with Range support from the local store).
 import path from 'node:path';
 import express from 'express';
-import { z } from 'zod';
 import type { Archiver } from '../archive/archiver.ts';
 import type { ArchiveObject, Recording } from '../db/archive.ts';
 import { BroadcastRepo } from '../db/broadcasts.ts';
 import type { Db } from '../db/db.ts';
-import { RequestError } from '../sfu/errors.ts';
-import { stageIdSchema } from '../shared/protocol.ts';
-import type { StageService } from '../stages.ts';
+import { RequestError } from '../errors.ts';
+import { recordingIdSchema, stageIdSchema } from '../shared/ids.ts';
+import { downloadQuery, type RecordingFile, type RecordingList, type RecordingView } from '../shared/rest.ts';
+import type { StageCatalog } from '../stages/catalog.ts';
 import { parseWith, wrap } from './util.ts';
 
-export const recordingIdSchema = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'must be a recording id (a UUID)');
-export const downloadQuery = z.strictObject({
-  file: z.string().regex(/^(audio|playlist|manifest|timeline|chapters|track:[A-Za-z0-9_-]{1,128})$/, 'must be audio, playlist, manifest, timeline, chapters or track:<performerId>'),
-});
-
-export interface RecordingFile {
-  /** The `file` parameter of the download route. */
-  file: string;
-  kind: string;
-  key: string;
-  size: number;
-  sha256: string;
-  durationSeconds: number | null;
-  state: string;
-  performerId?: string;
-  displayName?: string;
-  url: string;
-}
-
-export interface RecordingView {
-  id: string;
-  stageId: string;
-  status: Recording['archiveStatus'];
-  error: string | null;
-  startedAt: string;
-  endedAt: string | null;
-  archivedAt: string | null;
-  durationSeconds: number | null;
-  segments: { count: number; uploaded: number };
-  files: RecordingFile[];
-}
-
-function fileParam(o: ArchiveObject): string | null {
-  if (o.kind === 'audio' || o.kind === 'playlist' || o.kind === 'manifest' || o.kind === 'timeline' || o.kind === 'chapters') return o.kind;
-  if (o.kind === 'track' && o.performerId) return `track:${o.performerId}`;
-  return null;
+/** The downloadable file an object is (its `file` parameter and kind), or null for segments. */
+function downloadable(o: ArchiveObject): { file: string; kind: RecordingFile['kind'] } | null {
+  switch (o.kind) {
+    case 'segment':
+      return null;
+    case 'track':
+      return o.performerId ? { file: `track:${o.performerId}`, kind: 'track' } : null;
+    default:
+      return { file: o.kind, kind: o.kind };
+  }
 }
 
 /** A download name: the stage, the broadcast's start, and what the file is. */
@@ -58,7 +32,7 @@ function downloadName(rec: Recording, o: ArchiveObject, displayName?: string): s
   return `${rec.stageId}-${stamp}-${what}${ext}`;
 }
 
-export function recordingsRouter(deps: { archiver: Archiver; stages: StageService; db: Db; downloadTtlSeconds: number }): express.Router {
+export function recordingsRouter(deps: { archiver: Archiver; stages: StageCatalog; db: Db; downloadTtlSeconds: number }): express.Router {
   const router = express.Router();
   const repo = deps.archiver.repo;
   const broadcasts = new BroadcastRepo(deps.db);
@@ -69,11 +43,12 @@ export function recordingsRouter(deps: { archiver: Archiver; stages: StageServic
     const segments = objects.filter((o) => o.kind === 'segment');
     const files: RecordingFile[] = [];
     for (const o of objects) {
-      const file = fileParam(o);
-      if (!file) continue;
+      const d = downloadable(o);
+      if (!d) continue;
+      const { file, kind } = d;
       files.push({
         file,
-        kind: o.kind,
+        kind,
         key: o.key,
         size: o.size,
         sha256: o.sha256,
@@ -101,9 +76,10 @@ export function recordingsRouter(deps: { archiver: Archiver; stages: StageServic
     '/stages/:id/recordings',
     wrap(async (req, res) => {
       const stageId = parseWith(stageIdSchema, req.params['id'], 'stage id');
-      if (!(await deps.stages.view(stageId))) throw new RequestError('NOT_FOUND', 'no such stage');
+      if (!(await deps.stages.record(stageId))) throw new RequestError('NOT_FOUND', 'no such stage');
       const recs = await repo.recordingsForStage(stageId);
-      res.json({ stageId, recordings: await Promise.all(recs.map(view)) });
+      const body: RecordingList = { stageId, recordings: await Promise.all(recs.map(view)) };
+      res.json(body);
     }),
   );
 
@@ -124,7 +100,7 @@ export function recordingsRouter(deps: { archiver: Archiver; stages: StageServic
       const { file } = parseWith(downloadQuery, req.query, 'query');
       const rec = await repo.recording(id);
       if (!rec) throw new RequestError('NOT_FOUND', 'no such recording');
-      const obj = (await repo.objects(id)).find((o) => fileParam(o) === file);
+      const obj = (await repo.objects(id)).find((o) => downloadable(o)?.file === file);
       if (!obj) throw new RequestError('NOT_FOUND', `this recording has no file ${file}`);
       if (obj.state !== 'uploaded') throw new RequestError('INVALID_STATE', `${file} is not archived yet (${obj.state}); try again later`);
       const displayName = obj.performerId ? (await broadcasts.listPerformers(id)).find((p) => p.performerId === obj.performerId)?.displayName : undefined;

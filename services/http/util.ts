@@ -1,7 +1,7 @@
 // Small pieces every REST router shares.
 import type { NextFunction, Request, Response } from 'express';
 import type { z } from 'zod';
-import { RequestError } from '../sfu/errors.ts';
+import { RequestError } from '../errors.ts';
 
 type AsyncHandler = (req: Request, res: Response) => Promise<void>;
 

@@ -1,9 +1,11 @@
 // The admin namespace (/admin): admins connect with the admin token in the handshake's auth and receive, about once a
 // second while any is connected, a snapshot of the service (workers, stages, performers, consumers, listeners, the
 // mix, archives), plus the performers' audio levels as they come (throttled, volatile). They send nothing.
-import crypto from 'node:crypto';
 import type { Namespace, Server, Socket } from 'socket.io';
 import type { Archiver } from '../archive/archiver.ts';
+import { tokenMatches } from '../auth.ts';
+import type { OnAir } from '../broadcast/onAir.ts';
+import type { BroadcastEnded } from '../broadcast/services.ts';
 import type { Logger } from '../logger.ts';
 import type { StageRegistry } from '../sfu/registry.ts';
 import type { Stage } from '../sfu/stage.ts';
@@ -19,10 +21,12 @@ import {
   type AdminSnapshot,
   type AdminStage,
 } from '../shared/admin.ts';
-import { RateLimiter } from '../signaling/rateLimit.ts';
+import { adminContract } from '../shared/admin.ts';
+import { RateLimiter } from '../limits.ts';
 import { refuseUnknown } from '../signaling/requests.ts';
-import type { StageService } from '../stages.ts';
+import type { StageCatalog } from '../stages/catalog.ts';
 import { DB_READ_TIMEOUT_MS, stageFigures, withTimeout, type AppMetrics } from './metrics.ts';
+import type { RecentProblems } from './problems.ts';
 
 /** Levels go out at most this often per stage (the stage reports every 100 ms). */
 export const LEVELS_MIN_INTERVAL_MS = 200;
@@ -34,12 +38,6 @@ const ARCHIVE_REFRESH_MS = 2000;
 
 type AdminSocket = Socket<Record<string, never>, AdminServerEvents>;
 type AdminNamespace = Namespace<Record<string, never>, AdminServerEvents>;
-
-function tokenMatches(presented: string, expected: string): boolean {
-  const a = crypto.createHash('sha256').update(presented).digest();
-  const b = crypto.createHash('sha256').update(expected).digest();
-  return crypto.timingSafeEqual(a, b);
-}
 
 class AdminConnectError extends Error {
   readonly data: AdminConnectErrorData;
@@ -54,9 +52,11 @@ export interface AdminServiceDeps {
   adminToken: string;
   pool: WorkerPool;
   registry: StageRegistry;
-  stages: StageService;
+  stages: StageCatalog;
+  onAir: OnAir;
   archiver: Archiver | null;
   metrics: AppMetrics;
+  problems: RecentProblems;
   log: Logger;
 }
 
@@ -73,6 +73,8 @@ export class AdminService {
   /** Stages shown recently (id → last time open or live), so an ended stage's archive stays visible a while. */
   readonly #recent = new Map<string, number>();
   readonly #archives = new Map<string, { atMs: number; value: Promise<AdminArchive | null> }>();
+  /** How each recent stage's last broadcast ended, when it was not a plain stop (and its mix's failure, if any). */
+  readonly #ends = new Map<string, { reason: string; ffmpegFailure: string | null; restarts: number }>();
   #timer: NodeJS.Timeout | null = null;
   #building: Promise<AdminSnapshot> | null = null;
   #closed = false;
@@ -92,6 +94,16 @@ export class AdminService {
     this.#nsp.on('connection', (socket) => this.#onConnection(socket));
     deps.registry.on('stageOpened', this.#watchStage);
     for (const stage of deps.registry.stages) this.#watchStage(stage);
+  }
+
+  /** A broadcast ended: a stage whose broadcast failed or was aborted keeps saying why. */
+  broadcastEnded(e: BroadcastEnded): void {
+    if (e.status === 'complete') {
+      this.#ends.delete(e.stageId);
+      return;
+    }
+    this.#ends.set(e.stageId, { reason: e.reason, ffmpegFailure: e.ffmpeg.failure, restarts: e.ffmpeg.restarts });
+    this.#recent.set(e.stageId, Date.now());
   }
 
   /** Connected admins. */
@@ -120,7 +132,7 @@ export class AdminService {
 
   #onConnection(socket: AdminSocket): void {
     this.#log.info('admin connected', { socketId: socket.id, address: socket.handshake.address });
-    socket.onAny((event: unknown, ...args: unknown[]) => refuseUnknown({}, event, args));
+    socket.onAny((event: unknown, ...args: unknown[]) => refuseUnknown(adminContract, event, args));
     socket.on('disconnect', () => {
       if (this.#nsp.sockets.size === 0) this.#stopTimer();
     });
@@ -159,14 +171,15 @@ export class AdminService {
   }
 
   async #build(): Promise<AdminSnapshot> {
-    const { pool, registry, stages, metrics } = this.#deps;
-    const problems = new Set<string>();
+    const { pool, registry, onAir, metrics } = this.#deps;
+    const problems = new Set<string>(this.#deps.problems.list());
     const now = Date.now();
 
-    const live = new Set(stages.liveSnapshot().map((s) => s.stageId));
+    const live = new Set(onAir.live().map((s) => s.stageId));
     for (const s of registry.stages) this.#recent.set(s.id, now);
     for (const id of live) this.#recent.set(id, now);
     for (const [id, at] of this.#recent) if (now - at > RECENT_STAGE_MS) this.#recent.delete(id);
+    for (const id of this.#ends.keys()) if (!this.#recent.has(id)) this.#ends.delete(id);
     while (this.#recent.size > MAX_RECENT_STAGES) this.#recent.delete(this.#recent.keys().next().value!);
 
     const [workers, queueStats, stageRows] = await Promise.all([
@@ -225,7 +238,8 @@ export class AdminService {
       }),
     ]);
     const f = stage ? stageFigures(stage, now) : null;
-    const mixer = stage?.mixer ?? null;
+    const mixer = stage?.broadcast?.mixer ?? null;
+    const end = this.#ends.get(id) ?? null;
     const performers = (stage?.performers ?? []).map((p) => ({
       id: p.id,
       displayName: p.displayName,
@@ -245,7 +259,12 @@ export class AdminService {
       onAirSeconds: mixer ? round1((now - mixer.originWallMs) / 1000) : null,
       listeners: this.#deps.metrics.listeners.count(id, now),
       mixerLagSeconds: f?.mixerLagSeconds == null ? null : Math.round(f.mixerLagSeconds * 1000) / 1000,
-      ffmpeg: mixer ? { pid: mixer.ffmpeg.pid, restarts: mixer.ffmpeg.restarts } : null,
+      ffmpeg: mixer
+        ? { pid: mixer.ffmpeg.pid, restarts: mixer.ffmpeg.restarts, failure: mixer.ffmpeg.failure }
+        : end?.ffmpegFailure
+          ? { pid: null, restarts: end.restarts, failure: end.ffmpegFailure }
+          : null,
+      endReason: mixer ? null : end?.reason ?? null,
       archive,
     };
   }

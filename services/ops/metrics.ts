@@ -13,9 +13,9 @@ import type { StageRegistry } from '../sfu/registry.ts';
 import type { Stage } from '../sfu/stage.ts';
 import type { WorkerPool } from '../sfu/workerPool.ts';
 import { ADMIN_NAMESPACE } from '../shared/admin.ts';
-import { STAGE_NAMESPACE } from '../shared/protocol.ts';
-import { LISTEN_NAMESPACE } from '../shared/timeline.ts';
-import type { StageService } from '../stages.ts';
+import { STAGE_NAMESPACE } from '../shared/stage.ts';
+import { LISTEN_NAMESPACE } from '../shared/listen.ts';
+import type { OnAir } from '../broadcast/onAir.ts';
 
 export const METRIC_PREFIX = 'stage_radio_';
 
@@ -189,7 +189,7 @@ export function programmeWallMs(mixer: Mixer, programDateTimeMs: number): number
 }
 
 export function stageFigures(stage: Stage, nowMs = Date.now()): StageFigures {
-  const mixer = stage.mixer;
+  const mixer = stage.broadcast?.mixer ?? null;
   let consumers = mixer ? mixer.attached.size : 0;
   for (const p of stage.performers) consumers += p.consumerCount;
   const newestPdtEnd = mixer?.publisher.newestSegmentEndMs ?? null;
@@ -256,7 +256,7 @@ export function collectReleasableDefaultMetrics(registry: Registry): { handles: 
 export interface AppMetricsDeps {
   pool: WorkerPool;
   registry: StageRegistry;
-  stages: StageService;
+  onAir: OnAir;
   archiver: Archiver | null;
   /** The Socket.IO server, once it exists (it is created after the HTTP app). */
   io: () => Server | null;
@@ -317,7 +317,7 @@ export class AppMetrics {
       help: 'Stages on air (mixing and publishing HLS).',
       registers,
       collect() {
-        this.set(deps.stages.liveSnapshot().length);
+        this.set(deps.onAir.live().length);
       },
     });
     new Gauge({
@@ -540,7 +540,7 @@ export class AppMetrics {
   readonly #watchStage = (stage: Stage): void => {
     if (this.#closed || this.#stageListeners.has(stage)) return;
     const onAirChanged = (onAir: boolean) => {
-      if (onAir && stage.mixer) this.#watchMixer(stage.mixer);
+      if (onAir && stage.broadcast) this.#watchMixer(stage.broadcast.mixer);
     };
     const onClose = () => this.#stageListeners.delete(stage);
     stage.on('onAirChanged', onAirChanged);
@@ -549,7 +549,7 @@ export class AppMetrics {
       stage.off('onAirChanged', onAirChanged);
       stage.off('@close', onClose);
     });
-    if (stage.mixer) this.#watchMixer(stage.mixer);
+    if (stage.broadcast) this.#watchMixer(stage.broadcast.mixer);
   };
 
   #watchMixer(mixer: Mixer): void {

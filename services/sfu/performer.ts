@@ -1,8 +1,10 @@
+import crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { types as ms } from 'mediasoup';
 import type { Logger } from '../logger.ts';
-import type { PerformerInfo, TransportInfo } from '../shared/protocol.ts';
-import { InvalidStateError, RequestError } from './errors.ts';
+import type { PerformerInfo } from '../shared/model.ts';
+import type { TransportInfo } from '../shared/stage.ts';
+import { InvalidStateError, RequestError } from '../errors.ts';
 
 type PerformerEvents = {
   consumerClosed: [consumerId: string, producerId: string];
@@ -23,6 +25,8 @@ export class Performer extends EventEmitter<PerformerEvents> {
   readonly id: string;
   readonly displayName: string;
   readonly joinedAt = new Date();
+  /** This connection's session (a performer who resumes after a reconnect keeps their id and gets a new session). */
+  readonly sessionId = crypto.randomUUID();
   readonly #router: ms.Router;
   readonly #log: Logger;
   readonly #rtc: WebRtcTransportSettings;

@@ -1,17 +1,20 @@
 import { EventEmitter } from 'node:events';
+import type { types as ms } from 'mediasoup';
 import type { Logger } from '../logger.ts';
 import type { WebRtcTransportSettings } from './performer.ts';
-import { Stage } from './stage.ts';
-import type { WorkerPool } from './workerPool.ts';
+import { Stage, type StageServices } from './stage.ts';
+import type { PoolWorker, WorkerPool } from './workerPool.ts';
 
 type RegistryEvents = { stageOpened: [stage: Stage] };
 
-/** A rebuilt stage waits this long for its performers to come back before it closes. */
-const REBUILT_IDLE_CLOSE_MS = 30_000;
+/** After its worker died, a stage waits this long (default) for a performer to be back on it before it closes. */
+export const DEFAULT_REJOIN_WAIT_MS = 30_000;
 
 /**
- * The live stages' media, keyed by stage id. A stage's router is made when its first performer arrives and closed
- * when the last one leaves; stages on a worker that dies are rebuilt on its replacement.
+ * The live stages, keyed by stage id. A stage's router is made when it first needs media (a join, going on air) and
+ * the stage closes when it is neither on air nor has anyone on it. Stages on a worker that dies are rebuilt on its
+ * replacement; one that nobody comes back to within the rejoin wait (or that cannot be rebuilt) closes, and with it
+ * its broadcast (aborted).
  */
 export class StageRegistry extends EventEmitter<RegistryEvents> {
   readonly #stages = new Map<string, Stage>();
@@ -19,24 +22,57 @@ export class StageRegistry extends EventEmitter<RegistryEvents> {
   readonly #pool: WorkerPool;
   readonly #rtc: WebRtcTransportSettings;
   readonly #maxPerformers: number;
+  readonly #services: StageServices;
+  readonly #rejoinWaitMs: number;
   readonly #log: Logger;
+  readonly #onWorkerDied: (dead: ms.Worker) => void;
+  readonly #onWorkerReplaced: (dead: ms.Worker, replacement: PoolWorker) => void;
   #closed = false;
 
-  constructor(args: { pool: WorkerPool; rtc: WebRtcTransportSettings; maxPerformers: number; log: Logger }) {
+  constructor(args: {
+    pool: WorkerPool;
+    rtc: WebRtcTransportSettings;
+    maxPerformers: number;
+    services: StageServices;
+    /** How long a stage whose worker died waits for a performer to come back before it closes. */
+    rejoinWaitMs?: number;
+    log: Logger;
+  }) {
     super();
     this.#pool = args.pool;
     this.#rtc = args.rtc;
     this.#maxPerformers = args.maxPerformers;
+    this.#services = args.services;
+    this.#rejoinWaitMs = args.rejoinWaitMs ?? DEFAULT_REJOIN_WAIT_MS;
     this.#log = args.log;
-    this.#pool.on('workerReplaced', (dead, replacement) => {
+    this.#onWorkerDied = (dead) => {
+      for (const stage of this.#stages.values()) if (stage.usesWorker(dead)) this.#awaitReturn(stage);
+    };
+    this.#onWorkerReplaced = (dead, replacement) => {
       for (const stage of this.#stages.values()) {
         if (!stage.usesWorker(dead)) continue;
         stage.rebuild(replacement, 'media server restarted').catch((err: unknown) => {
           this.#log.error('stage rebuild failed; closing it', { stageId: stage.id, error: String(err) });
-          void stage.close();
+          void stage.close(`the stage's media server died and it could not be rebuilt: ${String(err)}`, 'aborted');
         });
       }
-    });
+    };
+    this.#pool.on('workerDied', this.#onWorkerDied);
+    this.#pool.on('workerReplaced', this.#onWorkerReplaced);
+  }
+
+  /**
+   * The stage's worker died: its performers are gone. Unless one of them (or anyone) is back on it within the rejoin
+   * wait, it closes, broadcast and all: a show nobody can get back to is over.
+   */
+  #awaitReturn(stage: Stage): void {
+    const t = setTimeout(() => {
+      if (stage.closed || stage.size > 0) return;
+      this.#log.warn('nobody came back to the stage after its media server died; closing it', { stageId: stage.id, waitedMs: this.#rejoinWaitMs });
+      void stage.close('the media server was lost and no performer came back', 'aborted');
+    }, this.#rejoinWaitMs);
+    t.unref();
+    stage.once('@close', () => clearTimeout(t));
   }
 
   get(id: string): Stage | undefined {
@@ -59,26 +95,22 @@ export class StageRegistry extends EventEmitter<RegistryEvents> {
         poolWorker: this.#pool.leastLoaded(),
         rtc: this.#rtc,
         maxPerformers: this.#maxPerformers,
+        services: this.#services,
         log: this.#log,
       }).then((stage) => {
         this.#opening.delete(id);
         if (this.#closed) {
-          void stage.close();
+          void stage.close('server shutting down', 'complete');
           throw new Error('registry closed');
         }
         this.#stages.set(id, stage);
         stage.once('@close', () => this.#stages.delete(id));
         // An empty stage costs nothing once closed; one on air keeps its router for the mix.
         const closeIfIdle = () => {
-          if (stage.size === 0 && !stage.rebuilding && !stage.onAir) void stage.close();
+          if (stage.size === 0 && !stage.rebuilding && !stage.onAir) void stage.close('empty and off air', 'complete');
         };
         stage.on('performerLeft', closeIfIdle);
         stage.on('onAirChanged', closeIfIdle);
-        stage.on('rebuilt', () => {
-          const t = setTimeout(closeIfIdle, REBUILT_IDLE_CLOSE_MS);
-          t.unref();
-          stage.once('@close', () => clearTimeout(t));
-        });
         this.emit('stageOpened', stage);
         return stage;
       });
@@ -88,13 +120,15 @@ export class StageRegistry extends EventEmitter<RegistryEvents> {
     return pending;
   }
 
-  /** Idempotent: closes every stage, waiting for their mixes to end their playlists. */
-  async close(): Promise<void> {
+  /** Idempotent: closes every stage (their broadcasts end with `reason`), waiting for their mixes to end. */
+  async close(reason = 'server shutting down'): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#pool.off('workerDied', this.#onWorkerDied);
+    this.#pool.off('workerReplaced', this.#onWorkerReplaced);
     const stages = [...this.#stages.values()];
     this.#stages.clear();
     this.removeAllListeners();
-    await Promise.all(stages.map((s) => s.close()));
+    await Promise.all(stages.map((s) => s.close(reason, 'complete')));
   }
 }

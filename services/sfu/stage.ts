@@ -1,8 +1,10 @@
 import { EventEmitter } from 'node:events';
 import type { types as ms } from 'mediasoup';
-import { Mixer, type MixerOptions } from '../../pipelines/mixer/mixer.ts';
+import { Broadcast, type BroadcastEndStatus } from '../broadcast/broadcast.ts';
+import type { BroadcastServices } from '../broadcast/services.ts';
+import type { Db } from '../db/db.ts';
 import type { Logger } from '../logger.ts';
-import { InvalidStateError, RequestError } from './errors.ts';
+import { InvalidStateError, RequestError } from '../errors.ts';
 import { Performer, type WebRtcTransportSettings } from './performer.ts';
 import type { PoolWorker } from './workerPool.ts';
 
@@ -21,20 +23,31 @@ type StageEvents = {
   /** The router was lost with its worker and rebuilt: every performer was dropped and must join again. */
   rebuilt: [reason: string];
   onAirChanged: [onAir: boolean];
-  '@close': [];
+  '@close': [reason: string];
 };
 
-/** A stage's media: one Router (on one worker), its performers and an AudioLevelObserver. Owned by StageRegistry. */
+/** What a stage needs from the app to put a broadcast on air. */
+export interface StageServices {
+  db: Db;
+  broadcasts: BroadcastServices;
+}
+
+/**
+ * A live stage: one Router (on one worker), its performers, an AudioLevelObserver, and while on air its Broadcast.
+ * Made and owned by StageRegistry; close() cascades to the broadcast first, then the performers and the router.
+ */
 export class Stage extends EventEmitter<StageEvents> {
   readonly id: string;
   readonly #log: Logger;
   readonly #rtc: WebRtcTransportSettings;
   readonly #maxPerformers: number;
   readonly #performers = new Map<string, Performer>();
+  readonly #services: StageServices;
   #poolWorker: PoolWorker;
   #router: ms.Router;
   #levelObserver: ms.AudioLevelObserver;
-  #mixer: Mixer | null = null;
+  #broadcast: Broadcast | null = null;
+  #starting: Promise<Broadcast> | null = null;
   #rebuilding = false;
   #ready: Promise<void> = Promise.resolve();
   #closed = false;
@@ -46,10 +59,12 @@ export class Stage extends EventEmitter<StageEvents> {
     levelObserver: ms.AudioLevelObserver;
     rtc: WebRtcTransportSettings;
     maxPerformers: number;
+    services: StageServices;
     log: Logger;
   }) {
     super();
     this.id = args.id;
+    this.#services = args.services;
     this.#poolWorker = args.poolWorker;
     this.#router = args.router;
     this.#levelObserver = args.levelObserver;
@@ -64,6 +79,7 @@ export class Stage extends EventEmitter<StageEvents> {
     poolWorker: PoolWorker;
     rtc: WebRtcTransportSettings;
     maxPerformers: number;
+    services: StageServices;
     log: Logger;
   }): Promise<Stage> {
     const log = args.log.child({ stageId: args.id });
@@ -80,57 +96,60 @@ export class Stage extends EventEmitter<StageEvents> {
   }
 
   #watchMedia(): void {
+    const onLevels = (levels: { performerId: string; volume: number }[]) => {
+      this.#broadcast?.levels(levels);
+      this.emit('audioLevels', levels);
+    };
     this.#levelObserver.on('volumes', (volumes) => {
-      this.emit(
-        'audioLevels',
-        volumes.map((v) => ({ performerId: String(v.producer.appData['performerId']), volume: v.volume })),
-      );
+      onLevels(volumes.map((v) => ({ performerId: String(v.producer.appData['performerId']), volume: v.volume })));
     });
-    this.#levelObserver.on('silence', () => this.emit('audioLevels', []));
+    this.#levelObserver.on('silence', () => onLevels([]));
   }
 
   get closed(): boolean {
     return this.#closed;
   }
 
-  get mixer(): Mixer | null {
-    return this.#mixer;
+  /** The broadcast on air, or null. */
+  get broadcast(): Broadcast | null {
+    return this.#broadcast;
   }
 
   get onAir(): boolean {
-    return this.#mixer !== null;
+    return this.#broadcast !== null;
   }
 
-  /** Starts the on-air mix: every performer who publishes, now or later, is fed into it. Idempotent. */
-  async goLive(opts: Omit<MixerOptions, 'stageId' | 'log'>): Promise<Mixer> {
-    if (this.#closed) throw new InvalidStateError('stage closed');
-    if (this.#mixer) return this.#mixer;
-    const mixer = await Mixer.start(this.#router, { ...opts, stageId: this.id, log: this.#log });
+  /**
+   * Goes on air: a Broadcast is made (the mix, the archive's sink, the timeline, the usage ticks), and every performer
+   * who publishes, now or later, is fed into it. Idempotent: the broadcast on air (or being started) is returned.
+   */
+  startBroadcast(): Promise<Broadcast> {
+    if (this.#closed) return Promise.reject(new InvalidStateError('stage closed'));
+    if (this.#broadcast) return Promise.resolve(this.#broadcast);
+    this.#starting ??= this.#start().finally(() => (this.#starting = null));
+    return this.#starting;
+  }
+
+  async #start(): Promise<Broadcast> {
+    const broadcast = await Broadcast.create(this, this.#services.broadcasts, this.#services.db);
     if (this.#closed) {
-      await mixer.stop();
+      await broadcast.close('stage closed', 'aborted');
       throw new InvalidStateError('stage closed');
     }
-    this.#mixer = mixer;
-    for (const p of this.#performers.values()) this.#feedMixer(p);
-    this.emit('onAirChanged', true);
-    return mixer;
-  }
-
-  /** Stops the mix (the playlist gets ENDLIST). Idempotent. */
-  async goOffAir(): Promise<void> {
-    const mixer = this.#mixer;
-    if (!mixer) return;
-    this.#mixer = null;
-    await mixer.stop();
-    this.emit('onAirChanged', false);
-  }
-
-  #feedMixer(performer: Performer): void {
-    const producer = performer.producer;
-    if (!this.#mixer || !producer || producer.closed) return;
-    this.#mixer.attach(performer.id, producer, performer.displayName).catch((err: unknown) => {
-      this.#log.error('could not put performer on air', { performerId: performer.id, error: String(err) });
+    this.#broadcast = broadcast;
+    broadcast.once('@close', () => {
+      if (this.#broadcast !== broadcast) return;
+      this.#broadcast = null;
+      this.emit('onAirChanged', false);
     });
+    this.emit('onAirChanged', true);
+    return broadcast;
+  }
+
+  /** Goes off air: the broadcast ends (ENDLIST, archive finalized). Resolves once it is closed. Idempotent. */
+  async stopBroadcast(reason = 'stopped', status: BroadcastEndStatus = 'complete'): Promise<void> {
+    await this.#starting?.catch(() => undefined);
+    await this.#broadcast?.close(reason, status);
   }
 
   /** True while performers are being dropped for a rebuild (the stage is not emptying for good). */
@@ -183,11 +202,12 @@ export class Stage extends EventEmitter<StageEvents> {
           this.#log.warn('could not observe producer level', { error: String(err) });
         });
       }
-      this.#feedMixer(performer);
+      this.#broadcast?.attach(performer);
       this.emit('performerUpdated', performer);
     });
     performer.once('@close', (reason) => {
-      this.#mixer?.detach(id);
+      if (this.#performers.get(id) !== performer) return;
+      this.#broadcast?.detach(id);
       this.#performers.delete(id);
       this.emit('performerLeft', id, reason);
     });
@@ -236,26 +256,28 @@ export class Stage extends EventEmitter<StageEvents> {
     this.#router = router;
     this.#levelObserver = levelObserver;
     // The mix never stopped: its slots filled silence while the router was gone.
-    this.#mixer?.setRouter(router);
+    this.#broadcast?.setRouter(router);
     this.#watchMedia();
     this.#log.warn('stage rebuilt on a new worker', { pid: poolWorker.worker.pid, reason });
     this.emit('rebuilt', reason);
   }
 
-  /** Idempotent; stops the mix (ending its playlist), closes every performer and the router. */
-  async close(): Promise<void> {
+  /**
+   * Idempotent. Ends the broadcast on air first (with this reason; `aborted` unless said otherwise), then closes every
+   * performer and the router. Never leaves the router open, whatever the broadcast's close did.
+   */
+  async close(reason = 'stage closed', status: BroadcastEndStatus = 'aborted'): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    for (const p of [...this.#performers.values()]) p.close('stage closed');
-    this.#performers.clear();
-    const mixer = this.#mixer;
-    this.#mixer = null;
     try {
-      await mixer?.stop();
+      await this.#starting?.catch(() => undefined);
+      await this.#broadcast?.close(reason, status);
     } finally {
+      for (const p of [...this.#performers.values()]) p.close('stage closed');
+      this.#performers.clear();
       if (!this.#router.closed) this.#router.close();
-      this.#log.info('stage media closed');
-      this.emit('@close');
+      this.#log.info('stage closed', { reason });
+      this.emit('@close', reason);
       this.removeAllListeners();
     }
   }

@@ -18,6 +18,8 @@ export interface PoolWorker {
 }
 
 type WorkerPoolEvents = {
+  /** A worker died (not while draining or closing): its routers are gone. A replacement is on its way. */
+  workerDied: [dead: ms.Worker];
   /** A worker died and `replacement` took its slot. Owners of routers on `dead` must rebuild them. */
   workerReplaced: [dead: ms.Worker, replacement: PoolWorker];
   workerFailed: [index: number, error: Error];
@@ -25,6 +27,12 @@ type WorkerPoolEvents = {
 
 const RESPAWN_DELAY_MS = 200;
 const MAX_RESPAWN_DELAY_MS = 5000;
+/**
+ * A worker that exited on its own terms (exit code 0, or SIGINT/SIGTERM) was most likely stopped with the whole
+ * service (Ctrl-C signals the terminal's process group; systemd signals every process of the service): its
+ * replacement waits this long, so that the service's own signal handler can start draining, and then is not made.
+ */
+const SIGNALLED_RESPAWN_DELAY_MS = 1000;
 
 /** One mediasoup worker per core; a dead worker is respawned in its slot. Stages go to the least-loaded worker. */
 export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
@@ -33,6 +41,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
   readonly #opts: WorkerPoolOptions;
   readonly #timers = new Set<NodeJS.Timeout>();
   #closed = false;
+  #draining = false;
 
   private constructor(opts: WorkerPoolOptions, log: Logger) {
     super();
@@ -48,6 +57,11 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  /** Shutting down: a worker that dies from now on is not replaced (its stages are being closed anyway). */
+  drain(): void {
+    this.#draining = true;
   }
 
   get workers(): readonly PoolWorker[] {
@@ -77,16 +91,35 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
 
   #onDied(slot: PoolWorker, err: Error): void {
     if (this.#closed) return;
-    this.#log.error('mediasoup worker died; replacing it', { index: slot.index, pid: slot.worker.pid, error: err.message });
     this.#slots[slot.index] = null;
-    void this.#respawn(slot, 0);
+    if (this.#draining) {
+      this.#log.info('mediasoup worker exited while the service shuts down', { index: slot.index, pid: slot.worker.pid, error: err.message });
+      return;
+    }
+    // mediasoup's message ends "[pid:…, code:…, signal:…]".
+    const signalled = /code:0\b|signal:SIG(INT|TERM)\b/.test(err.message);
+    const wait = () => {
+      if (this.#closed || this.#draining) {
+        this.#log.info('mediasoup worker exited with the service', { index: slot.index, pid: slot.worker.pid, error: err.message });
+        return;
+      }
+      this.#log.error('mediasoup worker died; replacing it', { index: slot.index, pid: slot.worker.pid, error: err.message });
+      this.emit('workerDied', slot.worker);
+      void this.#respawn(slot, 0);
+    };
+    if (!signalled) return wait();
+    const t = setTimeout(() => {
+      this.#timers.delete(t);
+      wait();
+    }, SIGNALLED_RESPAWN_DELAY_MS);
+    this.#timers.add(t);
   }
 
   async #respawn(dead: PoolWorker, attempt: number): Promise<void> {
-    if (this.#closed) return;
+    if (this.#closed || this.#draining) return;
     try {
       const replacement = await this.#spawn(dead.index);
-      if (this.#closed) {
+      if (this.#closed || this.#draining) {
         replacement.worker.close();
         return;
       }

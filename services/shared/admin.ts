@@ -1,8 +1,11 @@
-// The admin protocol (Socket.IO namespace /admin), shared by the server (services/ops/admin.ts) and the admin page.
-// The browser imports only types from here (`import type`), so zod stays out of its bundle.
-// docs/operations.md describes the same messages.
+// The admin namespace (/admin), shared by the server (services/ops/admin.ts) and the admin page (types only in the
+// browser). docs/operations.md describes the same messages.
 import { z } from 'zod';
-import type { ErrorCode, StageStatus } from './protocol.ts';
+import { defineNamespace, type ServerToClientEvents } from './contract.ts';
+import type { ErrorCode } from './errors.ts';
+import { dateTime } from './ids.ts';
+import { stageStatusSchema } from './model.ts';
+import { ARCHIVE_STATUSES } from './rest.ts';
 
 export const ADMIN_NAMESPACE = '/admin';
 
@@ -19,84 +22,105 @@ export interface AdminConnectErrorData {
   message: string;
 }
 
-export interface AdminWorker {
+const adminWorker = z.object({
   /** The worker's slot in the pool (stable across respawns). */
-  index: number;
-  pid: number;
-  alive: boolean;
+  index: z.number().int(),
+  pid: z.number().int(),
+  alive: z.boolean(),
   /** CPU used over the last sampling interval, in % of one core; null until two samples exist. */
-  cpuPercent: number | null;
+  cpuPercent: z.number().nullable(),
   /** Total CPU time (user + system) of this worker process, in seconds. */
-  cpuSeconds: number | null;
-  routers: number;
-}
+  cpuSeconds: z.number().nullable(),
+  routers: z.number().int(),
+});
+export type AdminWorker = z.output<typeof adminWorker>;
 
-export interface AdminPerformer {
-  id: string;
-  displayName: string;
-  muted: boolean;
+const adminPerformer = z.object({
+  id: z.string(),
+  displayName: z.string(),
+  muted: z.boolean(),
   /** Has an audio producer. */
-  publishing: boolean;
+  publishing: z.boolean(),
   /** Fed into the stage's mix. */
-  onAir: boolean;
+  onAir: z.boolean(),
   /** SFU consumers this performer uses (it hears the others through them). */
-  consumers: number;
-}
+  consumers: z.number().int(),
+});
+export type AdminPerformer = z.output<typeof adminPerformer>;
 
-export interface AdminArchive {
-  broadcastId: string;
-  status: 'recording' | 'uploading' | 'archived' | 'failed';
-  error: string | null;
-  startedAt: string;
-  endedAt: string | null;
+const adminArchive = z.object({
+  broadcastId: z.string(),
+  status: z.enum(ARCHIVE_STATUSES),
+  error: z.string().nullable(),
+  startedAt: dateTime(),
+  endedAt: dateTime().nullable(),
   /** Segments queued for upload, and how many of them are uploaded. */
-  segments: { queued: number; uploaded: number };
-}
+  segments: z.object({ queued: z.number().int(), uploaded: z.number().int() }),
+});
+export type AdminArchive = z.output<typeof adminArchive>;
 
-export interface AdminStage {
-  id: string;
-  title: string | null;
-  status: StageStatus | 'unknown';
+const adminStage = z.object({
+  id: z.string(),
+  title: z.string().nullable(),
+  status: z.union([stageStatusSchema, z.literal('unknown')]),
   /** The mediasoup worker (pool slot) its router is on; null when it has no media open. */
-  worker: number | null;
-  performers: AdminPerformer[];
+  worker: z.number().int().nullable(),
+  performers: z.array(adminPerformer),
   /** Mixer inputs that are not performers of the stage (synthetic senders). */
-  otherMixInputs: number;
+  otherMixInputs: z.number().int(),
   /** mediasoup consumers in use: the performers' SFU consumers plus the mixer's PlainTransport consumers. */
-  consumers: number;
+  consumers: z.number().int(),
   /** Seconds since the mix started (the programme clock), or null off air. */
-  onAirSeconds: number | null;
+  onAirSeconds: z.number().nullable(),
   /** Estimated listeners: distinct IP + User-Agent that fetched the playlist in the last window. */
-  listeners: number;
+  listeners: z.number().int(),
   /** How far the live edge is behind the programme clock, in seconds (docs/operations.md, "Mixer lag"); null off air. */
-  mixerLagSeconds: number | null;
-  ffmpeg: { pid: number | null; restarts: number } | null;
+  mixerLagSeconds: z.number().nullable(),
+  /** The mix's FFmpeg; `failure` once it crashed more times in a row than it is restarted (the broadcast then ended). */
+  ffmpeg: z.object({ pid: z.number().int().nullable(), restarts: z.number().int(), failure: z.string().nullable() }).nullable(),
+  /** Why the stage's last broadcast ended, when it was not a plain stop (a failure, the media server lost). */
+  endReason: z.string().nullable(),
   /** The stage's current or last broadcast's archive; null when it never went on air (or the DB is unreachable). */
-  archive: AdminArchive | null;
-}
+  archive: adminArchive.nullable(),
+});
+export type AdminStage = z.output<typeof adminStage>;
 
-export interface AdminLevel {
-  performerId: string;
+const adminLevel = z.object({
+  performerId: z.string(),
   /** dBov, -127..0 (the AudioLevelObserver reports performers above -70). */
-  volume: number;
-}
+  volume: z.number(),
+});
+export type AdminLevel = z.output<typeof adminLevel>;
 
-export interface AdminSnapshot {
+const adminSnapshot = z.object({
   /** ISO time of the snapshot. */
-  at: string;
-  uptimeSeconds: number;
-  workers: AdminWorker[];
-  stages: AdminStage[];
+  at: dateTime(),
+  uptimeSeconds: z.number(),
+  workers: z.array(adminWorker),
+  stages: z.array(adminStage),
   /** The last levels of each stage that reported any (also streamed as `audioLevels`). */
-  levels: Record<string, AdminLevel[]>;
-  totals: { stagesLive: number; performers: number; consumers: number; listeners: number; uploadQueueDepth: number | null };
-  /** Parts that could not be read for this snapshot (e.g. the database), as short messages. */
-  problems: string[];
-}
+  levels: z.record(z.string(), z.array(adminLevel)),
+  totals: z.object({
+    stagesLive: z.number().int(),
+    performers: z.number().int(),
+    consumers: z.number().int(),
+    listeners: z.number().int(),
+    uploadQueueDepth: z.number().int().nullable(),
+  }),
+  /** Parts that could not be read for this snapshot (e.g. the database), and recent failures, as short messages. */
+  problems: z.array(z.string()),
+});
+export type AdminSnapshot = z.output<typeof adminSnapshot>;
 
-/** Server → client. The admin sends nothing but its handshake. */
-export interface AdminServerEvents {
-  snapshot: (s: AdminSnapshot) => void;
-  /** A stage's performer levels, at most every 200 ms per stage; volatile (may be dropped under load). */
-  audioLevels: (p: { stageId: string; levels: AdminLevel[] }) => void;
-}
+export const adminContract = defineNamespace({
+  name: ADMIN_NAMESPACE,
+  /** The admin sends nothing but its handshake. */
+  requests: {},
+  events: {
+    snapshot: adminSnapshot,
+    /** A stage's performer levels, at most every 200 ms per stage; volatile (may be dropped under load). */
+    audioLevels: z.object({ stageId: z.string(), levels: z.array(adminLevel) }),
+  },
+});
+export type AdminContract = typeof adminContract;
+export type AdminServerEvents = ServerToClientEvents<AdminContract>;

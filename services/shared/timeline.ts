@@ -1,24 +1,10 @@
-// The timeline protocol: events on a broadcast's programme clock, shared by the server and the browser pages.
-// The browser imports only types from here (`import type`), so zod stays out of its bundle.
-// Socket.IO namespace /listen (listeners) and the performer namespace /stage carry them; docs/protocol.md and
-// docs/timeline.md describe the same messages.
+// Timeline events on a broadcast's programme clock, shared by the server, REST, Socket.IO (/stage and /listen) and
+// the pages. docs/timeline.md describes them. The browser imports only types from here.
 import { z } from 'zod';
-import { stageIdSchema } from './ids.ts';
-
-export const LISTEN_NAMESPACE = '/listen';
+import { dateTime, plainText } from './ids.ts';
 
 export const EVENT_TYPES = ['chapter', 'track', 'marker', 'comment', 'speaking'] as const;
 export type TimelineEventType = (typeof EVENT_TYPES)[number];
-
-/** Plain text: no control characters, no angle brackets (nothing a page could mistake for markup). */
-const plainText = (max: number) =>
-  z
-    .string()
-    .trim()
-    .min(1, 'must not be empty')
-    .max(max, `must be at most ${max} characters`)
-    .refine((s) => !/[\u0000-\u0008\u000b-\u001f\u007f]/.test(s), 'must not contain control characters')
-    .refine((s) => !/[<>]/.test(s), 'must be plain text: < and > are not allowed');
 
 export const MAX_COMMENT_CHARS = 500;
 
@@ -30,55 +16,36 @@ export const performerEventSchema = z.discriminatedUnion('type', [
 ]);
 export type PerformerEvent = z.infer<typeof performerEventSchema>;
 
-export const listenerRequestSchemas = {
-  subscribe: z.strictObject({ stageId: stageIdSchema }),
-  comment: z.strictObject({
-    text: plainText(MAX_COMMENT_CHARS),
-    name: plainText(40),
-    /** Where the listener's player is (its PROGRAM-DATE-TIME): the comment is placed there on the timeline. */
-    playingDate: z.iso.datetime({ offset: true }).optional(),
-  }),
-} as const;
+/**
+ * How many timeline events (chapters, tracks, markers) a stage takes, over REST and Socket.IO together: a burst of
+ * this many, then one per 1 / EVENTS_PER_SECOND s.
+ */
+export const EVENT_BURST = 10;
+export const EVENTS_PER_SECOND = 2;
 
-export type ListenerRequestName = keyof typeof listenerRequestSchemas;
-export type ListenerRequestPayload<E extends ListenerRequestName> = z.infer<(typeof listenerRequestSchemas)[E]>;
-
-export interface TimelineEvent {
-  id: string;
-  type: TimelineEventType;
-  /** UTC wall clock of the moment the event refers to (at the performer's microphone). */
-  at: string;
-  /** Seconds on the programme clock since the broadcast's first sample. */
-  mediaTime: number;
-  /** When it plays in the stream: the PROGRAM-DATE-TIME of mediaTime (null until the first segment exists). */
-  startDate: string | null;
+export const timelineEventSchema = z.object({
+  id: z.string(),
+  type: z.enum(EVENT_TYPES),
+  at: dateTime('UTC wall clock of the moment the event refers to (at the performer’s microphone).'),
+  mediaTime: z.number().min(0).meta({ description: 'Seconds on the programme clock since the broadcast’s first sample.' }),
+  startDate: dateTime('When it plays in the stream: the PROGRAM-DATE-TIME of mediaTime (null until the first segment exists).').nullable(),
   /** speaking: true when the performer starts, false when they stop. */
-  data: {
-    title?: string;
-    artist?: string;
-    label?: string;
-    text?: string;
-    name?: string;
-    performerId?: string;
-    displayName?: string;
-    speaking?: boolean;
-  };
-}
+  data: z.object({
+    title: z.string().optional(),
+    artist: z.string().optional(),
+    label: z.string().optional(),
+    text: z.string().optional(),
+    name: z.string().optional(),
+    performerId: z.string().optional(),
+    displayName: z.string().optional(),
+    speaking: z.boolean().optional(),
+  }),
+});
+export type TimelineEvent = z.output<typeof timelineEventSchema>;
 
-export interface ListenerResponseData {
-  subscribe: {
-    stage: { id: string; title: string; status: 'idle' | 'live' | 'ended' };
-    /** The broadcast on air (or the last one), or null. */
-    broadcastId: string | null;
-    /** PROGRAM-DATE-TIME of programme time 0 of that broadcast, or null. */
-    originDate: string | null;
-    /** Its events so far (the latest 500), oldest first; speaking changes included. */
-    events: TimelineEvent[];
-  };
-  comment: { event: TimelineEvent };
-}
-
-export interface ListenerServerEvents {
-  timelineEvent: (p: { event: TimelineEvent }) => void;
-  stageStatus: (p: { status: 'idle' | 'live' | 'ended' }) => void;
-}
+export const timelineSnapshotSchema = z.object({
+  broadcastId: z.string().nullable().meta({ description: 'The broadcast on air, or the last one, or null.' }),
+  originDate: dateTime('PROGRAM-DATE-TIME of programme time 0 of that broadcast.').nullable(),
+  events: z.array(timelineEventSchema).meta({ description: 'Its events so far (the latest 500), oldest first; speaking changes included.' }),
+});
+export type TimelineSnapshot = z.output<typeof timelineSnapshotSchema>;

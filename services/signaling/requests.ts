@@ -1,13 +1,14 @@
-// Validating, running and acking one Socket.IO request: shared by the performer (/stage) and listener (/listen)
-// namespaces. Nothing a client sends can throw out of here.
-import type { z } from 'zod';
-import type { Logger } from '../logger.ts';
-import { RequestError } from '../sfu/errors.ts';
-import type { Ack, ErrorBody } from '../shared/protocol.ts';
+// Validating, running and acking one Socket.IO request, for every namespace: the payload is parsed with the
+// contract's schema (services/shared/*), the handler runs, and the ack is { ok, data } or { ok: false, error }.
+// Nothing a client sends can throw out of here.
 import { isDbUnavailable } from '../db/writeBehind.ts';
+import { RequestError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+import type { NamespaceContract } from '../shared/contract.ts';
+import type { Ack, ErrorBody } from '../shared/errors.ts';
 
 export async function handleRequest(
-  schemas: Record<string, z.ZodType>,
+  contract: NamespaceContract,
   name: string,
   args: unknown[],
   handler: (payload: unknown) => Promise<unknown>,
@@ -22,7 +23,7 @@ export async function handleRequest(
     ack({ ok: false, error: { code: 'BAD_REQUEST', message: `${name} takes exactly one payload object` } });
     return;
   }
-  const parsed = schemas[name]!.safeParse(args[0]);
+  const parsed = contract.requests[name]!.request.safeParse(args[0]);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     const where = issue && issue.path.length > 0 ? `${issue.path.join('.')}: ` : '';
@@ -36,9 +37,23 @@ export async function handleRequest(
   }
 }
 
+/** Registers every request of the contract on a socket, and refuses events that are not among them. */
+export function serveRequests(
+  socket: { on(event: string, fn: (...args: unknown[]) => void): unknown; onAny(fn: (event: unknown, ...args: unknown[]) => void): unknown },
+  contract: NamespaceContract,
+  handlers: Record<string, (payload: never) => Promise<unknown>>,
+  log: Logger,
+): void {
+  for (const name of Object.keys(contract.requests)) {
+    const handler = handlers[name] as (payload: unknown) => Promise<unknown>;
+    socket.on(name, (...args: unknown[]) => void handleRequest(contract, name, args, handler, log));
+  }
+  socket.onAny((event: unknown, ...args: unknown[]) => refuseUnknown(contract, event, args));
+}
+
 /** Refuses events that are not requests of this namespace, with an error ack when the client asked for one. */
-export function refuseUnknown(schemas: Record<string, unknown>, event: unknown, args: unknown[]): void {
-  if (typeof event === 'string' && Object.hasOwn(schemas, event)) return;
+export function refuseUnknown(contract: NamespaceContract, event: unknown, args: unknown[]): void {
+  if (typeof event === 'string' && Object.hasOwn(contract.requests, event)) return;
   const ack = args.at(-1);
   if (typeof ack === 'function') {
     (ack as (r: Ack<never>) => void)({ ok: false, error: { code: 'BAD_REQUEST', message: `unknown event ${String(event).slice(0, 64)}` } });
@@ -46,7 +61,7 @@ export function refuseUnknown(schemas: Record<string, unknown>, event: unknown, 
 }
 
 export function toErrorBody(err: unknown, request: string, log: Logger): ErrorBody {
-  if (err instanceof RequestError) return { code: err.code, message: err.message };
+  if (err instanceof RequestError) return err.body;
   if (err instanceof TypeError) return { code: 'BAD_REQUEST', message: err.message };
   if (err instanceof Error && err.name === 'UnsupportedError') return { code: 'BAD_REQUEST', message: err.message };
   if (err instanceof Error && err.name === 'InvalidStateError') return { code: 'INVALID_STATE', message: err.message };

@@ -2,28 +2,24 @@ import crypto from 'node:crypto';
 import type { Server as HttpServer } from 'node:http';
 import type { types as ms } from 'mediasoup';
 import { Server, type Namespace, type Socket } from 'socket.io';
+import type { Admission } from '../admission.ts';
+import type { OnAir } from '../broadcast/onAir.ts';
+import { RequestError } from '../errors.ts';
+import { DATA_HEADERS } from '../http/guards.ts';
+import { clientAddress } from '../http/util.ts';
+import { KeyedLimits } from '../limits.ts';
 import type { Logger } from '../logger.ts';
-import { RequestError } from '../sfu/errors.ts';
 import type { Performer } from '../sfu/performer.ts';
 import type { StageRegistry } from '../sfu/registry.ts';
 import type { Stage } from '../sfu/stage.ts';
-import {
-  MAX_MESSAGE_BYTES,
-  STAGE_NAMESPACE,
-  requestSchemas,
-  type ClientToServerEvents,
-  type RequestName,
-  type RequestPayload,
-  type ResponseData,
-  type ServerToClientEvents,
-} from '../shared/protocol.ts';
-import type { StageService } from '../stages.ts';
-import { DATA_HEADERS } from '../http/guards.ts';
-import { clientAddress } from '../http/util.ts';
-import { KeyedLimits, RateLimiter } from './rateLimit.ts';
-import { handleRequest, refuseUnknown } from './requests.ts';
+import type { RequestHandlers } from '../shared/contract.ts';
+import { MAX_MESSAGE_BYTES, STAGE_NAMESPACE, stageContract, type StageClientEvents, type StageContract, type StageServerEvents } from '../shared/stage.ts';
+import type { StageCatalog } from '../stages/catalog.ts';
+import type { TimelineService } from '../timeline/service.ts';
+import { serveRequests } from './requests.ts';
+import { ResumeTokens } from './resume.ts';
 
-type StageSocket = Socket<ClientToServerEvents, ServerToClientEvents>;
+type StageSocket = Socket<StageClientEvents, StageServerEvents>;
 
 /** What one connection has joined: its stage and performer, and the listeners it must remove on leave. */
 interface Membership {
@@ -34,22 +30,39 @@ interface Membership {
 
 /** Reasons a performer leaves that the connection itself caused; any other reason asks the page to rejoin. */
 const SELF_REASONS = new Set(['left', 'disconnected']);
+/** The performer continued on another connection (a resume): this one is told so, and not asked to rejoin. */
+const RESUMED = 'resumed on another connection';
 
 export class SignalingServer {
   readonly io: Server;
-  readonly #nsp: Namespace<ClientToServerEvents, ServerToClientEvents>;
+  readonly #nsp: Namespace<StageClientEvents, StageServerEvents>;
   readonly #registry: StageRegistry;
-  readonly #stages: StageService;
+  readonly #stages: StageCatalog;
+  readonly #onAir: OnAir;
+  readonly #timeline: TimelineService;
+  readonly #admission: Admission;
   readonly #log: Logger;
-  /** Performers' timeline events per stage: 10 at once, then one every 0.5 s. */
-  readonly #eventLimiter = new RateLimiter({ capacity: 10, perSecond: 2 });
   /** Join attempts (right key or wrong) per client address and per stage. */
   readonly #joinLimits: KeyedLimits;
+  readonly #resume = new ResumeTokens();
+  readonly #onStageOpened = (stage: Stage) => stage.once('@close', () => this.#resume.forgetStage(stage.id));
   #closed = false;
 
-  constructor(args: { httpServer: HttpServer; registry: StageRegistry; stages: StageService; log: Logger; joinsPerMinute?: number }) {
+  constructor(args: {
+    httpServer: HttpServer;
+    registry: StageRegistry;
+    stages: StageCatalog;
+    onAir: OnAir;
+    timeline: TimelineService;
+    admission: Admission;
+    log: Logger;
+    joinsPerMinute?: number;
+  }) {
     this.#registry = args.registry;
     this.#stages = args.stages;
+    this.#onAir = args.onAir;
+    this.#timeline = args.timeline;
+    this.#admission = args.admission;
     this.#log = args.log.child({ component: 'signaling' });
     this.#joinLimits = new KeyedLimits(args.joinsPerMinute ?? 30);
     // maxHttpBufferSize caps WebSocket messages and HTTP long-polling bodies alike (a larger POST gets 413).
@@ -59,6 +72,7 @@ export class SignalingServer {
     this.io.engine.on('headers', (headers: Record<string, string>) => Object.assign(headers, DATA_HEADERS));
     this.#nsp = this.io.of(STAGE_NAMESPACE);
     this.#nsp.on('connection', (socket) => this.#onConnection(socket));
+    this.#registry.on('stageOpened', this.#onStageOpened);
   }
 
   #onConnection(socket: StageSocket): void {
@@ -80,14 +94,14 @@ export class SignalingServer {
       return membership;
     };
 
-    const handlers: { [E in RequestName]: (payload: RequestPayload<E>) => Promise<ResponseData[E]> } = {
-      join: async ({ stageId, key, displayName }) => {
-        this.#stages.assertAccepting();
+    const handlers: RequestHandlers<StageContract> = {
+      join: async ({ stageId, key, displayName, resume }) => {
+        this.#admission.assertAccepting();
         // Counted before the key is checked: guessing keys is slowed down as much as flooding joins.
         const wait = this.#joinLimits.take(address, stageId);
         if (wait > 0) {
           log.debug('join rate-limited', { stageId, address });
-          throw new RequestError('RATE_LIMITED', `too many join attempts; retry in ${wait} s`);
+          throw new RequestError('RATE_LIMITED', `too many join attempts; retry in ${wait} s`, wait);
         }
         if (membership) throw new RequestError('ALREADY_JOINED', 'this connection already joined a stage');
         const record = await this.#stages.authorize(stageId, key);
@@ -95,31 +109,37 @@ export class SignalingServer {
         await stage.whenReady();
         if (membership) throw new RequestError('ALREADY_JOINED', 'this connection already joined a stage');
         if (socket.disconnected) throw new RequestError('INVALID_STATE', 'disconnected');
-        const performer = stage.addPerformer(crypto.randomUUID(), displayName);
+        // A resume continues the same performer: their earlier connection (if the server has not noticed it is gone
+        // yet) gives way, and the new one takes its id, its track and its place on the timeline.
+        const resumedId = resume ? this.#resume.redeem(stageId, resume) : null;
+        stage.performer(resumedId ?? '')?.close(RESUMED);
+        const performer = stage.addPerformer(resumedId ?? crypto.randomUUID(), displayName);
         membership = { stage, performer, detach: this.#bind(socket, stage, performer, () => (membership = null)) };
         await socket.join(roomOf(stageId));
-        log.info('performer joined', { stageId, performerId: performer.id });
+        log.info('performer joined', { stageId, performerId: performer.id, resumed: resumedId !== null });
         return {
           performerId: performer.id,
-          stage: { id: record.id, title: record.title, status: record.status },
+          resumeToken: this.#resume.issue(stageId, performer.id),
+          resumed: resumedId !== null,
+          stage: record,
           routerRtpCapabilities: stage.rtpCapabilities,
           performers: stage.performers.filter((p) => p !== performer).map((p) => p.info()),
         };
       },
       createTransport: async ({ direction }) => joined().performer.createTransport(direction),
       connectTransport: async ({ transportId, dtlsParameters }) => {
-        await joined().performer.connectTransport(transportId, dtlsParameters as unknown as ms.DtlsParameters);
+        await joined().performer.connectTransport(transportId, dtlsParameters as ms.DtlsParameters);
         return {};
       },
       produce: async ({ transportId, rtpParameters }) => {
-        const producer = await joined().performer.produce(transportId, rtpParameters as unknown as ms.RtpParameters);
+        const producer = await joined().performer.produce(transportId, rtpParameters as ms.RtpParameters);
         return { producerId: producer.id };
       },
       consume: async ({ producerId, rtpCapabilities }) => {
         const { stage, performer } = joined();
         const found = stage.producer(producerId);
         if (!found) throw new RequestError('NOT_FOUND', `no producer ${producerId} on this stage`);
-        const consumer = await performer.consume(found.producer, found.performerId, rtpCapabilities as unknown as ms.RtpCapabilities);
+        const consumer = await performer.consume(found.producer, found.performerId, rtpCapabilities as ms.RtpCapabilities);
         return {
           consumerId: consumer.id,
           producerId,
@@ -142,23 +162,15 @@ export class SignalingServer {
         leave('left');
         return {};
       },
-      startBroadcast: async () => ({ status: (await this.#stages.start(joined().stage.id)).view.status }),
-      stopBroadcast: async () => ({ status: (await this.#stages.stop(joined().stage.id)).view.status }),
+      startBroadcast: async () => ({ status: (await this.#onAir.start(joined().stage.id)).view.status }),
+      stopBroadcast: async () => ({ status: (await this.#onAir.stop(joined().stage.id)).view.status }),
       postEvent: async (event) => {
         const { stage, performer } = joined();
-        const timeline = this.#stages.timeline;
-        if (!timeline) throw new RequestError('UNAVAILABLE', 'the timeline is not available');
-        if (!this.#eventLimiter.take(stage.id)) throw new RequestError('RATE_LIMITED', 'too many events on this stage; slow down');
-        return { event: timeline.post(stage.id, event, { kind: 'performer', performerId: performer.id, displayName: performer.displayName }) };
+        return { event: this.#timeline.post(stage.id, event, { kind: 'performer', performerId: performer.id, displayName: performer.displayName }) };
       },
     };
 
-    for (const name of Object.keys(requestSchemas) as RequestName[]) {
-      socket.on(name, (...args: unknown[]) => {
-        void handleRequest(requestSchemas, name, args, handlers[name] as (p: unknown) => Promise<unknown>, log);
-      });
-    }
-    socket.onAny((event: unknown, ...args: unknown[]) => refuseUnknown(requestSchemas, event, args));
+    serveRequests(socket, stageContract, handlers, log);
     socket.on('disconnect', (reason) => {
       log.debug('socket disconnected', { reason });
       leave('disconnected');
@@ -183,7 +195,8 @@ export class SignalingServer {
       detach();
       onDropped();
       void socket.leave(roomOf(stage.id));
-      if (!SELF_REASONS.has(reason)) socket.emit('rejoin', { reason });
+      if (reason === RESUMED) socket.emit('replaced', { reason });
+      else if (!SELF_REASONS.has(reason)) socket.emit('rejoin', { reason });
     };
     stage.on('performerJoined', onJoined);
     stage.on('performerLeft', onLeft);
@@ -208,6 +221,7 @@ export class SignalingServer {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#registry.off('stageOpened', this.#onStageOpened);
     this.#nsp.disconnectSockets(true);
     await new Promise<void>((resolve) => {
       // io.close() also closes the HTTP server it is attached to; the app closes that itself.

@@ -1,7 +1,24 @@
 // The archive's timeline files: timeline.json (every event and each performer's speaking intervals) and
 // chapters.vtt (WebVTT chapters), both on the recording's clock.
+import type { DateRange } from '../../pipelines/hls/publisher.ts';
 import type { StoredEvent } from '../db/timeline.ts';
 import type { TimelineEvent } from '../shared/timeline.ts';
+
+/** The CLASS of each kind of event's EXT-X-DATERANGE (live playlist and VOD). */
+export const DATERANGE_CLASS: Record<string, string> = {
+  chapter: 'com.stage-radio.chapter',
+  track: 'com.stage-radio.track',
+  marker: 'com.stage-radio.marker',
+};
+
+export function toDateRange(e: TimelineEvent): DateRange {
+  const attributes: Record<string, string> = {};
+  if (e.data.title) attributes['X-TITLE'] = e.data.title;
+  if (e.data.artist) attributes['X-ARTIST'] = e.data.artist;
+  if (e.data.label) attributes['X-LABEL'] = e.data.label;
+  if (e.data.name) attributes['X-BY'] = e.data.name;
+  return { id: e.id, class: DATERANGE_CLASS[e.type] ?? `com.stage-radio.${e.type}`, startDate: e.startDate!, attributes, ...(e.type === 'marker' ? { durationSeconds: 0 } : {}) };
+}
 
 export interface TimelineFile {
   version: 1;

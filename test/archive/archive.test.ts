@@ -64,7 +64,7 @@ describe('archive: S3 (s3rver) + PostgreSQL', function () {
     const { rec } = await waitArchived(app.url, stage.id, 60_000);
     const stopToArchivedMs = performance.now() - stopAt;
 
-    const hlsDir = app.stages.hlsDir(stage.id);
+    const hlsDir = app.stages.links.hlsDir(stage.id);
     const manifest = await verifyArchive(store, rec, hlsDir);
     const kinds = manifest.objects.map((o) => o.kind);
     const segments = kinds.filter((k) => k === 'segment').length;
@@ -132,7 +132,7 @@ describe('archive: S3 (s3rver) + PostgreSQL', function () {
   it(`S3 down for ${OUTAGE_SECONDS} s mid-broadcast: live HLS never notices, and the archive completes with no object missing`, async () => {
     const stage = await createStage(app, 'Outage');
     await transition(app, stage.id, 'start');
-    const watcher = new PlaylistWatcher(path.join(app.stages.hlsDir(stage.id), 'index.m3u8'));
+    const watcher = new PlaylistWatcher(path.join(app.stages.links.hlsDir(stage.id), 'index.m3u8'));
     try {
       await sleep(8_000);
       const retriesBefore = app.archiver.queue.counters.retries;
@@ -147,7 +147,7 @@ describe('archive: S3 (s3rver) + PostgreSQL', function () {
       const { rec } = await waitArchived(app.url, stage.id, 60_000);
       const recoveredMs = performance.now() - resumedAt;
       watcher.stop();
-      const manifest = await verifyArchive(store, rec, app.stages.hlsDir(stage.id));
+      const manifest = await verifyArchive(store, rec, app.stages.links.hlsDir(stage.id));
       const retries = app.archiver.queue.counters.retries - retriesBefore;
       const gaps = watcher.gapsMs();
       console.log(`      outage figures: ${JSON.stringify({ outageSeconds: Math.round((resumedAt - pausedAt) / 1000), queuedDuringOutage, retries,

@@ -76,6 +76,7 @@ describe('archive: the service SIGKILLed with uploads pending', function () {
       DATABASE_URL: pgServer.url,
       CDN_DIR: tmp.file('cdn'),
       ARCHIVE_SPOOL_DIR: tmp.file('spool'),
+      JOURNAL_DIR: tmp.file('journal'),
       AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
       ...s3.env(),
     };

@@ -90,7 +90,7 @@ describe('archive: local store (embedded default)', function () {
     }
 
     // Retention 0: once archived, the local copies (live segments and spool files) go; the store keeps its copies.
-    const hlsDir = app.stages.hlsDir(stage.id);
+    const hlsDir = app.stages.links.hlsDir(stage.id);
     const left = await eventually(async () => fs.readdirSync(hlsDir).filter((f) => f.endsWith('.ts')).length, (n) => n === 0, 10_000, 200);
     expect(left, 'local segments deleted after upload').to.equal(0);
     expect(fs.existsSync(path.join(tmp.file('spool'), rec.id, 'audio.m4a')), 'spooled audio deleted after upload').to.equal(false);

@@ -56,7 +56,7 @@ describe('e2e: broadcast to a listener', function () {
     expect(stream).to.include({ codec_name: 'aac', profile: 'LC', sample_rate: '48000', channels: 2 });
 
     // The programme itself carries both performers at full level (each alone in its slot).
-    const watcher = new PlaylistWatcher(app.registry.get(stage.id)!.mixer!.playlistPath);
+    const watcher = new PlaylistWatcher(app.registry.get(stage.id)!.broadcast!.mixer.playlistPath);
     await watcher.waitFor((w) => w.segments.length >= 2, 10_000);
     watcher.stop();
     const pcm = decodeToPcm(watcher.concatInput(watcher.segments.length - 2));
@@ -79,7 +79,7 @@ describe('e2e: broadcast to a listener', function () {
     const { events } = (await (await fetch(`${app.url}/api/stages/${stage.id}/events`)).json()) as { events: { type: string; mediaTime: number; data: { title?: string; name?: string } }[] };
     const chapter = events.find((e) => e.type === 'chapter');
     expect(chapter?.data).to.deep.include({ title: 'Opening song', name: 'Ann' });
-    expect(chapter!.mediaTime).to.be.closeTo(app.registry.get(stage.id)!.mixer!.programmeSeconds(), 2);
+    expect(chapter!.mediaTime).to.be.closeTo(app.registry.get(stage.id)!.broadcast!.mixer.programmeSeconds(), 2);
 
     await pages[1]!.getByRole('button', { name: 'Stop broadcast' }).click();
     await pages[0]!.waitForFunction(() => document.body.dataset['stageStatus'] === 'ended', null, { timeout: 10_000 });

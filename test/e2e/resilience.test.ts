@@ -179,7 +179,7 @@ describe('e2e: performer resilience', function () {
     await eventually(() => hearsAt(ann, [660]), ([f]) => f! > HEARD_DB, 10_000);
     await eventually(() => hearsAt(bob, [440]), ([f]) => f! > HEARD_DB, 10_000);
     await transition(app, stage.id, 'start');
-    const mixer = app.registry.get(stage.id)!.mixer!;
+    const mixer = app.registry.get(stage.id)!.broadcast!.mixer;
     watcher = new PlaylistWatcher(mixer.playlistPath);
     await eventually(async () => mixer.attached.size, (n) => n === 2, 10_000);
     expect(mixer.attached.size, 'both performers on air').to.equal(2);

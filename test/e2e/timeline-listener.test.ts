@@ -46,7 +46,7 @@ describe('e2e: the listener page follows the timeline as it plays', function () 
     expect(started.status, `start: ${await started.clone().text()}`).to.equal(200);
     const s = app.registry.get(stageId)!;
     performer = await SyntheticPerformer.start(s.router, 440);
-    await s.mixer!.attach('perf0', performer.producer, 'Ann');
+    await s.broadcast!.mixer.attach('perf0', performer.producer, 'Ann');
 
     page = await browsers.listener();
     page.on('pageerror', (err) => pageErrors.push(err.message));
@@ -114,7 +114,7 @@ describe('e2e: the listener page follows the timeline as it plays', function () 
     const oboe = await SyntheticPerformer.start(s.router, 660);
     try {
       await oboe.producer.pause();
-      await s.mixer!.attach('perf1', oboe.producer, 'Oboe');
+      await s.broadcast!.mixer.attach('perf1', oboe.producer, 'Oboe');
       // Long enough for the player to be playing audio from after the attach (it is some seconds behind the mix).
       await sleep(6_000);
       await page.evaluate(() => {
@@ -158,7 +158,7 @@ describe('e2e: the listener page follows the timeline as it plays', function () 
       expect(Math.abs(seen.shownAtMs! - onset!.wall), 'in wall time too').to.be.at.most(500);
       expect(await page.evaluate(() => document.body.dataset['chapter'])).to.equal(title);
     } finally {
-      s.mixer?.detach('perf1');
+      s.broadcast?.mixer.detach('perf1');
       await oboe.stop();
     }
   });

@@ -35,7 +35,7 @@ describe('e2e: mediasoup worker death', function () {
     await eventually(() => hearsAt(b, [440]), ([f]) => f! > HEARD_DB, 10_000);
     const started = await fetch(`${app.url}/api/stages/${stage.id}/start`, { method: 'POST', headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}` } });
     expect(started.status).to.equal(200);
-    const watcher = new PlaylistWatcher(app.registry.get(stage.id)!.mixer!.playlistPath);
+    const watcher = new PlaylistWatcher(app.registry.get(stage.id)!.broadcast!.mixer.playlistPath);
     await watcher.waitFor((w) => w.segments.length >= 3, 15_000);
 
     const media = app.registry.get(stage.id)!;
@@ -64,7 +64,7 @@ describe('e2e: mediasoup worker death', function () {
     expect(bHears[0], 'Bob hears Ann again').to.be.greaterThan(HEARD_DB);
 
     // The mix ran through it all: no pause between segments, FFmpeg never restarted, and both performers are back in it.
-    const mixer = app.registry.get(stage.id)!.mixer!;
+    const mixer = app.registry.get(stage.id)!.broadcast!.mixer;
     await eventually(async () => mixer.attached.size, (n) => n === 2, 10_000);
     const count = watcher.segments.length;
     await watcher.waitFor((w) => w.segments.length >= count + 3, 10_000);

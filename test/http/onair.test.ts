@@ -53,8 +53,10 @@ describe('on air: start and stop', function () {
     const streams = (JSON.parse(probe.stdout) as { streams: { codec_name: string; sample_rate: string; channels: number }[] }).streams;
     expect(streams[0]).to.deep.include({ codec_name: 'aac', sample_rate: '48000', channels: 2 });
 
-    const ffmpegPid = app.registry.get(stage.id)!.mixer!.ffmpeg.pid!;
-    expect(await app.usage.tick(), 'a usage tick for the live stage').to.be.at.least(1);
+    const ffmpegPid = app.registry.get(stage.id)!.broadcast!.mixer.ffmpeg.pid!;
+    const tick = app.usage.tick();
+    expect(tick.queued, 'a usage tick for the live stage').to.be.at.least(1);
+    expect(await tick.written, 'written').to.equal(true);
 
     const stopped = await call(stage.id, 'stop', TEST_ADMIN_TOKEN);
     expect(stopped.status).to.equal(200);

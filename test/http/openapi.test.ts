@@ -48,6 +48,9 @@ describe('OpenAPI document', function () {
     const express = createHttpApp({
       adminToken: TEST_ADMIN_TOKEN,
       stages: app.stages,
+      onAir: app.onAir,
+      timeline: app.timeline,
+      admission: app.admission,
       pool: app.pool,
       db: app.db,
       pages: { performerHtml: '', listenerHtml: '', adminHtml: '', assets: new Map() },
@@ -238,12 +241,14 @@ describe('OpenAPI document', function () {
     expect(get(200, {}, json, '/api/everything').violations.join('\n')).to.match(/path is not documented/);
     expect(get(404, { ok: false, error: { code: 'NOT_FOUND', message: 'no such API route' } }, json, '/api/everything').fallback).to.equal(true);
     expect(get(404, { ok: false, error: { code: 'NOT_FOUND', message: 'x' } }, json, '/healthz', 'POST').violations.join('\n')).to.match(/not documented/);
-    // healthz may grow fields; its status may not.
-    expect(get(200, { status: 'degraded', workers: 1, db: 'error', dbBacklog: 3 }, json, '/healthz').violations).to.deep.equal([]);
-    expect(get(200, { status: 'fine', workers: 1, db: 'ok' }, json, '/healthz').violations).to.have.length(1);
+    // healthz: every field as the contract says.
+    const health = { workers: 1, db: 'ok', dbBacklog: 0, problems: [] };
+    expect(get(200, { ...health, status: 'degraded', db: 'error', dbBacklog: 3 }, json, '/healthz').violations).to.deep.equal([]);
+    expect(get(200, { ...health, status: 'fine' }, json, '/healthz').violations).to.have.length(1);
+    expect(get(200, { status: 'ok', workers: 1, db: 'ok' }, json, '/healthz').violations.join('\n'), 'a health without its backlog and problems').to.match(/required property 'dbBacklog'/);
     expect(get(503, { status: 'draining' }, json, '/healthz').violations).to.deep.equal([]);
-    expect(get(503, { status: 'down', workers: 0, db: 'ok' }, json, '/healthz').violations).to.deep.equal([]);
-    expect(get(503, { status: 'ok', workers: 2, db: 'ok' }, json, '/healthz').violations, 'a 503 that says ok').to.not.deep.equal([]);
+    expect(get(503, { ...health, status: 'down', workers: 0 }, json, '/healthz').violations).to.deep.equal([]);
+    expect(get(503, { ...health, status: 'ok', workers: 2 }, json, '/healthz').violations, 'a 503 that says ok').to.not.deep.equal([]);
   });
 
   it('as a root hook, records and validates the REST responses of the run', async function () {

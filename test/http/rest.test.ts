@@ -2,7 +2,7 @@
 import { expect } from 'chai';
 import type { App } from '../../services/app.ts';
 import { PerformerSessionRepo, StageRepo } from '../../services/db/repositories.ts';
-import { keyMatches } from '../../services/stages.ts';
+import { keyMatches } from '../../services/auth.ts';
 import { TEST_ADMIN_TOKEN, createStage, startTestApp } from '../support/app.ts';
 import { connectClient } from '../support/client.ts';
 
@@ -53,22 +53,27 @@ describe('REST API', function () {
     const performerId = joined.ok ? joined.data.performerId : '';
     const sessions = new PerformerSessionRepo(app.db);
     const open = await sessions.listOpen(stage.id);
-    expect(open.map((s) => s.id)).to.deep.equal([performerId]);
+    expect(open.map((s) => s.performerId), 'one open session, of this performer').to.deep.equal([performerId]);
+    const sessionId = open[0]!.id;
     c.close();
-    let closed = await sessions.get(performerId);
+    let closed = await sessions.get(sessionId);
     for (let i = 0; i < 40 && !closed?.leftAt; i++) {
       await new Promise((r) => setTimeout(r, 50));
-      closed = await sessions.get(performerId);
+      closed = await sessions.get(sessionId);
     }
     expect(closed!.leftAt).to.be.instanceOf(Date);
     expect(closed!.leftAt!.getTime()).to.be.at.least(closed!.joinedAt.getTime());
     expect(closed!.leaveReason).to.equal('disconnected');
   });
 
-  it('GET /healthz reports workers and the database', async () => {
+  it('GET /healthz reports workers, the database, held writes and recent problems', async () => {
     const res = await fetch(`${app.url}/healthz`);
     expect(res.status).to.equal(200);
-    expect(await res.json()).to.deep.equal({ status: 'ok', workers: app.pool.workers.length, db: 'ok', dbBacklog: 0 });
+    expect(await res.json()).to.deep.equal({ status: 'ok', workers: app.pool.workers.length, db: 'ok', dbBacklog: 0, problems: [] });
+    app.problems.note('stage x: broadcast y failed: a test problem');
+    const degraded = await fetch(`${app.url}/healthz`);
+    expect(degraded.status, 'degraded is still up').to.equal(200);
+    expect(await degraded.json()).to.deep.include({ status: 'degraded', problems: ['stage x: broadcast y failed: a test problem'] });
   });
 
   it('refuses bad requests with a 4xx and a stable error body', async () => {

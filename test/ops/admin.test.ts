@@ -123,7 +123,7 @@ describe('admin: the /admin namespace and page', function () {
     expect(st).to.include({ title: 'Admin view', status: 'live', otherMixInputs: 0, consumers: 4 });
     expect(st.performers.find((p) => p.id === quietId)).to.include({ displayName: 'Quiet', muted: true, onAir: true, publishing: true, consumers: 1 });
     expect(st.performers.find((p) => p.id === loudId)).to.include({ displayName: 'Loud', muted: false, onAir: true, consumers: 1 });
-    expect(st.ffmpeg!.pid).to.equal(app.registry.get(stage.id)!.mixer!.ffmpeg.pid);
+    expect(st.ffmpeg!.pid).to.equal(app.registry.get(stage.id)!.broadcast!.mixer.ffmpeg.pid);
     expect(st.onAirSeconds).to.be.above(0);
     expect(st.worker).to.be.a('number');
     expect(st.archive).to.include({ status: 'recording', error: null });

@@ -52,8 +52,8 @@ describe('PostgreSQL outage mid-broadcast', function () {
     // Ann speaks in 1 s bursts every 2 s, so speaking intervals open and close all through the outage.
     const ann = await browsers.performer(stage.performerUrl, 440, 'Ann', pulseWav(tmp, 440, { periodSec: 2, onSec: 1 }));
     await transition(app, stage.id, 'start');
-    const broadcastId = app.stages.liveBroadcast(stage.id)!;
-    const watcher = new PlaylistWatcher(path.join(app.stages.hlsDir(stage.id), 'index.m3u8'));
+    const broadcastId = app.registry.get(stage.id)!.broadcast!.id;
+    const watcher = new PlaylistWatcher(path.join(app.stages.links.hlsDir(stage.id), 'index.m3u8'));
     // A host on plain signaling (no media) posts chapters; a listener comments.
     const host = await connectClient(app.url);
     clients.push(host);
@@ -92,12 +92,12 @@ describe('PostgreSQL outage mid-broadcast', function () {
     posted.push(comment.data!.event.id);
     // The minute this tick is for (the outage may cross a minute boundary).
     const tickMinute = Math.floor(Date.now() / 60_000) * 60_000;
-    const tickErr = await app.usage.tick(new Date(tickMinute)).then(
-      () => null,
-      (e: unknown) => e,
-    );
-    expect(tickErr, 'the usage tick could not be written now').to.not.equal(null);
-    expect(app.usage.backlog, 'usage ticks held').to.be.greaterThan(0);
+    const heldBefore = app.writes.pending;
+    const tick = app.usage.tick(new Date(tickMinute));
+    expect(tick.queued, 'the usage tick has the stage and its performers').to.be.greaterThan(0);
+    const tickWritten = await Promise.race([tick.written, sleep(1000).then(() => 'not yet' as const)]);
+    expect(tickWritten, 'the usage tick could not be written now').to.equal('not yet');
+    expect(app.writes.pending, 'usage ticks held (journaled) for the database').to.be.greaterThan(heldBefore);
     // The host leaves while the database is away.
     host.close();
     const leftAt = Date.now();
@@ -148,7 +148,7 @@ describe('PostgreSQL outage mid-broadcast', function () {
     watcher.stop();
     expect(maxGap, 'largest pause between live segments (ms)').to.be.at.most(1500);
     expect(segmentsDuring, 'segments published during the outage').to.be.at.least(Math.floor(OUTAGE_MS / 1000) - 2);
-    expect(app.registry.get(stage.id)?.mixer?.ffmpeg.restarts ?? 0).to.equal(0);
+    expect(app.registry.get(stage.id)?.broadcast?.mixer.ffmpeg.restarts ?? 0).to.equal(0);
 
     // Every segment, those of the outage included, is in the archive with its programme position.
     const { rec } = await waitArchived(app.url, stage.id, 60_000);

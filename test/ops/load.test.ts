@@ -86,10 +86,10 @@ describe('load', function () {
       // Pre-encoded Opus sent as RTP (no encoder process per performer: the load is the service's, not the test's).
       const p = await PacketPerformer.start(media.router, await encodeTone(300 + i * 50, 2));
       performers.push(p);
-      await media.mixer!.attach(`synthetic-${i}`, p.producer, `Tone ${i + 1}`);
+      await media.broadcast!.mixer.attach(`synthetic-${i}`, p.producer, `Tone ${i + 1}`);
       // When each segment is published in the playlist players fetch (event-driven: no polling adds its own lag).
       const seen: ListedSegment[] = [];
-      media.mixer!.publisher.observer.on('segmentListed', (seg) => seen.push(seg));
+      media.broadcast!.mixer.publisher.observer.on('segmentListed', (seg) => seen.push(seg));
       listed.push(seen);
       stages.push(s);
     }
@@ -163,7 +163,7 @@ describe('load', function () {
         maxLatency: latencies.at(-1) ?? NaN,
       };
     });
-    const restarts = stages.map((s) => app.registry.get(s.id)?.mixer?.ffmpeg.restarts ?? -1);
+    const restarts = stages.map((s) => app.registry.get(s.id)?.broadcast?.mixer.ffmpeg.restarts ?? -1);
 
     // Memory: after a warm-up third, the last third against the middle third.
     const third = SECONDS / 3;

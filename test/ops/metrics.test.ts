@@ -146,7 +146,7 @@ describe('metrics: GET /metrics', function () {
 
     // On air, with two synthetic Opus senders fed into the mix (a mixer consumer each).
     await transition(app, stage.id, 'start');
-    const mixer = app.registry.get(stage.id)!.mixer!;
+    const mixer = app.registry.get(stage.id)!.broadcast!.mixer;
     const tone = await encodeTone(440, 2);
     for (const id of ['synth-a', 'synth-b']) {
       const p = await PacketPerformer.start(app.registry.get(stage.id)!.router, tone);

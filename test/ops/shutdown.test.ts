@@ -71,7 +71,7 @@ describe('shutdown: draining (in process)', function () {
     const { client, events } = await watchingPerformer(app.url, live.id, live.performerKey);
     clients.push(client);
     await transition(app, live.id, 'start');
-    const playlist = path.join(app.stages.hlsDir(live.id), PLAYLIST_NAME);
+    const playlist = path.join(app.stages.links.hlsDir(live.id), PLAYLIST_NAME);
     await eventually(async () => (fs.existsSync(playlist) ? parseMediaPlaylist(fs.readFileSync(playlist, 'utf8')).segments.length : 0), (n) => n >= 2, 15_000, 100);
     expect((await fetch(`${app.url}/healthz`)).status).to.equal(200);
 
@@ -177,6 +177,7 @@ describe('shutdown: SIGTERM to the real service (PostgreSQL, S3)', function () {
         DATABASE_URL: d.dbUrl,
         CDN_DIR: path.join(d.dir, 'cdn'),
         ARCHIVE_SPOOL_DIR: path.join(d.dir, 'spool'),
+        JOURNAL_DIR: path.join(d.dir, 'journal'),
         ARCHIVE_SWEEP_SECONDS: '1',
         AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
         ...s3.env(),

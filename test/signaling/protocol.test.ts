@@ -1,7 +1,7 @@
 // The /stage Socket.IO protocol against a real server (real mediasoup workers) with Node clients.
 import { expect } from 'chai';
 import type { App } from '../../services/app.ts';
-import { MAX_MESSAGE_BYTES, requestSchemas } from '../../services/shared/protocol.ts';
+import { MAX_MESSAGE_BYTES, stageContract } from '../../services/shared/stage.ts';
 import { createStage, startTestApp } from '../support/app.ts';
 import { connectClient, type TestClient } from '../support/client.ts';
 
@@ -87,7 +87,7 @@ describe('signaling: /stage protocol', function () {
     const big = 'x'.repeat(4096);
     const cases: [string, unknown[]][] = [];
     const badValues: unknown[] = [undefined, null, 0, 42, 'join', true, [], [1, 2], { evil: 1 }, { __proto__: { polluted: true } }];
-    for (const name of Object.keys(requestSchemas)) {
+    for (const name of Object.keys(stageContract.requests)) {
       for (const v of badValues) if (!(name === 'leave' && typeof v === 'object' && v !== null && !Array.isArray(v) && Object.keys(v).length === 0)) cases.push([name, [v]]);
     }
     cases.push(

@@ -14,6 +14,7 @@ export async function startTestApp(env: Record<string, string> = {}): Promise<Ap
   const config = loadConfig({
     ARCHIVE_DIR: path.join(tmp, 'archive'),
     ARCHIVE_SPOOL_DIR: path.join(tmp, 'spool'),
+    JOURNAL_DIR: path.join(tmp, 'journal'),
     PORT: '0',
     HOST: '127.0.0.1',
     ADMIN_TOKEN: TEST_ADMIN_TOKEN,

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import type { Manifest } from '../../services/archive/archiver.ts';
 import type { ObjectStore } from '../../services/archive/store.ts';
-import type { RecordingView } from '../../services/http/recordings.ts';
+import type { RecordingView } from '../../services/shared/rest.ts';
 import { eventually } from './browser.ts';
 
 export async function recordings(baseUrl: string, stageId: string): Promise<RecordingView[]> {

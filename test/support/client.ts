@@ -1,17 +1,19 @@
-// A Node Socket.IO client speaking the stage protocol, for tests that need no browser.
+// A Node Socket.IO client speaking a namespace's protocol (typed by its contract), for tests that need no browser.
 import { io, type Socket } from 'socket.io-client';
-import type { Ack, RequestName, ResponseData } from '../../services/shared/protocol.ts';
+import type { NamespaceContract, RequestName, ResponseData } from '../../services/shared/contract.ts';
+import type { Ack } from '../../services/shared/errors.ts';
+import type { StageContract } from '../../services/shared/stage.ts';
 
-export interface TestClient {
+export interface TestClient<C extends NamespaceContract = StageContract> {
   socket: Socket;
-  /** Sends a request and resolves with its ack (ok or not). */
-  request<E extends RequestName>(event: E, payload: unknown): Promise<Ack<ResponseData[E]>>;
+  /** Sends a request and resolves with its ack (ok or not). The payload is not typed: tests send bad ones too. */
+  request<E extends RequestName<C>>(event: E, payload: unknown): Promise<Ack<ResponseData<C, E>>>;
   /** Sends any event with any arguments and resolves with the ack, or null when none came within timeoutMs. */
   raw(event: string, args: unknown[], timeoutMs?: number): Promise<unknown>;
   close(): void;
 }
 
-export async function connectClient(baseUrl: string, namespace = '/stage'): Promise<TestClient> {
+export async function connectClient<C extends NamespaceContract = StageContract>(baseUrl: string, namespace: string = '/stage'): Promise<TestClient<C>> {
   const socket = io(`${baseUrl}${namespace}`, { transports: ['websocket'], reconnection: false, forceNew: true });
   await new Promise<void>((resolve, reject) => {
     socket.once('connect', () => resolve());
@@ -27,7 +29,7 @@ export async function connectClient(baseUrl: string, namespace = '/stage'): Prom
     });
   return {
     socket,
-    request: (event, payload) => raw(event, [payload], 10_000) as Promise<Ack<ResponseData[typeof event]>>,
+    request: <E extends RequestName<C>>(event: E, payload: unknown) => raw(event, [payload], 10_000) as Promise<Ack<ResponseData<C, E>>>,
     raw,
     close: () => socket.close(),
   };

@@ -4,8 +4,9 @@ import path from 'node:path';
 import { expect } from 'chai';
 import type { App } from '../../services/app.ts';
 import type { TimelineFile } from '../../services/timeline/files.ts';
-import type { Ack } from '../../services/shared/protocol.ts';
-import type { ListenerResponseData, TimelineEvent } from '../../services/shared/timeline.ts';
+import type { Ack } from '../../services/shared/errors.ts';
+import type { ListenResponse } from '../../services/shared/listen.ts';
+import type { TimelineEvent } from '../../services/shared/timeline.ts';
 import { parseMediaPlaylist } from '../../pipelines/hls/playlist.ts';
 import { createStage, startTestApp, TEST_ADMIN_TOKEN, transition } from '../support/app.ts';
 import { download, waitArchived } from '../support/archive.ts';
@@ -70,7 +71,7 @@ describe('timeline', function () {
     const s = app.registry.get(stage.id)!;
     const performer = await PacketPerformer.start(s.router, low);
     try {
-      await s.mixer!.attach('sender', performer.producer, 'Sender');
+      await s.broadcast!.mixer.attach('sender', performer.producer, 'Sender');
       await sleep(6_000);
       // The switch and the marker, at the same instant.
       const switchedAt = await performer.switchTo(high);
@@ -84,7 +85,7 @@ describe('timeline', function () {
       expect(tag, `the live playlist carries the marker:\n${live}`).to.not.equal(undefined);
       expect(tag).to.include('CLASS="com.stage-radio.marker"').and.include('X-LABEL="switch"');
       const startDate = Date.parse(/START-DATE="([^"]+)"/.exec(tag!)![1]!);
-      const pdt0 = parseMediaPlaylist(fs.readFileSync(path.join(app.stages.hlsDir(stage.id), '.mix.m3u8'), 'utf8'));
+      const pdt0 = parseMediaPlaylist(fs.readFileSync(path.join(app.stages.links.hlsDir(stage.id), '.mix.m3u8'), 'utf8'));
       await transition(app, stage.id, 'stop');
       const { rec } = await waitArchived(app.url, stage.id, 30_000);
 
@@ -240,7 +241,7 @@ describe('timeline', function () {
     try {
       const ask = (event: string, payload: unknown) => listener.raw(event, [payload]) as Promise<Ack<unknown>>;
       expect(((await ask('comment', { text: 'hi', name: 'Lou' })) as { ok: boolean; error: { code: string } }).error.code, 'comment before subscribing').to.equal('NOT_JOINED');
-      const sub = (await ask('subscribe', { stageId: stage.id })) as Ack<ListenerResponseData['subscribe']>;
+      const sub = (await ask('subscribe', { stageId: stage.id })) as Ack<ListenResponse<'subscribe'>>;
       expect(sub.ok).to.equal(true);
       if (sub.ok) expect(sub.data.events.some((e) => e.type === 'marker')).to.equal(true);
       const refused: [unknown, string, RegExp][] = [

@@ -6,29 +6,18 @@
 import HlsUmd from 'hls.js/dist/hls.js';
 import type HlsClass from 'hls.js';
 import type { DateRange, ErrorData, LevelDetails } from 'hls.js';
-import { io, type Socket } from 'socket.io-client';
-import type { Ack, StageStatus } from '../../shared/protocol.ts';
-import type {
-  ListenerRequestName,
-  ListenerRequestPayload,
-  ListenerResponseData,
-  ListenerServerEvents,
-  TimelineEvent,
-  TimelineEventType,
-} from '../../shared/timeline.ts';
+import { io } from 'socket.io-client';
+import type { ListenContract } from '../../shared/listen.ts';
+import type { StageStatus } from '../../shared/model.ts';
+import type { StageView } from '../../shared/rest.ts';
+import type { TimelineEvent, TimelineEventType } from '../../shared/timeline.ts';
+import { requester, type ContractSocket } from '../client.ts';
 
 // The UMD build carries hls.js's transmuxer worker inline (started from a blob: URL, hence the CSP's worker-src blob:);
 // the ESM build would need the worker as a separate file. Its typings are those of the ESM build, hence the cast.
 const Hls = HlsUmd as unknown as typeof HlsClass;
 
 type PlayerState = 'offair' | 'loading' | 'playing' | 'ended' | 'error';
-
-interface StageView {
-  id: string;
-  title: string;
-  status: StageStatus;
-  hlsUrl: string;
-}
 
 const POLL_MS = 5_000;
 const RETRY_MS = 2_000;
@@ -381,10 +370,6 @@ interface KnownEvent {
   shownAtPlayingDateMs: number | null;
 }
 
-type ListenerClientEvents = {
-  [E in ListenerRequestName]: (payload: ListenerRequestPayload<E>, ack: (res: Ack<ListenerResponseData[E]>) => void) => void;
-};
-
 const TICK_MS = 100;
 const MAX_COMMENTS = 50;
 const DATERANGE_TYPES: Record<string, TimelineEventType> = {
@@ -599,24 +584,10 @@ function render(at: number | null): void {
 // --- the timeline's connection: Socket.IO /listen ---
 
 const REQUEST_TIMEOUT_MS = 10_000;
-let socket: Socket<ListenerServerEvents, ListenerClientEvents> | null = null;
+let socket: ContractSocket<ListenContract> | null = null;
 let subscribeTimer: number | null = null;
 
-function request<E extends ListenerRequestName>(event: E, payload: ListenerRequestPayload<E>): Promise<Ack<ListenerResponseData[E]>> {
-  return new Promise((resolve) => {
-    const s = socket;
-    if (!s?.connected) {
-      resolve({ ok: false, error: { code: 'UNAVAILABLE', message: 'Not connected to the server, try again in a moment.' } });
-      return;
-    }
-    const timed = s.timeout(REQUEST_TIMEOUT_MS);
-    const emit = timed.emit as unknown as (e: E, p: ListenerRequestPayload<E>, cb: (err: Error | null, res: Ack<ListenerResponseData[E]>) => void) => void;
-    emit.call(timed, event, payload, (err, res) => {
-      if (err) resolve({ ok: false, error: { code: 'UNAVAILABLE', message: 'The server did not answer, try again.' } });
-      else resolve(res);
-    });
-  });
-}
+const request = requester<ListenContract>(() => socket, REQUEST_TIMEOUT_MS);
 
 /** Takes the stage's timeline so far (again after every reconnection: nothing is missed). */
 async function subscribe(): Promise<void> {
@@ -650,7 +621,7 @@ async function subscribe(): Promise<void> {
 }
 
 function connectTimeline(): void {
-  const s: Socket<ListenerServerEvents, ListenerClientEvents> = io('/listen', {
+  const s: ContractSocket<ListenContract> = io('/listen', {
     transports: ['websocket'],
     reconnectionDelay: 500,
     reconnectionDelayMax: 8_000,

@@ -7,17 +7,10 @@
 // back online. A network change (`online`, navigator.connection `change`) or a transport `failed`, or `disconnected`
 // for 2 s, restarts ICE on that transport and keeps the same performer. Only the errors in FATAL_CODES stop it.
 import { Device, type types as mc } from 'mediasoup-client';
-import { io, type Socket } from 'socket.io-client';
-import type {
-  StageStatus,
-  Ack,
-  ClientToServerEvents,
-  PerformerInfo,
-  RequestName,
-  RequestPayload,
-  ResponseData,
-  ServerToClientEvents,
-} from '../../shared/protocol.ts';
+import { io } from 'socket.io-client';
+import type { PerformerInfo, StageStatus } from '../../shared/model.ts';
+import type { StageContract, StageRequest, StageRequestName, StageResponse } from '../../shared/stage.ts';
+import { requester, type ContractSocket } from '../client.ts';
 
 type PageState = 'idle' | 'joining' | 'publishing' | 'error';
 /**
@@ -81,6 +74,8 @@ const ui = {
 };
 
 const stageId = decodeURIComponent(location.pathname.split('/').filter(Boolean)[1] ?? '');
+/** This tab's resume token for the stage (sessionStorage: it survives a reload, and is not shared with other tabs). */
+const RESUME_KEY = `stage-radio:resume:${stageId}`;
 const params = new URLSearchParams(location.search);
 const key = params.get('key') ?? '';
 ui.name.value = params.get('name') ?? localStorage.getItem('displayName') ?? '';
@@ -90,6 +85,8 @@ class RequestFailed extends Error {
   constructor(
     readonly code: string,
     message: string,
+    /** RATE_LIMITED: seconds to wait before trying again. */
+    readonly retryAfterSeconds = 0,
   ) {
     super(message);
   }
@@ -99,7 +96,7 @@ class RequestFailed extends Error {
 class Superseded extends Error {}
 
 /** Errors after which trying again cannot help (STAGE_FULL only on a first join: on a rejoin the seat may be our own). */
-const FATAL_CODES = new Set(['UNAUTHORIZED', 'NOT_FOUND', 'STAGE_FULL', 'BAD_REQUEST', 'MIC_DENIED', 'NO_MIC']);
+const FATAL_CODES = new Set(['UNAUTHORIZED', 'NOT_FOUND', 'STAGE_FULL', 'BAD_REQUEST', 'MIC_DENIED', 'NO_MIC', 'REPLACED']);
 
 const MESSAGES: Record<string, string> = {
   UNAUTHORIZED: 'This performer link has the wrong key. Ask the host for a new link.',
@@ -107,35 +104,23 @@ const MESSAGES: Record<string, string> = {
   STAGE_FULL: 'The stage is full. Try again when someone leaves.',
   MIC_DENIED: 'Microphone access was denied. Allow it in the browser and press "Join stage" again.',
   NO_MIC: 'No microphone was found.',
+  REPLACED: 'This performer continued in another window or tab.',
 };
 
 // Socket.IO's own reconnection is off: it does not retry after a server-side disconnect ('io server disconnect'), and
 // one loop (scheduleRetry) for every kind of loss keeps the backoff, the attempt count and the display in one place.
-const socket: Socket<ServerToClientEvents, ClientToServerEvents> = io('/stage', {
+const socket: ContractSocket<StageContract> = io('/stage', {
   transports: ['websocket'],
   reconnection: false,
   timeout: CONNECT_TIMEOUT_MS,
 });
+const send = requester<StageContract>(() => socket, REQUEST_TIMEOUT_MS);
 
-function request<E extends RequestName>(event: E, payload: RequestPayload<E>, timeoutMs = REQUEST_TIMEOUT_MS): Promise<ResponseData[E]> {
-  return new Promise((resolve, reject) => {
-    if (!socket.connected) {
-      reject(new RequestFailed('DISCONNECTED', `${event}: not connected`));
-      return;
-    }
-    const timed = socket.timeout(timeoutMs);
-    const emit = timed.emit as unknown as (
-      e: E,
-      p: RequestPayload<E>,
-      cb: (err: Error | null, res: Ack<ResponseData[E]>) => void,
-    ) => void;
-    emit.call(timed, event, payload, (err, res) => {
-      // Socket.IO fails pending acks at once when the connection drops.
-      if (err) reject(socket.connected ? new RequestFailed('TIMEOUT', `${event} timed out`) : new RequestFailed('DISCONNECTED', `${event}: connection lost`));
-      else if (res.ok) resolve(res.data);
-      else reject(new RequestFailed(res.error.code, res.error.message));
-    });
-  });
+/** A request's answer, or a RequestFailed with the server's (or the connection's) code. */
+async function request<E extends StageRequestName>(event: E, payload: StageRequest<E>, timeoutMs = REQUEST_TIMEOUT_MS): Promise<StageResponse<E>> {
+  const res = await send(event, payload, timeoutMs);
+  if (res.ok) return res.data;
+  throw new RequestFailed(res.error.code, res.error.message, 'retryAfterSeconds' in res.error ? res.error.retryAfterSeconds : 0);
 }
 
 interface Remote {
@@ -279,7 +264,7 @@ async function consumeRemote(r: Remote, producerId: string): Promise<void> {
   if (!device || !recvTransport) return;
   const transport = recvTransport;
   try {
-    const c = await request('consume', { producerId, rtpCapabilities: device.recvRtpCapabilities as RequestPayload<'consume'>['rtpCapabilities'] });
+    const c = await request('consume', { producerId, rtpCapabilities: device.recvRtpCapabilities as StageRequest<'consume'>['rtpCapabilities'] });
     if (transport !== recvTransport || !remotes.has(r.info.id) || r.consumer) return;
     const consumer = await transport.consume({
       id: c.consumerId,
@@ -338,7 +323,7 @@ function teardownMedia(): void {
 
 function connectHandler(t: mc.Transport): void {
   t.on('connect', ({ dtlsParameters }, ok, fail) => {
-    request('connectTransport', { transportId: t.id, dtlsParameters: dtlsParameters as RequestPayload<'connectTransport'>['dtlsParameters'] })
+    request('connectTransport', { transportId: t.id, dtlsParameters: dtlsParameters as StageRequest<'connectTransport'>['dtlsParameters'] })
       .then(() => ok())
       .catch(fail);
   });
@@ -472,7 +457,11 @@ async function joinOnce(my: number): Promise<void> {
     micSource = audioCtx.createMediaStreamSource(micStream);
     micSource.connect(micAnalyser);
   }
-  const joined = await request('join', { stageId, key, displayName: ui.name.value.trim() });
+  const resume = sessionStorage.getItem(RESUME_KEY);
+  const joined = await request('join', { stageId, key, displayName: ui.name.value.trim(), ...(resume ? { resume } : {}) });
+  // The next join (a reload of this tab, a lost connection, a replaced media server) continues as this performer.
+  sessionStorage.setItem(RESUME_KEY, joined.resumeToken);
+  document.body.dataset['resumed'] = String(joined.resumed);
   if (my !== session) {
     // Torn down while the join was answered: the server must not keep this performer.
     void request('leave', {}).catch(() => undefined);
@@ -499,7 +488,7 @@ async function joinOnce(my: number): Promise<void> {
   sendTransport = send;
   connectHandler(send);
   send.on('produce', ({ rtpParameters }, ok, fail) => {
-    request('produce', { transportId: send.id, kind: 'audio', rtpParameters: rtpParameters as RequestPayload<'produce'>['rtpParameters'] })
+    request('produce', { transportId: send.id, kind: 'audio', rtpParameters: rtpParameters as StageRequest<'produce'>['rtpParameters'] })
       .then(({ producerId }) => ok({ id: producerId }))
       .catch(fail);
   });
@@ -631,8 +620,8 @@ async function join(): Promise<void> {
     }
     // The server still holds a performer for this connection: endSession() tells it to leave before the next join.
     if (code === 'ALREADY_JOINED') serverMember = true;
-    // RATE_LIMITED says how long to wait ("retry in N s"): never sooner than that.
-    const wait = code === 'RATE_LIMITED' ? Number(/retry in (\d+) s/.exec(message)?.[1] ?? 0) * 1000 : 0;
+    // RATE_LIMITED says how long to wait: never sooner than that.
+    const wait = err instanceof RequestFailed ? err.retryAfterSeconds * 1000 : 0;
     recover(code === 'DISCONNECTED' ? 'connection lost' : message, false, wait);
   } finally {
     if (joinInFlight === my) joinInFlight = -1;
@@ -642,6 +631,8 @@ async function join(): Promise<void> {
 async function leave(): Promise<void> {
   wantOnStage = false;
   wasOnStage = false;
+  // Leaving on purpose ends this performer: a later join is a new one.
+  sessionStorage.removeItem(RESUME_KEY);
   clearRetry();
   session++;
   if (serverMember) await request('leave', {}).catch(() => undefined);
@@ -676,6 +667,15 @@ socket.on('rejoin', ({ reason }) => {
   serverMember = false;
   recover(reason);
 });
+socket.on('replaced', () => {
+  // This performer went on in another window (it joined with this tab's resume token): this one steps back.
+  wantOnStage = false;
+  wasOnStage = false;
+  serverMember = false;
+  clearRetry();
+  endSession();
+  showError('REPLACED', 'This performer continued in another window.');
+});
 socket.on('stageStatus', ({ status }) => showStageStatus(status));
 socket.on('audioLevels', ({ levels }) => {
   const speaking = new Set(levels.filter((l) => l.volume > -50).map((l) => l.performerId));
@@ -706,7 +706,7 @@ window.addEventListener('offline', () => {
 });
 (navigator as Navigator & { connection?: EventTarget }).connection?.addEventListener('change', () => networkChanged('the network changed'));
 
-ui.join.addEventListener('click', () => {
+function startJoin(): void {
   if (!ui.name.value.trim()) {
     ui.error.textContent = 'Enter your name first.';
     ui.name.focus();
@@ -717,7 +717,10 @@ ui.join.addEventListener('click', () => {
   attempt = 0;
   wasOnStage = false;
   void join();
-});
+}
+ui.join.addEventListener('click', startJoin);
+// A reload while on stage (this tab holds a resume token): back on stage at once, as the same performer.
+if (sessionStorage.getItem(RESUME_KEY) && ui.name.value.trim()) startJoin();
 ui.leave.addEventListener('click', () => void leave());
 for (const [button, event] of [[ui.startBroadcast, 'startBroadcast'], [ui.stopBroadcast, 'stopBroadcast']] as const) {
   button.addEventListener('click', () => {
@@ -739,7 +742,7 @@ ui.eventForm.addEventListener('submit', (ev) => {
   const type = ui.eventType.value;
   const title = ui.eventTitle.value.trim();
   const artist = ui.eventArtist.value.trim();
-  const payload: RequestPayload<'postEvent'> =
+  const payload: StageRequest<'postEvent'> =
     type === 'chapter' ? { type: 'chapter', title }
     : type === 'track' ? { type: 'track', title, ...(artist ? { artist } : {}) }
     : { type: 'marker', ...(title ? { label: title } : {}) };

@@ -1,3 +1,7 @@
+// Rate limits, for REST and Socket.IO alike: token buckets per key. A budget that both paths draw on (the timeline's
+// events, say) is one RateLimiter instance, so a client cannot double its rate by using both.
+import { RequestError } from './errors.ts';
+
 /**
  * Token buckets per key: `capacity` at once, refilled at `perSecond`. The map stays bounded: buckets that have refilled
  * (idle keys) are forgotten on a periodic sweep, and past `maxKeys` the least recently used keys are dropped (they start
@@ -40,6 +44,13 @@ export class RateLimiter {
     this.#buckets.set(key, { tokens: ok ? tokens - 1 : tokens, at: now });
     if (this.#buckets.size > this.#maxKeys) this.#buckets.delete(this.#buckets.keys().next().value!);
     return ok;
+  }
+
+  /** Takes a token for key, or throws RATE_LIMITED (with the seconds to wait) when none is left. */
+  takeOrThrow(key: string, message: string, now = performance.now()): void {
+    if (this.take(key, now)) return;
+    const wait = this.retryAfterSeconds(key, now);
+    throw new RequestError('RATE_LIMITED', `${message}; retry in ${wait} s`, wait);
   }
 
   /** Whole seconds until key has a token again (0 when it has one now). */

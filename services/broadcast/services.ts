@@ -1,0 +1,73 @@
+// What a broadcast is given by the app: one object, handed down by the stage registry to each stage, and by a stage to
+// the broadcast it puts on air. Interfaces only, so a broadcast depends on what it uses, not on who provides it.
+import type { types as ms } from 'mediasoup';
+import type { Mixer } from '../../pipelines/mixer/mixer.ts';
+import type { WriteKind, WriteKinds } from '../db/writes.ts';
+import type { Logger } from '../logger.ts';
+import type { TimelineEvent } from '../shared/timeline.ts';
+
+/** Durable database writes (journaled; they wait out an outage and survive a crash). */
+export interface Writes {
+  write<K extends WriteKind>(kind: K, data: WriteKinds[K]): Promise<boolean>;
+}
+
+/** Records one broadcast's segments as they are published, and closes with it. */
+export interface SegmentSink {
+  close(): Promise<void>;
+}
+
+/** The archive, as a broadcast sees it. */
+export interface BroadcastArchive {
+  /** Where the broadcast's tracks are written. */
+  tracksDir(broadcastId: string): string;
+  /** The broadcast is on air: records where, and starts queueing its segments as the publisher lists them. */
+  begin(args: { broadcastId: string; stageId: string; hlsDir: string; mixer: Mixer }): Promise<SegmentSink>;
+  /** The broadcast's end is recorded: finalize its archive now (a durable step: resumed at the next start if need be). */
+  finalizeSoon(broadcastId: string): void;
+}
+
+/** The usage meter, as a broadcast sees it: a broadcast is ticked every minute while it is registered. */
+export interface UsageTicks {
+  register(entry: { stageId: string; broadcastId: string; performerIds: () => string[] }): { close(): void };
+}
+
+export interface BroadcastSettings {
+  /** Mixer inputs: the stage's performer limit. */
+  slots: number;
+  segmentSeconds: number;
+  listSize: number;
+  aacBitrateKbps: number;
+  /** Where a stage's HLS is written (the CDN-origin folder's live/<stageId>). */
+  hlsDir(stageId: string): string;
+}
+
+export interface BroadcastServices {
+  settings: BroadcastSettings;
+  writes: Writes;
+  archive: BroadcastArchive | null;
+  usage: UsageTicks;
+  /** Every timeline event of every broadcast, as it happens (listeners, admin). */
+  publish(stageId: string, event: TimelineEvent): void;
+  /** Onlookers (metrics, admin, health) hear of every broadcast that ends, with why. */
+  ended(info: BroadcastEnded): void;
+  log: Logger;
+}
+
+export interface BroadcastEnded {
+  stageId: string;
+  broadcastId: string;
+  status: 'complete' | 'aborted' | 'failed';
+  reason: string;
+  /** Children that failed to close cleanly (each still closed as far as it could). */
+  problems: string[];
+  /** The mix's FFmpeg: its restarts, and why it was given up on (null unless it was). */
+  ffmpeg: { restarts: number; failure: string | null };
+  at: Date;
+}
+
+/** The stage, as its broadcast sees it. */
+export interface BroadcastStage {
+  readonly id: string;
+  readonly router: ms.Router;
+  readonly performers: readonly { readonly id: string; readonly displayName: string; readonly producer: ms.Producer | null }[];
+}

@@ -1,0 +1,116 @@
+// The REST API's contract, once: request bodies, query parameters and response bodies as zod schemas. The routes
+// parse with them, their TypeScript types are derived from them, and services/http/openapi.ts builds the OpenAPI
+// document from them. The browser imports only types from here.
+import { z } from 'zod';
+import { dateTime, recordingIdSchema, stageIdSchema } from './ids.ts';
+import { performerInfoSchema, stageStatusSchema } from './model.ts';
+import { timelineEventSchema } from './timeline.ts';
+
+const url = (description: string) => z.string().meta({ format: 'uri', description });
+
+// ---- Requests ----
+
+export const createStageBody = z.strictObject({
+  title: z
+    .string()
+    .trim()
+    .min(1, 'must not be empty')
+    .max(120, 'must be at most 120 characters')
+    .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), 'must not contain control characters'),
+});
+export type CreateStageBody = z.input<typeof createStageBody>;
+
+export const emptyBody = z.strictObject({});
+
+export const DOWNLOAD_FILES = ['audio', 'playlist', 'manifest', 'timeline', 'chapters'] as const;
+export const downloadQuery = z.strictObject({
+  file: z.string().regex(/^(audio|playlist|manifest|timeline|chapters|track:[A-Za-z0-9_-]{1,128})$/, 'must be audio, playlist, manifest, timeline, chapters or track:<performerId>'),
+});
+
+// ---- Responses ----
+
+export const stageUrlsSchema = z.object({
+  performerUrl: url('The performer page, with the key.'),
+  listenUrl: url('The public listener page.'),
+  hlsUrl: url('The live HLS playlist (PUBLIC_HLS_BASE_URL when set).'),
+});
+export type StageUrls = z.output<typeof stageUrlsSchema>;
+
+export const stageCreatedSchema = z.object({
+  id: stageIdSchema,
+  title: z.string(),
+  status: z.literal('idle'),
+  performerKey: z.string().meta({ description: 'The stage’s performer key. Shown once: only its hash is stored.' }),
+  ...stageUrlsSchema.shape,
+});
+export type StageCreated = z.output<typeof stageCreatedSchema>;
+
+export const stageViewSchema = z.object({
+  id: stageIdSchema,
+  title: z.string(),
+  status: stageStatusSchema,
+  performers: z.array(performerInfoSchema),
+  hlsUrl: url('The live HLS playlist.'),
+  listenUrl: url('The public listener page.'),
+  startedAt: dateTime().nullable(),
+  endedAt: dateTime().nullable(),
+});
+export type StageView = z.output<typeof stageViewSchema>;
+
+export const stageTransitionSchema = stageViewSchema.extend({
+  changed: z.boolean().meta({ description: 'false when the stage already was in the asked state (a no-op).' }),
+});
+export type StageTransition = z.output<typeof stageTransitionSchema>;
+
+export const eventPostedSchema = z.object({ event: timelineEventSchema });
+
+export const ARCHIVE_STATUSES = ['recording', 'uploading', 'archived', 'failed'] as const;
+export const OBJECT_STATES = ['pending', 'uploading', 'uploaded', 'failed'] as const;
+export const FILE_KINDS = ['playlist', 'audio', 'track', 'manifest', 'timeline', 'chapters'] as const;
+
+export const recordingFileSchema = z.object({
+  file: z.string().meta({ description: 'The `file` parameter of the download route.' }),
+  kind: z.enum(FILE_KINDS),
+  key: z.string().meta({ description: 'The object key in the store.' }),
+  size: z.number().int().min(0),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  durationSeconds: z.number().nullable(),
+  state: z.enum(OBJECT_STATES),
+  performerId: z.string().optional(),
+  displayName: z.string().optional(),
+  url: z.string().meta({ description: 'The download route for this file, relative to the server.' }),
+});
+export type RecordingFile = z.output<typeof recordingFileSchema>;
+
+export const recordingViewSchema = z.object({
+  id: recordingIdSchema,
+  stageId: stageIdSchema,
+  status: z.enum(ARCHIVE_STATUSES),
+  error: z.string().nullable(),
+  startedAt: dateTime(),
+  endedAt: dateTime().nullable(),
+  archivedAt: dateTime().nullable(),
+  durationSeconds: z.number().nullable(),
+  segments: z.object({ count: z.number().int().min(0), uploaded: z.number().int().min(0) }),
+  files: z.array(recordingFileSchema),
+});
+export type RecordingView = z.output<typeof recordingViewSchema>;
+
+export const recordingListSchema = z.object({
+  stageId: stageIdSchema,
+  recordings: z.array(recordingViewSchema).meta({ description: 'Newest first.' }),
+});
+export type RecordingList = z.output<typeof recordingListSchema>;
+
+const healthFields = {
+  workers: z.number().int().min(0).meta({ description: 'Media workers up.' }),
+  db: z.enum(['ok', 'error']).meta({ description: 'Whether the database answers.' }),
+  dbBacklog: z.number().int().min(0).meta({ description: 'Database writes held while it was unreachable (journaled on disk).' }),
+  problems: z.array(z.string()).meta({ description: 'What is wrong, in short sentences (e.g. a mix that failed and could not be restarted, in the last hour).' }),
+};
+export const healthSchema = z.object({ status: z.enum(['ok', 'degraded']), ...healthFields });
+export const healthUnavailableSchema = z.union([
+  z.object({ status: z.literal('down'), ...healthFields }),
+  z.object({ status: z.literal('draining') }).meta({ description: 'Shutting down: send no new work here.' }),
+]);
+export type Health = z.output<typeof healthSchema> | z.output<typeof healthUnavailableSchema>;
