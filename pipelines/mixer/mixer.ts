@@ -264,15 +264,29 @@ export class Mixer {
     this.#closed = true;
     for (const id of [...this.#feeds.keys()]) this.detach(id);
     const endTs = Math.round(this.programmeSeconds() * 48000);
-    await this.#ffmpeg.stop();
-    for (const r of this.#relays) r.close();
-    await Promise.all([...this.#tracks.values()].map((t) => t.close(endTs).catch((err: unknown) => {
-      this.#log.error('could not finish a performer track', { performerId: t.performerId, error: String(err) });
-    })));
-    await endPlaylist(this.playlistPath);
-    await this.publisher.end();
-    await fs.rm(this.#sdpPath, { force: true });
-    this.#log.info('mix stopped', { restarts: this.#ffmpeg.restarts });
+    // Each step in its own try: whatever fails (a full disk, say), nothing is left running: no process, socket,
+    // timer or watcher. The first error is rethrown at the end.
+    const errors: unknown[] = [];
+    const step = async (fn: () => Promise<unknown> | unknown) => {
+      try {
+        await fn();
+      } catch (err) {
+        errors.push(err);
+      }
+    };
+    await step(() => this.#ffmpeg.stop());
+    for (const r of this.#relays) await step(() => r.close());
+    await step(() =>
+      Promise.all([...this.#tracks.values()].map((t) => t.close(endTs).catch((err: unknown) => {
+        this.#log.error('could not finish a performer track', { performerId: t.performerId, error: String(err) });
+      }))),
+    );
+    await step(() => endPlaylist(this.playlistPath));
+    await step(() => this.publisher.end());
+    this.publisher.close();
+    await step(() => fs.rm(this.#sdpPath, { force: true }));
+    this.#log.info('mix stopped', { restarts: this.#ffmpeg.restarts, ...(errors.length > 0 ? { errors: errors.map(String) } : {}) });
+    if (errors.length > 0) throw errors[0];
   }
 }
 

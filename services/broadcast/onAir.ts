@@ -63,7 +63,9 @@ export class OnAir {
       await stage.stopBroadcast(reason, 'complete');
       // The end is recorded through the write-behind (journaled): normally at once; while the database is away the
       // answer still says what happened, and the record follows when it is back.
-      await Promise.race([broadcast?.recorded, new Promise((r) => setTimeout(r, RECORD_WAIT_MS).unref())]);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([broadcast?.recorded, new Promise((r) => (timer = setTimeout(r, RECORD_WAIT_MS)))]);
+      clearTimeout(timer);
       const view = (await this.#catalog.view(id))!;
       return { view: { ...view, status: 'ended', endedAt: view.endedAt ?? new Date().toISOString() }, changed: true };
     });

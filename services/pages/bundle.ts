@@ -1,6 +1,6 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { build } from 'esbuild';
+import { buildSync } from 'esbuild';
 
 export interface Asset {
   type: string;
@@ -16,10 +16,11 @@ export interface PageBundle {
 
 /**
  * Bundles the browser pages (TypeScript → one IIFE each) in memory at start-up, so what is served always matches
- * the code and no build artefact can go stale.
+ * the code and no build artefact can go stale. Synchronously: esbuild's async API leaves a service process running
+ * for the life of the process, which nothing would stop.
  */
 export async function buildPages(pagesDir: string): Promise<PageBundle> {
-  const result = await build({
+  const result = buildSync({
     entryPoints: { performer: path.join(pagesDir, 'performer', 'main.ts'), listener: path.join(pagesDir, 'listener', 'main.ts'), admin: path.join(pagesDir, 'admin', 'main.ts') },
     bundle: true,
     format: 'iife',

@@ -2,17 +2,103 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
-import type { Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import type { App } from '../../services/app.ts';
 import { BroadcastRepo, UsageRepo } from '../../services/db/broadcasts.ts';
+import { minuteOf } from '../../services/usage.ts';
 import { createStage, startTestApp } from '../support/app.ts';
-import { BrowserSet, eventually, levelsAt } from '../support/browser.ts';
-import { decodeToPcm, toneDb } from '../support/audio.ts';
+import { download, waitArchived } from '../support/archive.ts';
+import { BrowserSet, eventually, launchPerformerBrowser, levelsAt } from '../support/browser.ts';
+import { decodeToPcm, SAMPLE_RATE, toneDb, toneOnsets } from '../support/audio.ts';
 import { PlaylistWatcher } from '../support/hls.ts';
-import { TempDir } from '../support/media.ts';
+import { pulseWav, TempDir } from '../support/media.ts';
+
+/** Ann's microphone: 440 Hz bursts, 1.5 s on in every 2 s. Their onsets mark the same instants at her mic and in the mix. */
+const ANN_BURSTS = { periodSec: 2, onSec: 1.5 };
+/**
+ * How far the chapter's mediaTime may be from the onset (in the programme) of the burst that began at Ann's mic as she
+ * posted it. Measured over several runs: see the commit that set it. The matching burst is searched for within half a
+ * period (1 s), well beyond this bound.
+ */
+const CHAPTER_TOLERANCE_SEC = 0.15;
+
+declare global {
+  interface Window {
+    /** The microphone stream the performer page opened (kept by the test's init script). */
+    testMicStream?: MediaStream;
+  }
+}
 
 async function listenerHears(page: Page, freqs: number[]): Promise<number[]> {
   return levelsAt(await page.evaluate(() => window.listenerDebug.spectrum()), freqs);
+}
+
+/**
+ * Ann's performer page in a browser of its own, with an init script that keeps the stream the page gets from
+ * getUserMedia (so the test can watch what her microphone plays, as the page sends it); joined and publishing.
+ */
+async function joinWatchingMic(browser: Browser, performerUrl: string, name: string): Promise<Page> {
+  const page = await browser.newPage();
+  page.on('pageerror', (err) => process.stderr.write(`[page ${name}] ${err.message}\n`));
+  await page.addInitScript(() => {
+    const devices = navigator.mediaDevices;
+    const open = devices.getUserMedia.bind(devices);
+    devices.getUserMedia = async (constraints) => {
+      const stream = await open(constraints);
+      window.testMicStream = stream;
+      return stream;
+    };
+  });
+  await page.goto(`${performerUrl}&name=${encodeURIComponent(name)}&raw=1`);
+  await page.getByRole('button', { name: 'Join stage' }).click();
+  await page.waitForFunction(() => document.body.dataset['state'] === 'publishing', null, { timeout: 15_000 });
+  return page;
+}
+
+/**
+ * Arms the page to press "Mark now" the moment a burst starts at the microphone (after at least minSilenceSec of
+ * silence); resolves when it has pressed it, with how long after the onset that was (the detector's block size).
+ */
+function markAtNextBurst(page: Page, minSilenceSec: number): Promise<{ lateSec: number }> {
+  return page.evaluate(
+    ({ minSilenceSec }) =>
+      new Promise<{ lateSec: number }>((resolve, reject) => {
+        const stream = window.testMicStream;
+        if (!stream) throw new Error('the page opened no microphone');
+        const ctx = new AudioContext();
+        const source = ctx.createMediaStreamSource(stream);
+        // 256 frames: the smallest block a ScriptProcessor takes (5.3 ms at 48 kHz).
+        const detector = ctx.createScriptProcessor(256, 1, 1);
+        const mute = ctx.createGain();
+        mute.gain.value = 0;
+        source.connect(detector).connect(mute).connect(ctx.destination);
+        // No named functions in here: tsx would wrap them in a helper the page does not have. Closing the context
+        // stops the detector.
+        const timer = setTimeout(() => {
+          void ctx.close();
+          reject(new Error('no burst onset at the microphone within 10 s'));
+        }, 10_000);
+        let silent = 0;
+        detector.onaudioprocess = (e) => {
+          const x = e.inputBuffer.getChannelData(0);
+          const first = x.findIndex((v) => Math.abs(v) > 0.02);
+          if (first < 0) {
+            silent += x.length;
+            return;
+          }
+          if (silent + first >= minSilenceSec * ctx.sampleRate) {
+            // The form's submit handler sends postEvent synchronously.
+            document.getElementById('post-event')!.click();
+            clearTimeout(timer);
+            detector.onaudioprocess = null;
+            void ctx.close();
+            resolve({ lateSec: (x.length - first) / ctx.sampleRate });
+          }
+          silent = 0;
+        };
+      }),
+    { minSilenceSec },
+  );
 }
 
 describe('e2e: broadcast to a listener', function () {
@@ -20,6 +106,7 @@ describe('e2e: broadcast to a listener', function () {
   let app: App;
   let tmp: TempDir;
   let browsers: BrowserSet;
+  let annBrowser: Browser | undefined;
 
   before(async () => {
     tmp = new TempDir();
@@ -28,14 +115,15 @@ describe('e2e: broadcast to a listener', function () {
   });
   after(async () => {
     await browsers?.close();
+    await annBrowser?.close();
     await app?.close();
     tmp?.remove();
   });
 
-  it('two performers start a broadcast; a listener on hls.js hears both tones; the live playlist is AAC', async () => {
+  it('two performers start a broadcast; a listener on hls.js hears both; the live playlist is AAC; usage is ticked; a chapter marked from the page lands on its burst in the archive', async () => {
     const stage = await createStage(app, 'Duet');
-    const pages: Page[] = [];
-    for (const [freq, name] of [[440, 'Ann'], [660, 'Bob']] as const) pages.push(await browsers.performer(stage.performerUrl, freq, name));
+    annBrowser = await launchPerformerBrowser(pulseWav(tmp, 440, ANN_BURSTS));
+    const pages: Page[] = [await joinWatchingMic(annBrowser, stage.performerUrl, 'Ann'), await browsers.performer(stage.performerUrl, 660, 'Bob')];
     await pages[0]!.getByRole('button', { name: 'Start broadcast' }).click();
     for (const p of pages) await p.waitForFunction(() => document.body.dataset['stageStatus'] === 'live', null, { timeout: 10_000 });
 
@@ -56,33 +144,68 @@ describe('e2e: broadcast to a listener', function () {
     expect(stream).to.include({ codec_name: 'aac', profile: 'LC', sample_rate: '48000', channels: 2 });
 
     // The programme itself carries both performers at full level (each alone in its slot).
-    const watcher = new PlaylistWatcher(app.registry.get(stage.id)!.broadcast!.mixer.playlistPath);
-    await watcher.waitFor((w) => w.segments.length >= 2, 10_000);
+    // Two segments made after the listener heard both: the first segments may begin before the performers' audio.
+    const mixer = app.registry.get(stage.id)!.broadcast!.mixer;
+    const watcher = new PlaylistWatcher(mixer.playlistPath);
+    watcher.poll();
+    const listedBefore = watcher.segments.length;
+    await watcher.waitFor((w) => w.segments.length >= listedBefore + 2, 10_000);
     watcher.stop();
-    const pcm = decodeToPcm(watcher.concatInput(watcher.segments.length - 2));
-    expect(toneDb(pcm, 440), 'Ann in the mix').to.be.above(-25);
+    expect(watcher.segments.length, 'two new segments listed').to.be.at.least(listedBefore + 2);
+    const pcm = decodeToPcm(watcher.concatInput(listedBefore));
+    // Ann's bursts: her level where she sounds, the loudest 0.5 s (one lies within every burst, 0.1 s apart).
+    const annDb = Math.max(...Array.from({ length: Math.floor((pcm.length / SAMPLE_RATE - 0.5) / 0.1) + 1 }, (_, i) => toneDb(pcm, 440, Math.round(i * 0.1 * SAMPLE_RATE), SAMPLE_RATE / 2)));
+    console.log(`      DEBUG listener levels ${levels}; mix Ann ${toneDb(pcm, 440).toFixed(1)} max0.5 ${annDb.toFixed(1)} Bob ${toneDb(pcm, 660).toFixed(1)} at programme ${mixer.programmeSeconds().toFixed(1)} segs ${listedBefore}`);
+    expect(annDb, 'Ann in the mix').to.be.above(-25);
     expect(toneDb(pcm, 660), 'Bob in the mix').to.be.above(-25);
 
-    // Usage and the broadcast's performers are recorded.
-    expect(await app.usage.tick()).to.equal(3);
+    // Usage and the broadcast's performers are recorded. The minute's ticks are in the database once a tick for it is
+    // written, whoever wrote them first (the cron job may already have ticked this minute: ticks are idempotent).
+    const now = new Date();
+    const tick = app.usage.tick(now);
+    expect(tick.queued, 'ticks queued: the stage and its two performers').to.equal(3);
+    expect(await tick.written, 'the ticks are written').to.equal(true);
     const [broadcast] = await new BroadcastRepo(app.db).listForStage(stage.id);
     const onAir = await new BroadcastRepo(app.db).listPerformers(broadcast!.id);
     expect(onAir.map((p) => p.displayName).sort()).to.deep.equal(['Ann', 'Bob']);
-    expect((await new UsageRepo(app.db).list(broadcast!.id)).length).to.equal(3);
+    const minuteTicks = (await new UsageRepo(app.db).list(broadcast!.id)).filter((t) => t.minute.getTime() === minuteOf(now).getTime());
+    const performerIds = await Promise.all(pages.map((p) => p.evaluate(() => window.stageDebug.performerId())));
+    // '' stands for the stage's own tick (performerId null).
+    expect(minuteTicks.map((t) => t.performerId ?? '').sort(), "the minute's rows: the stage's tick and one per performer").to.deep.equal(['', ...performerIds.map(String)].sort());
 
-    // A performer marks a chapter from the page: it lands on the timeline, placed where her audio is.
+    // A performer marks a chapter from the page as a burst starts at her microphone: it lands on the timeline, placed
+    // where her audio is (checked below against that burst in the archived programme).
     await pages[0]!.getByLabel('Title').fill('Opening song');
-    await pages[0]!.getByRole('button', { name: 'Mark now' }).click();
+    expect(await pages[0]!.getByRole('button', { name: 'Mark now' }).getAttribute('id')).to.equal('post-event');
+    await pages[0]!.waitForFunction(() => !(document.getElementById('post-event') as HTMLButtonElement).disabled, null, { timeout: 5_000 });
+    const marked = await markAtNextBurst(pages[0]!, ANN_BURSTS.periodSec - ANN_BURSTS.onSec - 0.1);
     await pages[0]!.waitForFunction(() => document.getElementById('event-status')?.dataset['eventId'], null, { timeout: 5_000 });
     const statusText = await pages[0]!.locator('#event-status').textContent();
     expect(statusText).to.match(/^Chapter “Opening song” at \d+\.\d s into the broadcast$/);
     const { events } = (await (await fetch(`${app.url}/api/stages/${stage.id}/events`)).json()) as { events: { type: string; mediaTime: number; data: { title?: string; name?: string } }[] };
     const chapter = events.find((e) => e.type === 'chapter');
     expect(chapter?.data).to.deep.include({ title: 'Opening song', name: 'Ann' });
-    expect(chapter!.mediaTime).to.be.closeTo(app.registry.get(stage.id)!.broadcast!.mixer.programmeSeconds(), 2);
 
+    // The marked burst must be in the archive: stop once the programme is past its end and a segment more.
+    await eventually(async () => mixer.programmeSeconds(), (t) => t > chapter!.mediaTime + ANN_BURSTS.onSec + 1, 10_000);
     await pages[1]!.getByRole('button', { name: 'Stop broadcast' }).click();
     await pages[0]!.waitForFunction(() => document.body.dataset['stageStatus'] === 'ended', null, { timeout: 10_000 });
     await listener.waitForFunction(() => document.body.dataset['state'] === 'ended', null, { timeout: 30_000 });
+
+    // The archive's audio starts at programme time 0: the chapter's mediaTime against the onset of Ann's burst nearest
+    // to it (bursts are a period apart, so the nearest within half a period is the one she marked).
+    const { rec } = await waitArchived(app.url, stage.id, 30_000);
+    const m4a = tmp.file('duet.m4a');
+    await download(app.url, rec, 'audio', m4a);
+    const programme = decodeToPcm(m4a);
+    const onsets = toneOnsets(programme, 440);
+    // One onset per period (the programme may also start in a burst), all but one at either end found.
+    const periods = programme.length / SAMPLE_RATE / ANN_BURSTS.periodSec;
+    expect(onsets.length, `Ann's burst onsets in the programme (${periods.toFixed(1)} periods)`).to.be.within(Math.floor(periods) - 1, Math.ceil(periods) + 1);
+    const nearest = onsets.reduce((a, b) => (Math.abs(b - chapter!.mediaTime) < Math.abs(a - chapter!.mediaTime) ? b : a), -Infinity);
+    const offset = chapter!.mediaTime - nearest;
+    console.log(`      chapter at ${chapter!.mediaTime.toFixed(3)} s; Ann's burst in the programme at ${nearest.toFixed(3)} s: ${(offset * 1000).toFixed(0)} ms off (the page pressed Mark now ${(marked.lateSec * 1000).toFixed(1)} ms after the onset at the mic; ${onsets.length} onsets in ${(programme.length / SAMPLE_RATE).toFixed(1)} s: ${onsets.map((t) => t.toFixed(3)).join(' ')})`);
+    expect(Math.abs(offset), 'a burst in the programme within half a period of the chapter').to.be.below(ANN_BURSTS.periodSec / 2);
+    expect(Math.abs(offset), 'the chapter lands on the burst it was marked at (s)').to.be.below(CHAPTER_TOLERANCE_SEC);
   });
 });

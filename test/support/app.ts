@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { startApp, type App } from '../../services/app.ts';
+import { startApp, type App, type ShutdownOptions } from '../../services/app.ts';
 import { loadConfig } from '../../services/config.ts';
 import { createLogger } from '../../services/logger.ts';
 
@@ -32,8 +32,8 @@ export async function startTestApp(env: Record<string, string> = {}): Promise<Ap
   }
   const close = app.close;
   return Object.assign(app, {
-    close: async () => {
-      await close();
+    close: async (opts?: ShutdownOptions) => {
+      await close(opts);
       fs.rmSync(tmp, { recursive: true, force: true });
     },
   });
