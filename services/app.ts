@@ -256,17 +256,19 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       } catch (err) {
         log.error('shutdown: could not end every broadcast', { error: String(err) });
       }
-      if (ended.length > 0) {
-        // Their ends recorded (normally at once), their archives are finalized within the grace, then uploaded.
-        await writes.flush(Math.max(0, deadline - Date.now()));
-        const aborted = new Promise<void>((resolve) => opts.signal?.addEventListener('abort', () => resolve(), { once: true }));
-        const settled = await Promise.race([archiver.settle(deadline), aborted.then(() => archiver.settle(Date.now()))]);
-        if (!settled) log.warn('shutdown: archives left to finalize at the next start', { broadcasts: ended });
+      // Their ends recorded (normally at once), the archives of every broadcast that has ended (now, or just before
+      // the signal) are finalized within the grace, then uploaded.
+      await writes.flush(Math.max(0, deadline - Date.now()));
+      const cut = new Promise<number>((resolve) => opts.signal?.addEventListener('abort', () => resolve(Date.now()), { once: true }));
+      const settled = await Promise.race([archiver.settle(deadline), cut.then((now) => archiver.settle(now))]);
+      if (!settled.complete) log.warn('shutdown: archives left to finalize at the next start', { broadcasts: settled.broadcasts });
+      const toUpload = [...new Set([...ended, ...settled.broadcasts])];
+      if (toUpload.length > 0) {
         const left = Math.max(0, deadline - Date.now());
-        if (left > 0) log.info('shutdown: uploading what the ended broadcasts left', { broadcasts: ended, graceSeconds: Math.round(left / 100) / 10 });
+        if (left > 0) log.info('shutdown: uploading what the ended broadcasts left', { broadcasts: toUpload, graceSeconds: Math.round(left / 100) / 10 });
         try {
-          const r = await archiver.queue.flush(ended, { deadline: Date.now() + left, ...(opts.signal ? { signal: opts.signal } : {}) });
-          const fields = { broadcasts: ended, uploaded: r.uploaded, left: r.left, waitedMs: r.waitedMs, cutShort: opts.signal?.aborted ?? false };
+          const r = await archiver.queue.flush(toUpload, { deadline: Date.now() + left, ...(opts.signal ? { signal: opts.signal } : {}) });
+          const fields = { broadcasts: toUpload, uploaded: r.uploaded, left: r.left, waitedMs: r.waitedMs, cutShort: opts.signal?.aborted ?? false };
           if (r.complete) log.info('shutdown: every upload of the ended broadcasts is done', fields);
           else log.warn('shutdown: uploads left queued for the next start', fields);
           // The grace is over: uploads in flight get a moment to finish, not a request timeout's worth.

@@ -314,24 +314,32 @@ export class Archiver implements BroadcastArchive {
   }
 
   /**
-   * Shutdown: waits for the finalizations due now (those of the broadcasts just ended) until `deadline` (epoch ms),
-   * then aborts what is still running: it resumes at the next start. True when nothing was left unfinished.
+   * Shutdown: waits for the finalizations running or due now (those of the broadcasts just ended, and any still in
+   * flight) until `deadline` (epoch ms), then aborts what is still running: it resumes at the next start. Returns
+   * whether nothing was left unfinished, and the broadcasts it waited for (their uploads are next).
    */
-  async settle(deadline: number): Promise<boolean> {
+  async settle(deadline: number): Promise<{ complete: boolean; broadcasts: string[] }> {
+    const seen = new Set(this.#finalizing.keys());
     let timer: NodeJS.Timeout | undefined;
     const timeUp = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), Math.max(0, deadline - Date.now()))));
     const done = (async () => {
-      await this.finalizePending();
+      const scan = this.finalizePending();
+      // The scan starts a finalization per due archive: note them as they start.
+      while (this.#pendingScan) {
+        for (const id of this.#finalizing.keys()) seen.add(id);
+        await Promise.race([scan, new Promise((r) => setTimeout(r, 50))]);
+      }
+      for (const id of this.#finalizing.keys()) seen.add(id);
       await Promise.allSettled([...this.#finalizing.values()]);
       return 'done' as const;
     })();
     const outcome = await Promise.race([done, timeUp]);
     clearTimeout(timer);
-    if (outcome === 'done') return true;
+    if (outcome === 'done') return { complete: true, broadcasts: [...seen] };
     this.#log.warn('shutdown: archive finalization did not finish within the grace; it resumes at the next start', { running: [...this.#finalizing.keys()] });
     this.#abort.abort();
     await Promise.allSettled([...this.#finalizing.values()]);
-    return false;
+    return { complete: false, broadcasts: [...seen] };
   }
 
   /** Stops finalizing (what runs is aborted and resumes at the next start) and the upload queue. Idempotent. */

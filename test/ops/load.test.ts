@@ -1,9 +1,11 @@
 // Load: 10 stages on air, 200 Socket.IO clients (40 performers' signaling connections, 160 listeners following the
 // timeline, some commenting), and 1,000 simulated HLS listeners that poll their stage's playlist every target
-// duration over keep-alive connections, one in ten of them a full player that also fetches every new segment
-// (LOAD_PLAYERS_EVERY=1 makes them all players; this 2-core machine then runs out of CPU). For LOAD_SECONDS (default
-// 120): no error anywhere, no stall of any stage, and the process's memory flat after warm-up. The app runs in this
-// process; the HLS listeners run in a child process of their own, so the memory measured is the service's.
+// duration over keep-alive connections: by default one in ten of them (100) is a full player that also fetches every
+// new segment, and the other 900 only poll the playlist (LOAD_PLAYERS_EVERY=1 makes them all players; this 2-core
+// machine then runs out of CPU). For LOAD_SECONDS (default 120): no error anywhere, no stall of any stage, segments
+// listed and playlists answered within the latency bounds below, and the process's memory flat after warm-up. The app
+// runs in this process; the HLS listeners run in a child process of their own, so the memory measured is the
+// service's.
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { expect } from 'chai';
@@ -23,6 +25,23 @@ const PERFORMER_CLIENTS_PER_STAGE = 4;
 const TIMELINE_CLIENTS_PER_STAGE = 16;
 /** Every 10th listener is a full player fetching every segment; the others poll the playlist (2 cores run it all). */
 const PLAYERS_EVERY = Number(process.env['LOAD_PLAYERS_EVERY'] ?? 10);
+/** Listeners 0, PLAYERS_EVERY, 2 × PLAYERS_EVERY, … are the players (hls-listeners.ts). */
+const PLAYERS = Math.ceil(LISTENERS / PLAYERS_EVERY);
+const POLLERS = LISTENERS - PLAYERS;
+const SOCKET_CLIENTS = STAGES * (PERFORMER_CLIENTS_PER_STAGE + TIMELINE_CLIENTS_PER_STAGE);
+
+// Latency bounds. Recent full runs on this 2-core machine (shared with other test runs) printed, for the worst stage:
+// segment end → listed p95 170-380 ms, max 300-880 ms; and playlist request latency p95 26-65 ms, p99 60-126 ms. Each
+// bound is about twice the worst figure seen, so that the noise of a shared machine passes, and a regression that
+// doubles a latency does not. The max keeps the stall criterion: a player holds 3 s (three 1 s segments), so a
+// segment listed 1.5 s after its end leaves it half its buffer; that is 1.7 × the worst max seen.
+/** Per stage, the 95th percentile of segment end → listed in the published playlist (ms). */
+const SEGMENT_LISTED_P95_MS = 750;
+/** Per stage, the longest segment end → listed (ms): a stall. */
+const SEGMENT_LISTED_MAX_MS = 1500;
+/** Playlist requests, all listeners: request sent → whole answer read (ms). */
+const PLAYLIST_P95_MS = 150;
+const PLAYLIST_P99_MS = 300;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const LISTENERS_SCRIPT = path.resolve(import.meta.dirname, '../support/hls-listeners.ts');
 
@@ -77,7 +96,7 @@ describe('load', function () {
     tmp?.remove();
   });
 
-  it(`10 stages, 200 Socket.IO clients, 1,000 HLS listeners for ${SECONDS} s: no errors, no stall, flat memory`, async () => {
+  it(`${STAGES} stages on air for ${SECONDS} s with ${SOCKET_CLIENTS} Socket.IO clients (${STAGES * PERFORMER_CLIENTS_PER_STAGE} performers' signaling, ${STAGES * TIMELINE_CLIENTS_PER_STAGE} timeline listeners) and ${LISTENERS} simulated HLS listeners (${PLAYERS} players fetching every segment, ${POLLERS} playlist pollers): no errors, no stall, segment end → listed p95 ≤ ${SEGMENT_LISTED_P95_MS} ms and max ≤ ${SEGMENT_LISTED_MAX_MS} ms per stage, playlist latency p95 ≤ ${PLAYLIST_P95_MS} ms and p99 ≤ ${PLAYLIST_P99_MS} ms, flat memory`, async () => {
     const stages: { id: string; performerKey: string }[] = [];
     for (let i = 0; i < STAGES; i++) {
       const s = await createStage(app, `Load ${i + 1}`);
@@ -113,7 +132,7 @@ describe('load', function () {
         clients.push(c);
       }
     }
-    expect(clients).to.have.length(200);
+    expect(clients).to.have.length(SOCKET_CLIENTS);
     expect(ackErrors, 'joins and subscriptions').to.deep.equal([]);
     let timelineEvents = 0;
     for (const c of clients) c.socket.on('timelineEvent', () => timelineEvents++);
@@ -178,7 +197,7 @@ describe('load', function () {
 
     console.log(
       [
-        `      load over ${elapsed.toFixed(0)} s: ${STAGES} stages, ${clients.length} Socket.IO clients, ${LISTENERS} HLS listeners`,
+        `      load over ${elapsed.toFixed(0)} s: ${STAGES} stages, ${clients.length} Socket.IO clients, ${LISTENERS} HLS listeners (${PLAYERS} players, ${POLLERS} playlist pollers)`,
         `      requests: ${tally.playlists} playlists + ${tally.segments} segments = ${rps.toFixed(0)} req/s, ${(tally.bytes / 2 ** 20 / tally.elapsedSeconds).toFixed(1)} MiB/s; playlist latency p50 ${tally.p50} ms, p95 ${tally.p95} ms, p99 ${tally.p99} ms`,
         `      errors ${tally.errors.length} (after retries: ${tally.retried} requests retried once, as hls.js would), skipped segments ${tally.skipped}, ack errors ${ackErrors.length}, disconnects ${disconnects}; ${chats} markers + ${chats} comments, ${timelineEvents} timeline events delivered`,
         `      segments per stage ${Math.min(...gaps.map((g) => g.count))}-${Math.max(...gaps.map((g) => g.count))}, largest gap ${Math.max(...gaps.map((g) => g.maxGap))} ms; segment end → listed p95 ${Math.max(...gaps.map((g) => g.p95Latency))} ms, max ${Math.max(...gaps.map((g) => g.maxLatency))} ms; FFmpeg restarts ${restarts.reduce((a, b) => a + b, 0)}`,
@@ -193,12 +212,15 @@ describe('load', function () {
     expect(tally.skipped, 'segments a listener had to skip').to.equal(0);
     expect(restarts.every((r) => r === 0), 'no FFmpeg restart').to.equal(true);
     for (const g of gaps) {
-      // A stall is a segment published late: none more than 1.5 s after its end (a player keeps 3 s buffered). Listings
-      // can then be up to one segment plus that apart.
-      expect(g.maxLatency, 'latest segment: its end → listed in the playlist (ms)').to.be.at.most(1500);
+      // A stall is a segment published late (SEGMENT_LISTED_MAX_MS). Listings can then be up to one segment plus that
+      // apart.
+      expect(g.p95Latency, 'segment end → listed in the playlist, p95 (ms)').to.be.at.most(SEGMENT_LISTED_P95_MS);
+      expect(g.maxLatency, 'latest segment: its end → listed in the playlist (ms)').to.be.at.most(SEGMENT_LISTED_MAX_MS);
       expect(g.maxGap, 'largest pause between a stage\'s listings (ms)').to.be.at.most(2500);
       expect(g.count, 'segments per stage: real time').to.be.at.least(SECONDS - 3);
     }
+    expect(tally.p95, 'playlist request latency, p95 (ms)').to.be.at.most(PLAYLIST_P95_MS);
+    expect(tally.p99, 'playlist request latency, p99 (ms)').to.be.at.most(PLAYLIST_P99_MS);
     expect(timelineEvents, 'every marker and comment reached its stage\'s timeline listeners').to.be.at.least(chats * 2 * TIMELINE_CLIENTS_PER_STAGE);
     // Flat: the last third within 10 % (RSS) and 25 % (heap, noisier between collections) of the middle third.
     expect(rssEnd, 'RSS flat after warm-up (MiB)').to.be.below(rssMid * 1.1);

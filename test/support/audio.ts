@@ -89,28 +89,35 @@ export function median(xs: number[]): number {
   return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
-/** Linear amplitude of one tone over sliding 10 ms windows every 1 ms, from fromSec for durSec. */
-function toneEnvelope(pcm: Float32Array, freq: number, fromSec: number, durSec: number): number[] {
+/**
+ * Whether one tone is on, over sliding 10 ms windows every 1 ms from fromSec for durSec: 1 where its level is within
+ * onDb of the loudest window in the span, 0 elsewhere (and outside pcm).
+ */
+function toneOnOff(pcm: Float32Array, freq: number, fromSec: number, durSec: number, onDb = 20): number[] {
   const win = Math.round(0.01 * SAMPLE_RATE);
   const hop = Math.round(0.001 * SAMPLE_RATE);
-  const out: number[] = [];
   const start = Math.round(fromSec * SAMPLE_RATE);
+  const levels: number[] = [];
   for (let i = 0; i * 0.001 < durSec; i++) {
     const s = start + i * hop;
-    out.push(s < 0 || s + win > pcm.length ? 0 : 10 ** (toneDb(pcm, freq, s, win) / 20));
+    levels.push(s < 0 || s + win > pcm.length ? -Infinity : toneDb(pcm, freq, s, win));
   }
-  return out;
+  const peak = Math.max(...levels);
+  return levels.map((db) => (db >= peak - onDb ? 1 : 0));
 }
 
 /**
- * How far (seconds, b minus a) the tone's envelope in b is shifted from a around time t: the lag within ±maxLagSec
- * that maximizes the normalized cross-correlation of the two envelopes over [t - 0.1 s, t + 0.2 s] (the rising edge
- * dominates). Robust to a level change between the two (a compressor in b).
+ * How far (seconds, b minus a) the tone's burst in b is shifted from a around time t: the lag within ±maxLagSec that
+ * maximizes the normalized cross-correlation of the two on/off envelopes (toneOnOff) over [t - 0.1 s, t + 0.2 s].
+ * On/off rather than levels, so only the timing of the burst's edges counts, not its level: a level that changes
+ * within the window (b's levelling compressor ducking one voice under another, or a's own level still rising as a
+ * performer's audio starts, Chromium's gain control) pulled the peak of a cross-correlation of levels up to 27 ms off
+ * the burst's edge. Only the edges of b's other voices can still show (their onset clicks, a few ms long).
  */
-export function envelopeLag(a: Float32Array, b: Float32Array, freq: number, t: number, maxLagSec = 0.15): number {
-  const ea = toneEnvelope(a, freq, t - 0.1, 0.3);
+export function envelopeLag(a: Float32Array, b: Float32Array, freq: number, t: number, maxLagSec = 0.25): number {
+  const ea = toneOnOff(a, freq, t - 0.1, 0.3);
   const maxLag = Math.round(maxLagSec * 1000);
-  const eb = toneEnvelope(b, freq, t - 0.1 - maxLagSec, 0.3 + 2 * maxLagSec);
+  const eb = toneOnOff(b, freq, t - 0.1 - maxLagSec, 0.3 + 2 * maxLagSec);
   const norm = (xs: number[]) => {
     const m = xs.reduce((s, x) => s + x, 0) / xs.length;
     const d = xs.map((x) => x - m);

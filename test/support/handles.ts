@@ -72,3 +72,33 @@ export function childPids(comm: string): number[] {
   }
   return out.sort((a, b) => a - b);
 }
+
+/** Every process descending from `root` (children, their children...), with its command line, from /proc. */
+export function descendants(root: number): { pid: number; comm: string; cmdline: string }[] {
+  const procs: { pid: number; ppid: number; comm: string }[] = [];
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+      const close = stat.lastIndexOf(')');
+      procs.push({ pid: Number(name), comm: stat.slice(stat.indexOf('(') + 1, close), ppid: Number(stat.slice(close + 2).split(' ')[1]) });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const out: { pid: number; comm: string; cmdline: string }[] = [];
+  const walk = (pid: number) => {
+    for (const p of procs.filter((x) => x.ppid === pid)) {
+      let cmdline = '';
+      try {
+        cmdline = fs.readFileSync(`/proc/${p.pid}/cmdline`, 'utf8').split('\0').join(' ');
+      } catch {
+        // gone
+      }
+      out.push({ pid: p.pid, comm: p.comm, cmdline });
+      walk(p.pid);
+    }
+  };
+  walk(root);
+  return out;
+}
