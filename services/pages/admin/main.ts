@@ -88,6 +88,13 @@ function archiveText(s: AdminStage): string {
   return a.error ? `${a.status}: ${a.error}` : `${a.status} (${seg})`;
 }
 
+function ffmpegText(s: AdminStage): string {
+  const f = s.ffmpeg;
+  if (!f) return '—';
+  const restarts = `${f.restarts} restart${f.restarts === 1 ? '' : 's'}`;
+  return f.failure ? `failed after ${restarts}: ${f.failure}` : `pid ${f.pid ?? '…'}, ${restarts}`;
+}
+
 function renderStage(s: AdminStage): HTMLElement {
   const badge = el('span', { className: 'badge', text: s.status });
   badge.dataset['status'] = s.status;
@@ -100,9 +107,10 @@ function renderStage(s: AdminStage): HTMLElement {
     fact('Consumers', String(s.consumers)),
     fact('Worker', s.worker === null ? '—' : `#${s.worker}`),
     fact('Mixer lag', s.mixerLagSeconds === null ? '—' : `${s.mixerLagSeconds.toFixed(2)} s`),
-    fact('FFmpeg', s.ffmpeg ? `pid ${s.ffmpeg.pid ?? '…'}, ${s.ffmpeg.restarts} restart${s.ffmpeg.restarts === 1 ? '' : 's'}` : '—'),
+    fact('FFmpeg', ffmpegText(s)),
     fact('Archive', archiveText(s)),
   );
+  if (s.endReason) facts.append(fact('Ended', s.endReason));
   if (s.otherMixInputs > 0) facts.append(fact('Other mix inputs', String(s.otherMixInputs)));
   const table = el(
     'table',
