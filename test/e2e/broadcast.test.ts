@@ -16,11 +16,12 @@ import { pulseWav, TempDir } from '../support/media.ts';
 /** Ann's microphone: 440 Hz bursts, 1.5 s on in every 2 s. Their onsets mark the same instants at her mic and in the mix. */
 const ANN_BURSTS = { periodSec: 2, onSec: 1.5 };
 /**
- * How far the chapter's mediaTime may be from the onset (in the programme) of the burst that began at Ann's mic as she
- * posted it. Measured over several runs: see the commit that set it. The matching burst is searched for within half a
- * period (1 s), well beyond this bound.
+ * How far the chapter's mediaTime may be from the onset, in the archived programme, of the burst that began at Ann's
+ * microphone as the page posted it. Measured in 6 runs: -3 to +17 ms (-3, -3, -3, +7, +7, +17). The bound leaves room
+ * for a busy machine delaying the page's detector or either path to the server by tens of ms; the burst is looked
+ * for within half a period (1 s), ten times the bound.
  */
-const CHAPTER_TOLERANCE_SEC = 0.15;
+const CHAPTER_TOLERANCE_SEC = 0.1;
 
 declare global {
   interface Window {
@@ -143,8 +144,8 @@ describe('e2e: broadcast to a listener', function () {
     const stream = (JSON.parse(probe.stdout) as { streams: Record<string, unknown>[] }).streams[0]!;
     expect(stream).to.include({ codec_name: 'aac', profile: 'LC', sample_rate: '48000', channels: 2 });
 
-    // The programme itself carries both performers at full level (each alone in its slot).
-    // Two segments made after the listener heard both: the first segments may begin before the performers' audio.
+    // The programme itself carries both performers at full level (each alone in its slot), in two segments made after
+    // the listener heard both (the first segments may begin before the performers' audio).
     const mixer = app.registry.get(stage.id)!.broadcast!.mixer;
     const watcher = new PlaylistWatcher(mixer.playlistPath);
     watcher.poll();
@@ -155,7 +156,6 @@ describe('e2e: broadcast to a listener', function () {
     const pcm = decodeToPcm(watcher.concatInput(listedBefore));
     // Ann's bursts: her level where she sounds, the loudest 0.5 s (one lies within every burst, 0.1 s apart).
     const annDb = Math.max(...Array.from({ length: Math.floor((pcm.length / SAMPLE_RATE - 0.5) / 0.1) + 1 }, (_, i) => toneDb(pcm, 440, Math.round(i * 0.1 * SAMPLE_RATE), SAMPLE_RATE / 2)));
-    console.log(`      DEBUG listener levels ${levels}; mix Ann ${toneDb(pcm, 440).toFixed(1)} max0.5 ${annDb.toFixed(1)} Bob ${toneDb(pcm, 660).toFixed(1)} at programme ${mixer.programmeSeconds().toFixed(1)} segs ${listedBefore}`);
     expect(annDb, 'Ann in the mix').to.be.above(-25);
     expect(toneDb(pcm, 660), 'Bob in the mix').to.be.above(-25);
 
@@ -199,13 +199,15 @@ describe('e2e: broadcast to a listener', function () {
     await download(app.url, rec, 'audio', m4a);
     const programme = decodeToPcm(m4a);
     const onsets = toneOnsets(programme, 440);
-    // One onset per period (the programme may also start in a burst), all but one at either end found.
-    const periods = programme.length / SAMPLE_RATE / ANN_BURSTS.periodSec;
-    expect(onsets.length, `Ann's burst onsets in the programme (${periods.toFixed(1)} periods)`).to.be.within(Math.floor(periods) - 1, Math.ceil(periods) + 1);
-    const nearest = onsets.reduce((a, b) => (Math.abs(b - chapter!.mediaTime) < Math.abs(a - chapter!.mediaTime) ? b : a), -Infinity);
-    const offset = chapter!.mediaTime - nearest;
-    console.log(`      chapter at ${chapter!.mediaTime.toFixed(3)} s; Ann's burst in the programme at ${nearest.toFixed(3)} s: ${(offset * 1000).toFixed(0)} ms off (the page pressed Mark now ${(marked.lateSec * 1000).toFixed(1)} ms after the onset at the mic; ${onsets.length} onsets in ${(programme.length / SAMPLE_RATE).toFixed(1)} s: ${onsets.map((t) => t.toFixed(3)).join(' ')})`);
-    expect(Math.abs(offset), 'a burst in the programme within half a period of the chapter').to.be.below(ANN_BURSTS.periodSec / 2);
+    const at = chapter!.mediaTime;
+    const i = onsets.reduce((best, t, k) => (Math.abs(t - at) < Math.abs((onsets[best] ?? Infinity) - at) ? k : best), -1);
+    const offset = at - (onsets[i] ?? NaN);
+    console.log(`      chapter at ${at.toFixed(3)} s, ${(offset * 1000).toFixed(0)} ms after the onset of Ann's burst in the programme (the page pressed Mark now ${(marked.lateSec * 1000).toFixed(1)} ms after it began at the mic); onsets at ${onsets.map((t) => t.toFixed(3)).join(', ')} s`);
+    expect(Math.abs(offset), 'a burst onset in the programme within half a period of the chapter').to.be.below(ANN_BURSTS.periodSec / 2);
+    // It is a burst of Ann's regular train, not a glitch (the programme's first second can show extra onsets): the
+    // onsets before and after it are a period away.
+    expect(onsets[i]! - onsets[i - 1]!, 'the onset before it: a period earlier (s)').to.be.closeTo(ANN_BURSTS.periodSec, 0.05);
+    expect(onsets[i + 1]! - onsets[i]!, 'the onset after it: a period later (s)').to.be.closeTo(ANN_BURSTS.periodSec, 0.05);
     expect(Math.abs(offset), 'the chapter lands on the burst it was marked at (s)').to.be.below(CHAPTER_TOLERANCE_SEC);
   });
 });
