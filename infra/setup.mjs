@@ -16,10 +16,11 @@ const forTests = args.has('--for-tests');
 const log = (msg) => process.stderr.write(`[setup] ${msg}\n`);
 
 // Runtime: ffmpeg for the mixer. Worker build: compiler and the C++ libraries mediasoup's worker links against
-// (they also provide its shared libraries at run time). Tests: Chromium for browser flows, a PostgreSQL server.
+// (they also provide its shared libraries at run time). Tests: Chromium for browser flows, a PostgreSQL server,
+// espeak-ng for the speech that performers speak in test/timeline/speech.test.ts.
 const APT_RUNTIME = ['ffmpeg', 'ca-certificates'];
 const APT_WORKER = ['meson', 'ninja-build', 'pkg-config', 'g++', 'python3', 'libuv1-dev', 'libssl-dev', 'libsrtp2-dev', 'libusrsctp-dev', 'libabsl-dev', 'nlohmann-json3-dev'];
-const APT_TESTS = ['chromium', 'postgresql-15', 'fonts-liberation'];
+const APT_TESTS = ['chromium', 'postgresql-15', 'fonts-liberation', 'espeak-ng'];
 
 function dpkgInstalled(pkg) {
   const r = spawnSync('dpkg-query', ['-W', '-f=${Status}', pkg], { encoding: 'utf8' });

@@ -21,11 +21,11 @@ export const SPEAKING_THRESHOLD_DBOV = -65;
  * Where speech starts and ends relative to the first and last loud report (the reports lag the audio: the browser's
  * level and the observer's interval), measured against the performers' own tracks. Speech starts ~0.27 s before the
  * first loud report: fitted on Chromium tone bursts (test/timeline/timeline.test.ts), it holds on espeak-ng speech
- * (test/timeline/speech.test.ts: median onset error per voice -0.02 to +0.05 s, 7 runs).
+ * (test/timeline/speech.test.ts: median onset error per voice -0.01 to +0.05 s, 7 runs).
  * Speech ends ~0.08 s after the last loud report. The tones' fit (0.05 s before it) ended intervals a median 0.13 s
- * early on speech: a phrase's last syllable fades, and its weak tail, averaged with silence at -127, drops below the
- * threshold before the speech ends. -0.08 was fitted on the en and de voices of 4 runs (68 phrase ends) and checked on
- * the held-out en-us and fr voices: 0.137 s early in those runs, 0.011 s in 3 later ones (en and de: 0.016 s).
+ * early on speech (why is not pinned down: a tone stops at full level, a phrase fades, its last 100 ms ~10 dB below
+ * its speech level). -0.08 was fitted on the en and de voices of 4 runs (68 phrase ends) and checked on the held-out
+ * en-us and fr voices: 0.137 s early in those runs, 0.011 s in 3 later ones (en and de then: 0.016 s).
  */
 export const ONSET_LEAD_S = 0.27;
 export const END_LEAD_S = -0.08;

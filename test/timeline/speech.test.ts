@@ -185,6 +185,8 @@ describe('timeline: speaking intervals on speech (espeak-ng)', function () {
       const a = agreement(truth, detected, from, to);
       const e = edgeErrors(truth, detected, from, to);
       if (process.env['DEBUG_SPEAKING']) console.log(`      ${name} truth ${JSON.stringify(truth)}\n      ${name} detected ${JSON.stringify(detected)}`);
+      // SPEECH_FIGURES=<file>: each run's figures go there, and the window levels and intervals to <file>.raw, to be
+      // analysed across runs (another VAD limit, another lead) without running again.
       if (process.env['SPEECH_FIGURES']) fs.appendFileSync(`${process.env['SPEECH_FIGURES']}.raw`, JSON.stringify({ name, voice, durationSeconds: timeline.durationSeconds, detected, levels: levels.map((l) => Math.round(Math.max(l, -200) * 10) / 10) }) + '\n');
       figures.push({
         name, voice, agreement: a.share, windows: a.windows, medianOnset: median(e.onsets), medianOffset: median(e.offsets), groups: e.onsets.length,
