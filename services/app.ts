@@ -100,9 +100,9 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     // Writes that wait out a database outage, journaled on disk; an earlier run's journal is replayed first, in order.
     const writes = await WriteBehind.open({ db, log, journalPath: path.join(config.journalDir, 'writes.jsonl'), executors: WRITE_EXECUTORS });
     cleanups.push(() => writes.close());
-    if (writes.pending > 0) {
-      log.info('replaying database writes an earlier run journaled', { count: writes.pending });
-      if (!(await writes.flush(JOURNAL_REPLAY_WAIT_MS))) log.warn('journaled writes are still waiting for the database', { count: writes.pending });
+    // (The write-behind logs what it replays.) They land before anything else reads or writes.
+    if (writes.pending > 0 && !(await writes.flush(JOURNAL_REPLAY_WAIT_MS))) {
+      log.warn('journaled writes are still waiting for the database', { count: writes.pending });
     }
 
     let baseUrl = config.http.publicUrl ?? '';

@@ -2,14 +2,13 @@
 // the broadcast it puts on air. Interfaces only, so a broadcast depends on what it uses, not on who provides it.
 import type { types as ms } from 'mediasoup';
 import type { Mixer } from '../../pipelines/mixer/mixer.ts';
-import type { WriteKind, WriteKinds } from '../db/writes.ts';
+import type { WriteBehind } from '../db/writeBehind.ts';
+import type { WriteExecutors } from '../db/writes.ts';
 import type { Logger } from '../logger.ts';
 import type { TimelineEvent } from '../shared/timeline.ts';
 
-/** Durable database writes (journaled; they wait out an outage and survive a crash). */
-export interface Writes {
-  write<K extends WriteKind>(kind: K, data: WriteKinds[K]): Promise<boolean>;
-}
+/** Durable database writes (journaled; they wait out an outage and survive a crash), typed by their kinds. */
+export type Writes = Pick<WriteBehind<WriteExecutors>, 'write'>;
 
 /** Records one broadcast's segments as they are published, and closes with it. */
 export interface SegmentSink {

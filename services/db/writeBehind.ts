@@ -175,11 +175,7 @@ export class WriteBehind<E extends Executors = Executors> {
    * or still held at close() (then it stays in the journal for the next start). Never rejects. Operations run one
    * at a time, in the order they were queued. data must be JSON-serializable and not be changed afterwards.
    */
-  write<K extends keyof E & string>(kind: K, data: WriteData<ExecutorData<E[K]>>): Promise<boolean>;
-  /** @deprecated Not journaled: use write(kind, data) with an executor. Same as writeUnjournaled(label, fn). */
-  write(label: string, fn: (db: Queryable) => Promise<unknown>): Promise<boolean>;
-  write(kind: string, data: unknown): Promise<boolean> {
-    if (typeof data === 'function') return this.writeUnjournaled(kind, data as (db: Queryable) => Promise<unknown>);
+  write<K extends keyof E & string>(kind: K, data: WriteData<ExecutorData<E[K]>>): Promise<boolean> {
     if (this.#closed) return Promise.resolve(false);
     const exec = this.#executor(kind);
     if (!exec) {
@@ -198,15 +194,6 @@ export class WriteBehind<E extends Executors = Executors> {
       }
     }
     return this.#enqueue({ label: kind, exec, data, seq, resolve: noop, since: Date.now() });
-  }
-
-  /**
-   * Queues a closure, in the same order as the operations, but not journaled: a crash loses it while it is held.
-   * Resolves like write().
-   */
-  writeUnjournaled(label: string, fn: (db: Queryable) => Promise<unknown>): Promise<boolean> {
-    if (this.#closed) return Promise.resolve(false);
-    return this.#enqueue({ label, exec: fn, data: undefined, seq: null, resolve: noop, since: Date.now() });
   }
 
   #executor(kind: string): Executor | undefined {

@@ -95,7 +95,7 @@ describe('a crash during a database outage', function () {
     await pgServer.resume();
     const second = await ServiceProcess.start(await findFreePort(), env);
     services.push(second);
-    const replay = second.logged('replaying database writes an earlier run journaled');
+    const replay = second.logged('replaying writes an earlier run left unfinished');
     expect(replay, 'the journal was replayed at start').to.have.length(1);
     console.log(`      held at the crash: ${held} writes; replayed at start: ${replay[0]!['count']}`);
     expect(Number(replay[0]!['count'])).to.be.at.least(held);

@@ -133,23 +133,5 @@ describe('WriteBehind', () => {
     await new Promise((r) => setTimeout(r, 60));
     expect(state.calls).to.equal(calls);
     expect(await w.write('put', { text: 'y' })).to.equal(false);
-    expect(await w.writeUnjournaled('y', (d) => d.query('y'))).to.equal(false);
-  });
-
-  it('keeps the closure form (writeUnjournaled, and the old write(label, fn)) in the same queue and order', async () => {
-    const { state, db } = flakyDb();
-    const w = new WriteBehind({ db, log, executors, retryBaseMs: 10, retryMaxMs: 20 });
-    const results = [
-      w.write('put', { text: 'a' }),
-      w.writeUnjournaled('closure b', (d) => d.query('b')),
-      w.write('put', { text: 'c' }),
-      w.write('closure d', (d) => d.query('d')),
-    ];
-    await new Promise((r) => setTimeout(r, 40));
-    expect(w.pending).to.equal(4);
-    state.up = true;
-    expect(await Promise.all(results)).to.deep.equal([true, true, true, true]);
-    expect(state.written).to.deep.equal(['a', 'b', 'c', 'd']);
-    w.close();
   });
 });
