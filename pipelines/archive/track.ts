@@ -11,7 +11,6 @@ export class TrackRecorder {
   #pending: { ts: number; payload: Buffer }[] = [];
   #closed = false;
   #error: Error | null = null;
-  dbgFirst = false; // TEMPDBG
 
   private constructor(path: string, performerId: string, comments: string[]) {
     this.path = path;
@@ -36,7 +35,6 @@ export class TrackRecorder {
   /** A packet at ts (48 kHz units on the programme timeline). */
   push(ts: number, payload: Buffer): void {
     if (this.#closed) return;
-    if (process.env['FB_DEBUG'] && !this.dbgFirst) { this.dbgFirst = true; process.stderr.write(`TEMPDBG track ${this.performerId} first push ts=${ts} writer=${!!this.#writer} toc=${payload[0]!.toString(16)} t=${performance.now().toFixed(0)}\n`); } // TEMPDBG
     // The relay reuses nothing, but copy: the payload is a view into a packet buffer.
     if (!this.#writer) {
       this.#pending.push({ ts, payload: Buffer.from(payload) });

@@ -152,9 +152,7 @@ export class SlotStream {
     } else {
       // A new sender, or the first packet after silence: catch the line up with the wall clock, then continue it.
       const wall = this.#wallTs(nowMs);
-      const before = this.#nextTs; // TEMPDBG
       while (this.#nextTs + 2 * OPUS_FRAME_SAMPLES <= wall) this.#silence(out);
-      if (process.env['FB_DEBUG']) process.stderr.write(`TEMPDBG slot ssrc=${this.ssrc} newsrc=${!src || src.ssrc !== pkt.ssrc} filled=${this.#filled} nextTsBefore=${before} wall=${wall} caught=${out.length} emitTs=${this.#nextTs} srcTs=${pkt.timestamp} seq=${pkt.sequence} toc=${pkt.payload[0]!.toString(16)} len=${pkt.payload.length}\n`);
     }
     this.#source = { ssrc: pkt.ssrc, timestamp: pkt.timestamp, samples };
     this.#filled = false;
