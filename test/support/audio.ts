@@ -73,6 +73,29 @@ export function toneOnsets(pcm: Float32Array, freq: number, minGapSec = 0.2): nu
   return onsets;
 }
 
+/**
+ * Ends (seconds) of bursts of one tone: the last 10 ms window (centre, as in toneOnsets) whose level is above
+ * toneOnsets' threshold before at least minGapSec below it. A burst still on when pcm ends has no end.
+ */
+export function toneEnds(pcm: Float32Array, freq: number, minGapSec = 0.2): number[] {
+  const win = Math.round(0.01 * SAMPLE_RATE);
+  const hop = Math.round(0.001 * SAMPLE_RATE);
+  const levels: number[] = [];
+  for (let s = 0; s + win <= pcm.length; s += hop) levels.push(toneDb(pcm, freq, s, win));
+  const sorted = [...levels].sort((a, b) => b - a);
+  const threshold = (sorted[Math.floor(sorted.length * 0.05)] ?? -Infinity) - 6;
+  const ends: number[] = [];
+  let last = -1;
+  for (let i = 0; i < levels.length; i++) {
+    if (levels[i]! >= threshold) last = i;
+    else if (last >= 0 && (i - last) * 0.001 >= minGapSec) {
+      ends.push((last * hop + win / 2) / SAMPLE_RATE);
+      last = -1;
+    }
+  }
+  return ends;
+}
+
 /** For each onset in a, the signed offset (b - a, seconds) to the nearest onset in b within maxSec. */
 export function matchOnsets(a: number[], b: number[], maxSec = 0.3): number[] {
   const out: number[] = [];
@@ -108,16 +131,21 @@ function toneOnOff(pcm: Float32Array, freq: number, fromSec: number, durSec: num
 
 /**
  * How far (seconds, b minus a) the tone's burst in b is shifted from a around time t: the lag within ±maxLagSec that
- * maximizes the normalized cross-correlation of the two on/off envelopes (toneOnOff) over [t - 0.1 s, t + 0.2 s].
- * On/off rather than levels, so only the timing of the burst's edges counts, not its level: a level that changes
- * within the window (b's levelling compressor ducking one voice under another, or a's own level still rising as a
- * performer's audio starts, Chromium's gain control) pulled the peak of a cross-correlation of levels up to 27 ms off
- * the burst's edge. Only the edges of b's other voices can still show (their onset clicks, a few ms long).
+ * maximizes the normalized cross-correlation of the two on/off envelopes (toneOnOff) over [t - before, t + after]:
+ * by default around an onset (toneOnsets), { before: 0.2, after: 0.1 } around an end (toneEnds). On/off, not levels:
+ * only the timing of the edges counts, so a level that changes within the window (b's compressor ducking one voice
+ * under another) does not pull the peak; with levels it did, by tens of ms.
+ *
+ * Measure a burst that begins with its performer's stream (the first after a join or a reload) at its end: for its
+ * first 100-150 ms, an Opus decoder joining a stream midway puts the tone out tens of dB low and rising (each frame's
+ * band energies are coded against the previous frame's, and the decoder's previous frames were silence), and the
+ * mix's compressor lifts that quiet start, so the burst rises earlier in the mix than in the track at any threshold.
+ * Its end is where the source stops, at once in both. b's other voices can still show for a few ms (onset clicks).
  */
-export function envelopeLag(a: Float32Array, b: Float32Array, freq: number, t: number, maxLagSec = 0.25): number {
-  const ea = toneOnOff(a, freq, t - 0.1, 0.3);
+export function envelopeLag(a: Float32Array, b: Float32Array, freq: number, t: number, maxLagSec = 0.25, span = { before: 0.1, after: 0.2 }): number {
+  const ea = toneOnOff(a, freq, t - span.before, span.before + span.after);
   const maxLag = Math.round(maxLagSec * 1000);
-  const eb = toneOnOff(b, freq, t - 0.1 - maxLagSec, 0.3 + 2 * maxLagSec);
+  const eb = toneOnOff(b, freq, t - span.before - maxLagSec, span.before + span.after + 2 * maxLagSec);
   const norm = (xs: number[]) => {
     const m = xs.reduce((s, x) => s + x, 0) / xs.length;
     const d = xs.map((x) => x - m);
