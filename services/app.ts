@@ -248,14 +248,15 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     // can fetch the final playlist with its ENDLIST, and /healthz tells the load balancer to stop sending work.
     const shutdown = async (opts: ShutdownOptions): Promise<void> => {
       admission.drain();
-      const graceMs = opts.signal?.aborted ? 0 : Math.max(0, opts.graceMs ?? 0);
-      const deadline = Date.now() + graceMs;
       const ended = onAir.live().map((s) => s.broadcastId);
       try {
         await onAir.stopAll('server shutting down');
       } catch (err) {
         log.error('shutdown: could not end every broadcast', { error: String(err) });
       }
+      // The grace starts once the broadcasts have ended (each FFmpeg finishing its last segment: bounded by its stop).
+      const graceMs = opts.signal?.aborted ? 0 : Math.max(0, opts.graceMs ?? 0);
+      const deadline = Date.now() + graceMs;
       // Their ends recorded (normally at once), the archives of every broadcast that has ended (now, or just before
       // the signal) are finalized within the grace, then uploaded.
       await writes.flush(Math.max(0, deadline - Date.now()));

@@ -736,12 +736,11 @@ export function archiveRepoContract(open: () => Promise<Db>, openEmpty?: () => P
           expect(cols[0]!.n).to.equal(0);
           await new StageRepo(fresh).create({ id: 's-old', title: 'old', performerKeyHash: 'x' });
           await new StageRepo(fresh).create({ id: 's-open', title: 'open', performerKeyHash: 'x' });
-          const br = new BroadcastRepo(fresh);
+          // Written as the code of that time did (the repositories speak today's schema).
           const endedId = crypto.randomUUID();
           const openId = crypto.randomUUID();
-          await br.start({ id: endedId, stageId: 's-old' });
-          expect(await br.end(endedId, 'stopped')).to.not.equal(null);
-          await br.start({ id: openId, stageId: 's-open' });
+          await fresh.query(`insert into broadcasts (id, stage_id, ended_at, end_reason) values ($1, 's-old', now(), 'stopped')`, [endedId]);
+          await fresh.query(`insert into broadcasts (id, stage_id) values ($1, 's-open')`, [openId]);
 
           expect(await migrate(fresh, DEFAULT_SQL_DIR, silentLog)).to.deep.equal((await projectVersions()).filter((v) => v > 2));
           const archive = new ArchiveRepo(fresh);

@@ -250,7 +250,7 @@ describe('e2e: performer resilience', function () {
     expect(publishingAt - restoredAt, 'back on stage (ms after the path returned)').to.be.at.most(BACK_WITHIN_MS);
     expect(back, 'her tone is back in the mix').to.not.equal(null);
     expect(back!.seg.arrivedAt - restoredAt, 'on air again (ms after the path returned)').to.be.at.most(BACK_WITHIN_MS);
-    expect(after.performerId, 'she rejoined as a new performer').to.be.a('string').and.not.equal(annId);
+    expect(after.performerId, 'she rejoined as the same performer (her resume token)').to.equal(annId);
     expect(mixer.attached.has(after.performerId!), 'her new performer is attached to the mix').to.equal(true);
     expect(mixer.attached.has(bobId), 'Bob never left the mix').to.equal(true);
     const bobHears = await eventually(() => hearsAt(bob, [440]), ([f]) => f! > HEARD_DB, 10_000);
@@ -425,9 +425,12 @@ describe('e2e: performer resilience', function () {
     const annId = (await view(ann)).performerId!;
     // What Stage.rebuild does to every performer after a worker death: close it with a server reason, which the
     // signaling server forwards to the page as `rejoin` (the connection itself stays up).
+    const joinsBefore = await ann.evaluate(() => window.stageDebug.joins());
     const droppedAt = Date.now();
     app.registry.get(live.id)!.performer(annId)!.close('media server restarted');
-    await ann.waitForFunction((old) => document.body.dataset['state'] === 'publishing' && window.stageDebug.performerId() !== old, annId, { timeout: 10_000 });
+    await ann.waitForFunction((n) => document.body.dataset['state'] === 'publishing' && window.stageDebug.joins() > n, joinsBefore, { timeout: 10_000 });
+    expect(await ann.evaluate(() => window.stageDebug.performerId()), 'back as the same performer').to.equal(annId);
+    expect(await ann.evaluate(() => document.body.dataset['resumed']), 'the rejoin resumed').to.equal('true');
     const publishingAt = Date.now();
     // Segments listed just after the drop still carry her audio from before it: only a return after silence counts.
     // The silence can be short (a quick rejoin) and the mix's PROGRAM-DATE-TIME is not exactly the wall clock, so

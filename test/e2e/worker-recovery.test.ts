@@ -41,6 +41,7 @@ describe('e2e: mediasoup worker death', function () {
     const media = app.registry.get(stage.id)!;
     const deadPid = media.worker.pid;
     const oldIds = await Promise.all([a, b].map((p) => p.evaluate(() => window.stageDebug.performerId())));
+    const joinsBefore = await Promise.all([a, b].map((p) => p.evaluate(() => window.stageDebug.joins())));
     const replaced = new Promise<number>((resolve) => app.pool.once('workerReplaced', () => resolve(Date.now())));
     const killedAt = Date.now();
     process.kill(deadPid, 'SIGKILL');
@@ -49,13 +50,10 @@ describe('e2e: mediasoup worker death', function () {
     expect(app.pool.workers.map((w) => w.worker.pid)).to.not.include(deadPid);
     expect(app.pool.workers).to.have.length(2);
 
-    // Both pages notice, rejoin on their own (new performer ids) and publish again.
-    for (const [page, old] of [[a, oldIds[0]], [b, oldIds[1]]] as const) {
-      await page.waitForFunction(
-        (prev) => document.body.dataset['state'] === 'publishing' && window.stageDebug.performerId() !== prev,
-        old,
-        { timeout: 15_000 },
-      );
+    // Both pages notice, rejoin on their own as the same performers (their resume tokens) and publish again.
+    for (const [page, old, joins] of [[a, oldIds[0], joinsBefore[0]], [b, oldIds[1], joinsBefore[1]]] as const) {
+      await page.waitForFunction((n) => document.body.dataset['state'] === 'publishing' && window.stageDebug.joins() > (n ?? 0), joins, { timeout: 15_000 });
+      expect(await page.evaluate(() => window.stageDebug.performerId()), 'the same performer').to.equal(old);
     }
     expect(app.registry.get(stage.id)!.worker.pid, 'the stage moved to the new worker').to.not.equal(deadPid);
     const aHears = await eventually(() => hearsAt(a, [660]), ([f]) => f! > HEARD_DB, 10_000);

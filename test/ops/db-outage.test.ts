@@ -133,7 +133,7 @@ describe('PostgreSQL outage mid-broadcast', function () {
     expect(inMinute, 'the stage tick and Ann\'s tick of the minute ticked during the outage').to.include.members(['', annId!]);
 
     const { rows: sessions } = await app.db.query<{ left_at: Date | null; leave_reason: string | null }>(
-      'select left_at, leave_reason from performer_sessions where id = $1',
+      'select left_at, leave_reason from performer_sessions where performer_id = $1',
       [hostId],
     );
     expect(sessions[0]?.leave_reason).to.equal('disconnected');

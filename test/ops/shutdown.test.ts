@@ -330,7 +330,10 @@ describe('shutdown: SIGTERM to the real service (PostgreSQL, S3)', function () {
     expect(exitMs, 'exits within the grace + 10 s').to.be.below((2 + 10) * 1000);
     const left = logged(svc, 'shutdown: uploads left queued for the next start');
     expect(left, 'what is left is logged').to.not.equal(undefined);
-    expect(left!['waitedMs'] as number, 'the whole grace was given').to.be.within(1900, 3500);
+    // The grace (finalizing, then uploading) starts once the broadcast has ended: from its end to the uploads given up.
+    const offAir = logged(svc, 'off air');
+    const graceUsedMs = Date.parse(String(left!['timestamp'])) - Date.parse(String(offAir!['timestamp']));
+    expect(graceUsedMs, 'the whole grace was given').to.be.within(1900, 3500);
     expect(left!['cutShort']).to.equal(false);
 
     const hlsDir = path.join(d.dir, 'cdn', 'live', stage.id);

@@ -16,9 +16,13 @@ export class PlaylistWatcher {
   discontinuities = 0;
   ended = false;
 
+  /** Watchers not stopped yet: a test that fails before it stops its own still has it stopped (test/support/hooks.ts). */
+  static readonly running = new Set<PlaylistWatcher>();
+
   constructor(playlist: string, everyMs = 100) {
     this.playlist = playlist;
     this.#timer = setInterval(() => this.poll(), everyMs);
+    PlaylistWatcher.running.add(this);
   }
 
   poll(): void {
@@ -62,6 +66,7 @@ export class PlaylistWatcher {
 
   stop(): void {
     clearInterval(this.#timer);
+    PlaylistWatcher.running.delete(this);
     this.poll();
   }
 }

@@ -143,6 +143,8 @@ let recvTransport: mc.Transport | null = null;
 let producer: mc.Producer | null = null;
 let micStream: MediaStream | null = null;
 let myId: string | null = null;
+/** Joins this page has made (a rejoin after a loss, or after a reload in the same tab, counts again). */
+let joins = 0;
 let muted = false;
 /** Bumped whenever the media session is torn down; the async steps of an older one stop (Superseded). */
 let session = 0;
@@ -468,6 +470,7 @@ async function joinOnce(my: number): Promise<void> {
     throw new Superseded();
   }
   serverMember = true;
+  joins++;
   myId = joined.performerId;
   stageStatus = joined.stage.status;
   ui.title.textContent = joined.stage.title;
@@ -781,6 +784,8 @@ declare global {
   interface Window {
     stageDebug: {
       performerId: () => string | null;
+      /** Joins this page has made since it loaded (each rejoin counts). */
+      joins: () => number;
       remotes: () => PerformerInfo[];
       /** Magnitude spectrum (dB) of everything this page hears, with the bin width in Hz. */
       hearingSpectrum: () => { binHz: number; db: number[] };
@@ -803,6 +808,7 @@ declare global {
 }
 window.stageDebug = {
   performerId: () => myId,
+  joins: () => joins,
   remotes: () => [...remotes.values()].map((r) => r.info),
   hearingSpectrum: () => {
     const buf = new Float32Array(hearing.frequencyBinCount);
