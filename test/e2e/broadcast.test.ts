@@ -17,11 +17,12 @@ import { pulseWav, TempDir } from '../support/media.ts';
 const ANN_BURSTS = { periodSec: 2, onSec: 1.5 };
 /**
  * How far the chapter's mediaTime may be from the onset, in the archived programme, of the burst that began at Ann's
- * microphone as the page posted it. Measured in 6 runs: -3 to +17 ms (-3, -3, -3, +7, +7, +17). The bound leaves room
- * for a busy machine delaying the page's detector or either path to the server by tens of ms; the burst is looked
- * for within half a period (1 s), ten times the bound.
+ * microphone as the page posted it. Measured in 9 runs: -13 to +17 ms in 8 (-13, -3 ×4, +7 ×2, +17), and +87 ms in one
+ * (her slot had carried four more frames of the burst when the request arrived; on this shared machine, a busy moment
+ * of the page or the server is the likely cause). The bound is over twice that worst case; the burst is looked for
+ * within half a period (1 s), five times the bound.
  */
-const CHAPTER_TOLERANCE_SEC = 0.1;
+const CHAPTER_TOLERANCE_SEC = 0.2;
 
 declare global {
   interface Window {
