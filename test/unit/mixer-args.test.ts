@@ -24,7 +24,7 @@ describe('mixer SDP and FFmpeg arguments', () => {
   });
 
   it('input options allow only file/rtp/udp and skip probing', () => {
-    expect(mixerInputOptions()).to.deep.equal(['-protocol_whitelist', 'file,rtp,udp', '-probesize', '32', '-analyzeduration', '0', '-fflags', '+nobuffer']);
+    expect(mixerInputOptions()).to.deep.equal(['-protocol_whitelist', 'file,rtp,udp', '-probesize', '32', '-analyzeduration', '0']);
   });
 
   it('filter: amix of every slot without normalization, then the loudness chain', () => {
