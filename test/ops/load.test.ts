@@ -31,7 +31,7 @@ const POLLERS = LISTENERS - PLAYERS;
 const SOCKET_CLIENTS = STAGES * (PERFORMER_CLIENTS_PER_STAGE + TIMELINE_CLIENTS_PER_STAGE);
 
 // Latency bounds. Recent full runs on this 2-core machine (shared with other test runs) printed, for the worst stage:
-// segment end → listed p95 170-380 ms, max 300-880 ms; and playlist request latency p95 26-65 ms, p99 60-126 ms. Each
+// segment end → listed p95 170-380 ms, max 300-880 ms; and playlist request latency p95 22-65 ms, p99 54-126 ms. Each
 // bound is about twice the worst figure seen, so that the noise of a shared machine passes, and a regression that
 // doubles a latency does not. The max keeps the stall criterion: a player holds 3 s (three 1 s segments), so a
 // segment listed 1.5 s after its end leaves it half its buffer; that is 1.7 × the worst max seen.
