@@ -15,7 +15,10 @@ import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import type { App } from '../services/app.ts';
-import { MIX_PLAYLIST_NAME, PLAYLIST_NAME, mixerInputOptions, mixerOutputOptions } from '../pipelines/mixer/ffmpegArgs.ts';
+import { PLAYLIST_NAME, mixerInputOptions, mixerOutputOptions } from '../pipelines/mixer/ffmpegArgs.ts';
+
+/** The baseline FFmpeg's own playlist (FFmpeg's HLS muxer, fMP4 segments: the same encode and container, no Node). */
+const BASELINE_PLAYLIST_NAME = '.baseline.m3u8';
 import { buildMixerSdp, MIX_PAYLOAD_TYPE } from '../pipelines/mixer/sdp.ts';
 import { reserveRtpPorts, waitForBoundPorts } from '../pipelines/mixer/udpPorts.ts';
 import { parseMediaPlaylist } from '../pipelines/hls/playlist.ts';
@@ -136,7 +139,7 @@ function segments(dir: string): { n: number; doneMs: number }[] {
     return out;
   }
   for (const name of names) {
-    const m = /^seg_(\d+)\.ts$/.exec(name);
+    const m = /^seg_(\d+)\.(ts|m4s)$/.exec(name);
     if (!m) continue;
     try {
       out.push({ n: Number(m[1]), doneMs: fs.statSync(path.join(dir, name)).mtimeMs });
@@ -173,7 +176,7 @@ export function realTimeCheck(dirs: { name: string; dir: string; playlist: strin
     // The playlist players read lists the newest segments (the publisher keeps up with FFmpeg).
     try {
       const listed = parseMediaPlaylist(fs.readFileSync(playlist, 'utf8')).segments.at(-1)?.uri ?? '';
-      const listedN = Number(/(\d+)\.ts$/.exec(listed)?.[1] ?? -1);
+      const listedN = Number(/(\d+)\.(ts|m4s)$/.exec(listed)?.[1] ?? -1);
       const newest = all.at(-1)?.n ?? -1;
       if (newest - listedN > 1) {
         behind++;
@@ -348,7 +351,7 @@ export async function benchCost(opts: {
           oursCoresPerStage: p.coresPerStage,
           oursFfmpegCoresPerStage: p.perStage.ffmpeg,
           realTime: realTimeCheck(
-            pairedMixes.map((m) => ({ name: m.name, dir: m.dir, playlist: path.join(m.dir, MIX_PLAYLIST_NAME) })),
+            pairedMixes.map((m) => ({ name: m.name, dir: m.dir, playlist: path.join(m.dir, BASELINE_PLAYLIST_NAME) })),
             window.fromMs,
             window.toMs,
             app.config.hls.segmentSeconds,
@@ -392,6 +395,20 @@ interface BaselineMix {
   performers: string[];
 }
 
+/** The mixer's output options up to the muxer, then FFmpeg's HLS muxer writing fMP4 segments of `segmentSeconds`. */
+function baselineOutputOptions(mixer: string[], dir: string, segmentSeconds: number): string[] {
+  return [
+    ...mixer.slice(0, mixer.indexOf('-f')),
+    '-f', 'hls',
+    '-hls_time', String(segmentSeconds),
+    '-hls_list_size', '10',
+    '-hls_flags', 'program_date_time+temp_file+omit_endlist+independent_segments',
+    '-hls_segment_type', 'fmp4',
+    '-hls_fmp4_init_filename', 'init.mp4',
+    '-hls_segment_filename', `${dir}/seg_%05d.m4s`,
+  ];
+}
+
 /** FFmpeg with the mixer's own arguments (as fluent-ffmpeg assembles them), one Opus input per tone, fed by the sender. */
 async function startBaselineMix(dir: string, sender: RtpSender, name: string, tones: readonly number[], segmentSeconds: number, aacBitrateKbps: number): Promise<BaselineMix> {
   fs.mkdirSync(dir, { recursive: true });
@@ -402,8 +419,9 @@ async function startBaselineMix(dir: string, sender: RtpSender, name: string, to
     ...mixerInputOptions(),
     '-i', sdp,
     '-y',
-    ...mixerOutputOptions({ inputs: ports.length, segmentSeconds, listSize: 10, aacBitrateKbps, outDir: dir, restart: false }),
-    path.join(dir, MIX_PLAYLIST_NAME),
+    // The mixer's filter graph and encoder; FFmpeg's own HLS muxer for the container (fMP4 segments, as ours).
+    ...baselineOutputOptions(mixerOutputOptions({ inputs: ports.length, partSeconds: 0.2, aacBitrateKbps }), dir, segmentSeconds),
+    path.join(dir, BASELINE_PLAYLIST_NAME),
   ];
   const proc = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'ignore'] });
   const mix: BaselineMix = { name, proc, dir, performers: [] };
@@ -464,7 +482,7 @@ export async function benchBaseline(opts: {
       const cores = mixes.reduce((sum, m) => sum + cpu(m), 0) / seconds;
       const pss = mixes.reduce((sum, m) => sum + (b.procs.get(m.proc.pid!)?.pss ?? 0), 0);
       const realTime = realTimeCheck(
-        mixes.map((m) => ({ name: m.name, dir: m.dir, playlist: path.join(m.dir, MIX_PLAYLIST_NAME) })),
+        mixes.map((m) => ({ name: m.name, dir: m.dir, playlist: path.join(m.dir, BASELINE_PLAYLIST_NAME) })),
         fromMs,
         toMs,
         opts.segmentSeconds,

@@ -154,6 +154,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       settings: {
         slots: config.stage.maxPerformers,
         segmentSeconds: config.hls.segmentSeconds,
+        partSeconds: config.hls.partSeconds,
+        lowLatency: config.hls.lowLatency,
         listSize: config.hls.listSize,
         aacBitrateKbps: config.hls.aacBitrateKbps,
         hlsDir: (stageId) => links.hlsDir(stageId),
@@ -205,6 +207,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       pages,
       log,
       cdnDir: config.cdn.dir,
+      livePlaylists: (stageId) => registry.get(stageId)?.broadcast?.mixer.publisher ?? null,
       hlsOrigin: config.cdn.publicHlsBaseUrl ? new URL(config.cdn.publicHlsBaseUrl).origin : null,
       archiver,
       downloadTtlSeconds: q.downloadTtlSeconds,

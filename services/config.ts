@@ -35,6 +35,8 @@ export const ENV_SCHEMA = z
     CDN_DIR: z.string().min(1).optional(),
     PUBLIC_HLS_BASE_URL: httpUrl.optional(),
     HLS_SEGMENT_SECONDS: z.coerce.number({ error: 'must be a number of seconds' }).min(0.5).max(10).default(1),
+    HLS_PART_SECONDS: z.coerce.number({ error: 'must be a number of seconds' }).min(0.1).max(2).default(0.2),
+    LL_HLS: z.enum(['on', 'off']).default('on'),
     HLS_LIST_SIZE: z.coerce.number({ error: 'must be a whole number 3-100' }).int().min(3).max(100).default(10),
     AAC_BITRATE_KBPS: z.coerce.number({ error: 'must be a whole number 32-320' }).int().min(32).max(320).default(128),
     ARCHIVE_DIR: z.string().min(1).optional(),
@@ -59,6 +61,9 @@ export const ENV_SCHEMA = z
     RATE_LIMIT_WRITE_PER_MINUTE: z.coerce.number({ error: 'must be a whole number 1-100000' }).int().min(1).max(100_000).default(120),
   })
   .superRefine((env, ctx) => {
+    if (env.HLS_PART_SECONDS > env.HLS_SEGMENT_SECONDS / 2) {
+      ctx.addIssue({ code: 'custom', path: ['HLS_PART_SECONDS'], message: 'must be at most half of HLS_SEGMENT_SECONDS' });
+    }
     if (env.RTC_MIN_PORT > env.RTC_MAX_PORT) {
       ctx.addIssue({ code: 'custom', path: ['RTC_MIN_PORT'], message: 'must not be greater than RTC_MAX_PORT' });
     }
@@ -90,7 +95,8 @@ export interface Config {
   /** Where database writes held through an outage are journaled (replayed at the next start). */
   journalDir: string;
   cdn: { dir: string; publicHlsBaseUrl: string | null };
-  hls: { segmentSeconds: number; listSize: number; aacBitrateKbps: number };
+  /** partSeconds: LL-HLS parts (and FFmpeg's fragments); lowLatency: list the parts (LL-HLS) or whole segments only. */
+  hls: { segmentSeconds: number; partSeconds: number; lowLatency: boolean; listSize: number; aacBitrateKbps: number };
   /** Where broadcasts are archived: a local folder (embedded default) or an S3-protocol bucket. */
   archive:
     | { kind: 'local'; dir: string }
@@ -166,7 +172,13 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       dir: path.resolve(env.CDN_DIR ?? path.join(PROJECT_ROOT, 'cdn')),
       publicHlsBaseUrl: env.PUBLIC_HLS_BASE_URL?.replace(/\/+$/, '') ?? null,
     },
-    hls: { segmentSeconds: env.HLS_SEGMENT_SECONDS, listSize: env.HLS_LIST_SIZE, aacBitrateKbps: env.AAC_BITRATE_KBPS },
+    hls: {
+      segmentSeconds: env.HLS_SEGMENT_SECONDS,
+      partSeconds: env.HLS_PART_SECONDS,
+      lowLatency: env.LL_HLS === 'on',
+      listSize: env.HLS_LIST_SIZE,
+      aacBitrateKbps: env.AAC_BITRATE_KBPS,
+    },
     archive:
       env.S3_BUCKET !== undefined
         ? {

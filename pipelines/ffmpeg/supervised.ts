@@ -2,6 +2,7 @@
 // path, watched by the runner's core (child.ts), restarted with a backoff when it dies, up to a bound.
 import type { ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
+import type { Writable } from 'node:stream';
 import ffmpeg from 'fluent-ffmpeg';
 import type { Log } from '../log.ts';
 import { MediaChild, STOP_GRACE_MS, StderrTail, childCommand, describeExit } from './child.ts';
@@ -9,7 +10,8 @@ import { MediaChild, STOP_GRACE_MS, StderrTail, childCommand, describeExit } fro
 export interface FfmpegSpec {
   input: string;
   inputOptions: string[];
-  output: string;
+  /** A file, or a stream per run (made at each start) that FFmpeg's stdout is piped into, ended when the run ends. */
+  output: string | ((restart: boolean) => Writable);
   /** Built per start, so a restart can differ (e.g. mark a discontinuity). */
   outputOptions: (restart: boolean) => string[];
 }
@@ -98,7 +100,7 @@ export class SupervisedFfmpeg extends EventEmitter<SupervisedFfmpegEvents> {
       .input(this.#spec.input)
       .inputOptions(this.#spec.inputOptions)
       .outputOptions(this.#spec.outputOptions(restart))
-      .output(this.#spec.output);
+      .output(typeof this.#spec.output === 'function' ? this.#spec.output(restart) : this.#spec.output);
     let resolveExit!: () => void;
     this.#exited = new Promise((r) => (resolveExit = r));
     let child: MediaChild | null = null;

@@ -3,20 +3,22 @@
 export interface MixerArgsOptions {
   /** Number of Opus streams in the SDP (mixer slots). */
   inputs: number;
-  segmentSeconds: number;
-  /** Segments listed in the sliding live playlist. */
-  listSize: number;
+  /** LL-HLS parts: FFmpeg's fragments are this long, rounded down to whole AAC frames (partFrames). */
+  partSeconds: number;
   aacBitrateKbps: number;
-  outDir: string;
-  /** A restart after a crash continues the playlist and marks the break with EXT-X-DISCONTINUITY. */
-  restart: boolean;
 }
 
-/** The playlist players fetch (published with its EXT-X-DATERANGE tags by pipelines/hls/publisher.ts). */
+/** The playlist players fetch (written by pipelines/hls/liveWriter.ts). */
 export const PLAYLIST_NAME = 'index.m3u8';
-/** FFmpeg's own playlist (a dotfile: never served). */
-export const MIX_PLAYLIST_NAME = '.mix.m3u8';
-export const SEGMENT_PATTERN = 'seg_%05d.ts';
+
+/** Samples in an AAC-LC frame, and the programme's sample rate. */
+const AAC_FRAME = 1024;
+const RATE = 48000;
+
+/** AAC frames in a part of about `partSeconds` (never longer: a part longer than PART-TARGET is refused by players). */
+export function partFrames(partSeconds: number): number {
+  return Math.max(1, Math.floor((partSeconds * RATE) / AAC_FRAME + 1e-9));
+}
 
 /** Options placed before the SDP input. */
 export function mixerInputOptions(): string[] {
@@ -49,10 +51,14 @@ export function mixerFilter(inputs: number): string {
   return `${labels}amix=inputs=${inputs}:normalize=0:dropout_transition=0,${LOUDNESS_CHAIN}[mix]`;
 }
 
-/** Options after the input: the filter graph, the AAC encoder and the HLS muxer. */
+/**
+ * Options after the input: the filter graph, the AAC encoder, and fragmented MP4 (CMAF) on stdout, one fragment per
+ * LL-HLS part. FFmpeg 5.1's HLS muxer cannot write parts, so Node cuts them (pipelines/hls/liveWriter.ts). A fragment
+ * is closed once it holds `frag_duration`: half a frame under the part's length makes every fragment exactly
+ * partFrames() frames (measured: 9 frames, 0.192 s, for 0.2 s).
+ */
 export function mixerOutputOptions(o: MixerArgsOptions): string[] {
-  const flags = ['program_date_time', 'temp_file', 'append_list', 'omit_endlist', 'independent_segments'];
-  if (o.restart) flags.push('discont_start');
+  const fragMicros = Math.round(((partFrames(o.partSeconds) - 0.5) * AAC_FRAME * 1e6) / RATE);
   return [
     '-filter_complex', mixerFilter(o.inputs),
     '-map', '[mix]',
@@ -62,13 +68,14 @@ export function mixerOutputOptions(o: MixerArgsOptions): string[] {
     // 128k it sounds as good (docs/decisions.md, "AAC: the fast coder").
     '-aac_coder', 'fast',
     '-b:a', `${o.aacBitrateKbps}k`,
-    '-ar', '48000',
+    '-ar', String(RATE),
     '-ac', '2',
-    '-f', 'hls',
-    '-hls_time', String(o.segmentSeconds),
-    '-hls_list_size', String(o.listSize),
-    '-hls_flags', flags.join('+'),
-    '-hls_segment_type', 'mpegts',
-    '-hls_segment_filename', `${o.outDir}/${SEGMENT_PATTERN}`,
+    '-f', 'mp4',
+    // empty_moov: the init section comes first and alone; default_base_moof: each fragment stands by itself (a part);
+    // cmaf: the brands players expect of CMAF.
+    '-movflags', 'cmaf+empty_moov+default_base_moof',
+    '-frag_duration', String(fragMicros),
+    // Every fragment leaves at once, not when an output buffer fills.
+    '-flush_packets', '1',
   ];
 }

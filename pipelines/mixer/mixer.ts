@@ -3,9 +3,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { types as ms } from 'mediasoup';
 import type { Log } from '../log.ts';
-import { endPlaylist } from '../hls/playlist.ts';
-import { MIX_PLAYLIST_NAME, PLAYLIST_NAME, mixerInputOptions, mixerOutputOptions } from './ffmpegArgs.ts';
-import { PlaylistPublisher } from '../hls/publisher.ts';
+import { PLAYLIST_NAME, mixerInputOptions, mixerOutputOptions, partFrames } from './ffmpegArgs.ts';
+import { LiveHlsWriter } from '../hls/liveWriter.ts';
 import { SupervisedFfmpeg } from '../ffmpeg/supervised.ts';
 import { MIX_PAYLOAD_TYPE, buildMixerSdp } from './sdp.ts';
 import { SlotRelay } from './slotRelay.ts';
@@ -30,6 +29,10 @@ export interface MixerOptions {
   /** Fixed number of inputs; one per possible performer. */
   slots: number;
   segmentSeconds: number;
+  /** Parts of LL-HLS: FFmpeg's fragments (rounded down to whole AAC frames). */
+  partSeconds: number;
+  /** List the parts (Low-Latency HLS), or only whole segments. */
+  lowLatency: boolean;
   listSize: number;
   aacBitrateKbps: number;
   log: Log;
@@ -50,10 +53,10 @@ interface Feed {
  */
 export class Mixer {
   readonly stageId: string;
-  /** FFmpeg's own playlist. */
+  /** The playlist players fetch. */
   readonly playlistPath: string;
-  /** The playlist players fetch: FFmpeg's with the timeline's EXT-X-DATERANGE tags. */
-  readonly publisher: PlaylistPublisher;
+  /** Cuts FFmpeg's fragmented MP4 into parts and segments, and publishes the live playlist (LL-HLS). */
+  readonly publisher: LiveHlsWriter;
   readonly #opts: MixerOptions;
   readonly #log: Log;
   #relays: SlotRelay[] = [];
@@ -79,14 +82,27 @@ export class Mixer {
     this.#ports = ports;
     this.#sdpPath = sdpPath;
     this.#log = log;
-    this.playlistPath = path.join(opts.outDir, MIX_PLAYLIST_NAME);
-    this.publisher = new PlaylistPublisher(this.playlistPath, path.join(opts.outDir, PLAYLIST_NAME), log);
+    this.playlistPath = path.join(opts.outDir, PLAYLIST_NAME);
+    const frames = partFrames(opts.partSeconds);
+    this.publisher = new LiveHlsWriter({
+      dir: opts.outDir,
+      playlistName: PLAYLIST_NAME,
+      segmentSeconds: opts.segmentSeconds,
+      partSeconds: (frames * 1024) / 48000,
+      lowLatency: opts.lowLatency,
+      listSize: opts.listSize,
+      originWallMs: () => this.#originWallMs,
+      runStartSeconds: (run) => this.#runs[run]?.startSeconds ?? null,
+      log,
+    });
+    let run = 0;
     this.#ffmpeg = new SupervisedFfmpeg(
       {
         input: sdpPath,
         inputOptions: mixerInputOptions(),
-        output: this.playlistPath,
-        outputOptions: (restart) => mixerOutputOptions({ ...opts, inputs: opts.slots, restart }),
+        // Each run's fragmented MP4 goes to the writer; a restart is a new run (a DISCONTINUITY, a new init section).
+        output: () => this.publisher.runStream(run++),
+        outputOptions: () => mixerOutputOptions({ ...opts, inputs: opts.slots }),
       },
       log,
     );
@@ -113,7 +129,6 @@ export class Mixer {
     await fs.writeFile(sdpPath, buildMixerSdp(ports));
     const mixer = new Mixer(router, opts, ports, sdpPath, log);
     try {
-      mixer.publisher.start();
       mixer.#ffmpeg.start(false);
       const bound = await waitForBoundPorts(ports, BIND_TIMEOUT_MS);
       if (!bound) log.warn('ffmpeg did not open its RTP inputs in time; starting the slots anyway', { timeoutMs: BIND_TIMEOUT_MS });
@@ -281,9 +296,8 @@ export class Mixer {
         this.#log.error('could not finish a performer track', { performerId: t.performerId, error: String(err) });
       }))),
     );
-    await step(() => endPlaylist(this.playlistPath));
+    // FFmpeg has finished its last fragment and its output has ended: the writer closes the last segment, ENDLIST.
     await step(() => this.publisher.end());
-    this.publisher.close();
     await step(() => fs.rm(this.#sdpPath, { force: true }));
     this.#log.info('mix stopped', { restarts: this.#ffmpeg.restarts, ...(errors.length > 0 ? { errors: errors.map(String) } : {}) });
     if (errors.length > 0) throw errors[0];

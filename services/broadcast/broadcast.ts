@@ -93,6 +93,8 @@ export class Broadcast extends EventEmitter<BroadcastEvents> {
         outDir: hlsDir,
         slots: s.slots,
         segmentSeconds: s.segmentSeconds,
+        partSeconds: s.partSeconds,
+        lowLatency: s.lowLatency,
         listSize: s.listSize,
         aacBitrateKbps: s.aacBitrateKbps,
         log,

@@ -3,7 +3,7 @@
 // write-behind), to listeners (the app's timeline bus), and into the live playlist as EXT-X-DATERANGE tags.
 // A child of its Broadcast: made when it goes on air, closed (open speaking intervals ended, timer stopped) with it.
 import crypto from 'node:crypto';
-import type { DateRange } from '../../pipelines/hls/publisher.ts';
+import type { DateRange } from '../../pipelines/hls/dateRange.ts';
 import type { StoredEvent } from '../db/timeline.ts';
 import { TimelineRepo } from '../db/timeline.ts';
 import { toStoredEventJson } from '../db/writes.ts';

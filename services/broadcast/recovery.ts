@@ -2,7 +2,7 @@
 // closed with ENDLIST, so players stop waiting. Their archives are then finalized like any other.
 import path from 'node:path';
 import { endPlaylist } from '../../pipelines/hls/playlist.ts';
-import { MIX_PLAYLIST_NAME, PLAYLIST_NAME } from '../../pipelines/mixer/ffmpegArgs.ts';
+import { PLAYLIST_NAME } from '../../pipelines/mixer/ffmpegArgs.ts';
 import { BroadcastRepo } from '../db/broadcasts.ts';
 import type { Db } from '../db/db.ts';
 import { PerformerSessionRepo, StageRepo } from '../db/repositories.ts';
@@ -12,7 +12,6 @@ export async function endOrphanedBroadcasts(db: Db, links: StageLinks): Promise<
   const stages = new StageRepo(db);
   const rows = await stages.listByStatus('live');
   for (const rec of rows) {
-    await endPlaylist(path.join(links.hlsDir(rec.id), MIX_PLAYLIST_NAME));
     await endPlaylist(path.join(links.hlsDir(rec.id), PLAYLIST_NAME));
     await stages.setStatus(rec.id, 'ended');
   }

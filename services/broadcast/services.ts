@@ -34,6 +34,8 @@ export interface BroadcastSettings {
   /** Mixer inputs: the stage's performer limit. */
   slots: number;
   segmentSeconds: number;
+  partSeconds: number;
+  lowLatency: boolean;
   listSize: number;
   aacBitrateKbps: number;
   /** Where a stage's HLS is written (the CDN-origin folder's live/<stageId>). */

@@ -1,6 +1,6 @@
 // The archive's timeline files: timeline.json (every event and each performer's speaking intervals) and
 // chapters.vtt (WebVTT chapters), both on the recording's clock.
-import type { DateRange } from '../../pipelines/hls/publisher.ts';
+import type { DateRange } from '../../pipelines/hls/dateRange.ts';
 import type { StoredEvent } from '../db/timeline.ts';
 import type { TimelineEvent } from '../shared/timeline.ts';
 

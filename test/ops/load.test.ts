@@ -12,7 +12,7 @@ import { expect } from 'chai';
 import type { App } from '../../services/app.ts';
 import { createStage, startTestApp, transition } from '../support/app.ts';
 import { connectClient, type TestClient } from '../support/client.ts';
-import type { ListedSegment } from '../../pipelines/hls/publisher.ts';
+import type { ListedSegment } from '../../pipelines/hls/liveWriter.ts';
 import type { ListenerTally } from '../support/hls-listeners.ts';
 import { TempDir } from '../support/media.ts';
 import { encodeTone, PacketPerformer } from '../support/packets.ts';

@@ -10,7 +10,7 @@ import { expect } from 'chai';
 import pg from 'pg';
 import type { Page } from 'playwright-core';
 import { parseMediaPlaylist } from '../../pipelines/hls/playlist.ts';
-import { MIX_PLAYLIST_NAME, PLAYLIST_NAME } from '../../pipelines/mixer/ffmpegArgs.ts';
+import { PLAYLIST_NAME } from '../../pipelines/mixer/ffmpegArgs.ts';
 import type { App } from '../../services/app.ts';
 import { openStore, type ObjectStore } from '../../services/archive/store.ts';
 import { createLogger } from '../../services/logger.ts';
@@ -220,7 +220,7 @@ describe('shutdown: SIGTERM to the real service (PostgreSQL, S3)', function () {
   /** The live playlists end with ENDLIST and every segment they list is on disk. Returns the segments listed. */
   function checkPlaylists(hlsDir: string): number {
     let listed = 0;
-    for (const name of [PLAYLIST_NAME, MIX_PLAYLIST_NAME]) {
+    for (const name of [PLAYLIST_NAME]) {
       const text = fs.readFileSync(path.join(hlsDir, name), 'utf8');
       expect(text, `${name} ends with ENDLIST`).to.match(/#EXT-X-ENDLIST\s*$/);
       const { segments } = parseMediaPlaylist(text);

@@ -53,10 +53,12 @@ export class PlaylistWatcher {
     return pred(this);
   }
 
-  /** An ffmpeg input joining every segment seen (the concat protocol: MPEG-TS segments join byte for byte). */
+  /**
+   * An ffmpeg input joining the segments seen from `from` on (the concat protocol: fMP4 segments join byte for byte
+   * behind their init section). Stops at the first segment of another FFmpeg run (a different init section).
+   */
   concatInput(from = 0): string {
-    const dir = path.dirname(this.playlist);
-    return `concat:${this.segments.slice(from).map((s) => path.join(dir, s.uri)).join('|')}`;
+    return segmentsInput(path.dirname(this.playlist), this.segments.slice(from));
   }
 
   /** Gaps (ms) between consecutive segments' arrivals. */
@@ -72,5 +74,14 @@ export class PlaylistWatcher {
 }
 
 export function segmentNumber(uri: string): number {
-  return Number(/(\d+)\.ts$/.exec(uri)?.[1] ?? NaN);
+  return Number(/(\d+)\.(ts|m4s)$/.exec(uri)?.[1] ?? NaN);
+}
+
+/** An ffmpeg input for these segments of `dir` (one run: the first one's init section, then each in order). */
+export function segmentsInput(dir: string, segments: readonly { uri: string; map: string | null }[]): string {
+  const first = segments[0];
+  if (!first) throw new Error('no segments');
+  const run = segments.filter((s, i) => i === 0 || s.map === first.map);
+  const files = run.map((s) => path.join(dir, s.uri));
+  return `concat:${[...(first.map ? [path.join(dir, first.map)] : []), ...files].join('|')}`;
 }

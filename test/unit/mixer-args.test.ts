@@ -1,6 +1,6 @@
 // Golden tests: the exact SDP and FFmpeg arguments of the mixer.
 import { expect } from 'chai';
-import { mixerFilter, mixerInputOptions, mixerOutputOptions } from '../../pipelines/mixer/ffmpegArgs.ts';
+import { mixerFilter, mixerInputOptions, mixerOutputOptions, partFrames } from '../../pipelines/mixer/ffmpegArgs.ts';
 import { buildMixerSdp } from '../../pipelines/mixer/sdp.ts';
 
 describe('mixer SDP and FFmpeg arguments', () => {
@@ -36,9 +36,8 @@ describe('mixer SDP and FFmpeg arguments', () => {
     );
   });
 
-  it('output: AAC-LC 48 kHz stereo into HLS with PDT and atomic writes; a restart adds a discontinuity', () => {
-    const opts = { inputs: 2, segmentSeconds: 1, listSize: 10, aacBitrateKbps: 128, outDir: '/cdn/live/s1', restart: false };
-    expect(mixerOutputOptions(opts)).to.deep.equal([
+  it('output: AAC-LC 48 kHz stereo as fragmented MP4 on stdout, one fragment per LL-HLS part of whole AAC frames', () => {
+    expect(mixerOutputOptions({ inputs: 2, partSeconds: 0.2, aacBitrateKbps: 128 })).to.deep.equal([
       '-filter_complex', mixerFilter(2),
       '-map', '[mix]',
       '-c:a', 'aac',
@@ -46,14 +45,14 @@ describe('mixer SDP and FFmpeg arguments', () => {
       '-b:a', '128k',
       '-ar', '48000',
       '-ac', '2',
-      '-f', 'hls',
-      '-hls_time', '1',
-      '-hls_list_size', '10',
-      '-hls_flags', 'program_date_time+temp_file+append_list+omit_endlist+independent_segments',
-      '-hls_segment_type', 'mpegts',
-      '-hls_segment_filename', '/cdn/live/s1/seg_%05d.ts',
+      '-f', 'mp4',
+      '-movflags', 'cmaf+empty_moov+default_base_moof',
+      // 8.5 frames: FFmpeg closes a fragment at the 9th (0.192 s).
+      '-frag_duration', '181333',
+      '-flush_packets', '1',
     ]);
-    const restarted = mixerOutputOptions({ ...opts, restart: true });
-    expect(restarted[restarted.indexOf('-hls_flags') + 1]).to.equal('program_date_time+temp_file+append_list+omit_endlist+independent_segments+discont_start');
+    expect([0.1, 0.2, 0.25, 0.5, 1].map(partFrames), 'frames per part: never longer than asked').to.deep.equal([4, 9, 11, 23, 46]);
+    const frag = (p: number) => mixerOutputOptions({ inputs: 1, partSeconds: p, aacBitrateKbps: 96 })[mixerOutputOptions({ inputs: 1, partSeconds: p, aacBitrateKbps: 96 }).indexOf('-frag_duration') + 1];
+    expect(frag(0.5)).to.equal('480000');
   });
 });

@@ -46,6 +46,7 @@ const ui = {
   commentText: $<HTMLInputElement>('comment-text'),
   commentSend: $<HTMLButtonElement>('comment-send'),
   commentError: $<HTMLParagraphElement>('comment-error'),
+  behind: $<HTMLParagraphElement>('behind'),
 };
 const audio = ui.audio;
 
@@ -197,7 +198,10 @@ function attach(url: string): void {
   mediaRecoveries = 0;
   lastProgressAt = Date.now();
   if (engine === 'hls.js') {
-    const h = new Hls({ enableWorker: true, backBufferLength: 30 });
+    // hls.js's defaults otherwise: lowLatencyMode is on, so on an LL-HLS playlist it starts PART-HOLD-BACK behind the
+    // live edge and loads parts. Someone who fell behind (a stall) drifts back at up to 5 % faster, pitch preserved
+    // (the media element's default), instead of staying behind for good.
+    const h = new Hls({ enableWorker: true, backBufferLength: 30, maxLiveSyncPlaybackRate: 1.05 });
     hls = h;
     h.on(Hls.Events.ERROR, (_event, data) => onHlsError(h, data));
     // The playlist's EXT-X-DATERANGE tags: the timeline as the stream itself carries it.
@@ -484,6 +488,16 @@ function onLevelDetails(details: LevelDetails): void {
 }
 
 /** The PROGRAM-DATE-TIME of what the player plays now, or null when it cannot tell. */
+/** How far behind the live programme the listener is (its playing position's PROGRAM-DATE-TIME against now). */
+function showBehind(): void {
+  const playing = document.body.dataset['state'] === 'playing' ? playingMs() : null;
+  const behind = playing === null ? null : Math.max(0, (Date.now() - playing) / 1000);
+  ui.behind.hidden = behind === null;
+  if (behind !== null) ui.behind.textContent = `About ${behind < 10 ? behind.toFixed(1) : Math.round(behind)} s behind live`;
+  document.body.dataset['behind'] = behind === null ? '' : behind.toFixed(2);
+}
+window.setInterval(showBehind, 500);
+
 function playingMs(): number | null {
   if (!attached) return null;
   if (hls) {
