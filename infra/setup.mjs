@@ -20,7 +20,7 @@ const log = (msg) => process.stderr.write(`[setup] ${msg}\n`);
 // espeak-ng for the speech that performers speak in test/timeline/speech.test.ts.
 const APT_RUNTIME = ['ffmpeg', 'ca-certificates'];
 const APT_WORKER = ['meson', 'ninja-build', 'pkg-config', 'g++', 'python3', 'libuv1-dev', 'libssl-dev', 'libsrtp2-dev', 'libusrsctp-dev', 'libabsl-dev', 'nlohmann-json3-dev'];
-const APT_TESTS = ['chromium', 'postgresql-15', 'fonts-liberation', 'espeak-ng'];
+const APT_TESTS = ['chromium', 'postgresql-15', 'fonts-liberation', 'gstreamer1.0-tools', 'gstreamer1.0-plugins-base', 'gstreamer1.0-plugins-good', 'gstreamer1.0-plugins-bad', 'gstreamer1.0-libav', 'espeak-ng'];
 
 function dpkgInstalled(pkg) {
   const r = spawnSync('dpkg-query', ['-W', '-f=${Status}', pkg], { encoding: 'utf8' });

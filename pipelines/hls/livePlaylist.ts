@@ -46,7 +46,10 @@ export interface LivePlaylistOptions {
   partTarget: number | null;
   /** PART-HOLD-BACK (seconds): at least 3 × partTarget. */
   partHoldBack: number;
-  /** Complete segments (the newest ones) whose parts are still listed. */
+  /**
+   * At most this many of the newest complete segments keep their parts listed; and never a part more than three
+   * target durations from the playlist's end (RFC 8216bis §4.4.4.9: such EXT-X-PART tags must be removed).
+   */
   partsForSegments: number;
 }
 
@@ -76,7 +79,14 @@ export function renderLivePlaylist(s: LivePlaylistState, o: LivePlaylistOptions)
   const partLines = (parts: readonly LivePart[]) => {
     for (const p of parts) lines.push(`#EXT-X-PART:DURATION=${secs(p.duration)},URI="${p.uri}",INDEPENDENT=YES`);
   };
-  const withParts = s.segments.length - o.partsForSegments;
+  // Which complete segments keep their parts: counted back from the playlist's end.
+  let fromEnd = s.partial && !s.ended ? s.partial.parts.reduce((t, p) => t + p.duration, 0) : 0;
+  let withParts = s.segments.length;
+  for (let i = s.segments.length - 1; i >= 0 && s.segments.length - i <= o.partsForSegments; i--) {
+    fromEnd += s.segments[i]!.duration;
+    if (fromEnd > 3 * o.targetDuration + 1e-9) break;
+    withParts = i;
+  }
   s.segments.forEach((seg, i) => {
     head(seg, i === 0);
     if (ll && i >= withParts) partLines(seg.parts);

@@ -125,7 +125,8 @@ export class LiveHlsWriter {
       targetDuration: Math.max(1, Math.round(opts.segmentSeconds + opts.partSeconds / 2)),
       partTarget: opts.lowLatency ? opts.partSeconds : null,
       partHoldBack: 3 * opts.partSeconds,
-      partsForSegments: 3,
+      // Two complete segments, then the one being made: every part within three target durations of the end.
+      partsForSegments: 2,
     };
   }
 
