@@ -19,6 +19,10 @@ const Hls = HlsUmd as unknown as typeof HlsClass;
 
 type PlayerState = 'offair' | 'loading' | 'playing' | 'ended' | 'error';
 
+/** `?lowLatency=0`: play the live playlist as a classic one (whole segments, three target durations behind). */
+const LOW_LATENCY = new URLSearchParams(location.search).get('lowLatency') !== '0';
+document.body.dataset['lowLatency'] = String(LOW_LATENCY);
+
 const POLL_MS = 5_000;
 const RETRY_MS = 2_000;
 /** After the stage has ended, a stream that makes no progress for this long is over even without an end tag. */
@@ -201,7 +205,7 @@ function attach(url: string): void {
     // hls.js's defaults otherwise: lowLatencyMode is on, so on an LL-HLS playlist it starts PART-HOLD-BACK behind the
     // live edge and loads parts. Someone who fell behind (a stall) drifts back at up to 5 % faster, pitch preserved
     // (the media element's default), instead of staying behind for good.
-    const h = new Hls({ enableWorker: true, backBufferLength: 30, maxLiveSyncPlaybackRate: 1.05 });
+    const h = new Hls({ enableWorker: true, backBufferLength: 30, maxLiveSyncPlaybackRate: 1.05, lowLatencyMode: LOW_LATENCY });
     hls = h;
     h.on(Hls.Events.ERROR, (_event, data) => onHlsError(h, data));
     // The playlist's EXT-X-DATERANGE tags: the timeline as the stream itself carries it.
