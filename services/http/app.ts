@@ -20,7 +20,7 @@ import { performerEventSchema, type TimelineEvent, type TimelineSnapshot } from 
 import type { StageCatalog } from '../stages/catalog.ts';
 import type { TimelineService } from '../timeline/service.ts';
 import { PAGE_CSP_EXTRA, PERFORMER_PERMISSIONS, securityHeaders, writeLimits } from './guards.ts';
-import { LIVE_MAX_BUFFERED, type LiveFastPath, liveFastPath, liveRouter } from './live.ts';
+import { LIVE_MAX_BUFFERED, type LiveFastPath, LiveHolds, type LivePlaylists, liveFastPath, liveRouter } from './live.ts';
 import { LiveFileCache } from './liveCache.ts';
 import { openApiJson } from './openapi.ts';
 import { recordingsRouter } from './recordings.ts';
@@ -57,6 +57,10 @@ export interface HttpDeps {
   hsts?: boolean;
   /** The origin's memory of the live folder, shared with the fast path (createRequestListener makes one). */
   liveCache?: LiveFileCache;
+  /** The live HLS writer of a stage on air: LL-HLS blocking playlist reloads and preload-hinted parts wait on it. */
+  livePlaylists?: LivePlaylists;
+  /** The origin's held requests, shared with the fast path (createRequestListener makes them). */
+  liveHolds?: LiveHolds;
 }
 
 /** The health check gives the database this long to answer before calling it unreachable. */
@@ -88,8 +92,9 @@ function listenerSeen(deps: HttpDeps): (stageId: string, address: string, userAg
  */
 export function createRequestListener(deps: HttpDeps): { listener: RequestListener; app: express.Express; live: LiveFastPath } {
   const liveCache = deps.liveCache ?? new LiveFileCache({ maxFileBytes: LIVE_MAX_BUFFERED });
-  const app = createHttpApp({ ...deps, liveCache });
-  const live = liveFastPath(deps.cdnDir, { cache: liveCache, hsts: deps.hsts ?? false, onPlaylist: listenerSeen(deps) });
+  const liveHolds = deps.liveHolds ?? new LiveHolds(deps.livePlaylists ?? null);
+  const app = createHttpApp({ ...deps, liveCache, liveHolds });
+  const live = liveFastPath(deps.cdnDir, { cache: liveCache, holds: liveHolds, hsts: deps.hsts ?? false, onPlaylist: listenerSeen(deps) });
   return { app, live, listener: (req, res) => live.handle(req, res, () => app(req, res)) };
 }
 
@@ -271,7 +276,7 @@ export function createHttpApp(deps: HttpDeps): express.Express {
   });
   app.get('/', (_req, res) => res.type('text').send('stage-radio: see /healthz, /api/stages/<id>, /stage/<id>?key=<performerKey>\n'));
 
-  app.use('/live', liveRouter(deps.cdnDir, { cache: deps.liveCache, onPlaylist: listenerSeen(deps) }));
+  app.use('/live', liveRouter(deps.cdnDir, { cache: deps.liveCache, holds: deps.liveHolds, livePlaylists: deps.livePlaylists, onPlaylist: listenerSeen(deps) }));
 
   app.use((_req, res) => sendError(res, 'NOT_FOUND', 'not found'));
 

@@ -4,6 +4,8 @@
 // A segment never changes once FFmpeg has renamed it into place: a cached one is served without touching the disk. A
 // playlist is checked with one stat, shared by every request that arrives while it runs and reused for CHECK_MS; a
 // file whose inode, size and mtime are unchanged is served from memory. Reads of a changed file are shared too.
+// Live HLS is fragmented MP4: the init sections (init_<run>.mp4), the segments (seg_<msn>.m4s) and the LL-HLS parts
+// (part_<msn>_<i>.m4s) are each written once under a name never reused, so all of them are immutable here.
 import crypto from 'node:crypto';
 import fs from 'node:fs/promises';
 
@@ -26,6 +28,8 @@ export type CacheResult = CachedFile | 'missing' | 'large';
 const CHECK_MS = 50;
 
 type Stat = { ino: number; size: number; mtimeMs: number; isFile: boolean } | null;
+/** A shared lstat: `value` once it has answered; `recheck` if it was made because the file was said to be written. */
+type StatEntry = { at: number; stat: Promise<Stat>; value?: Stat; recheck: boolean };
 
 export class LiveFileCache {
   readonly #maxBytes: number;
@@ -33,7 +37,7 @@ export class LiveFileCache {
   /** Insertion order is recency: a hit moves the entry to the end; eviction takes from the front. */
   readonly #entries = new Map<string, Entry>();
   readonly #reading = new Map<string, Promise<CacheResult>>();
-  readonly #stats = new Map<string, { at: number; stat: Promise<Stat>; value?: Stat }>();
+  readonly #stats = new Map<string, StatEntry>();
   #bytes = 0;
   hits = 0;
   misses = 0;
@@ -49,12 +53,14 @@ export class LiveFileCache {
 
   /**
    * The file's current content (never a mix of two versions), or 'missing' (absent, not a regular file, a symlink).
-   * `immutable`: the file never changes once it exists (a segment), so a cached copy needs no check.
+   * `immutable`: the file never changes once it exists (a segment, a part), so a cached copy needs no check.
+   * `written`: the caller knows the file has been written (the writer said so): a shared stat that found it missing
+   * is out of date and is made again, once for every caller that knows.
    */
-  async get(file: string, immutable = false): Promise<CacheResult> {
+  async get(file: string, immutable = false, written = false): Promise<CacheResult> {
     const cached = this.#entries.get(file);
     if (immutable && cached) return this.#hit(file, cached);
-    const st = await this.#stat(file);
+    const st = await this.#stat(file, written);
     if (!st || !st.isFile) {
       this.#drop(file);
       return 'missing';
@@ -92,16 +98,24 @@ export class LiveFileCache {
     return e;
   }
 
-  /** One lstat per file at a time, and its answer reused for CHECK_MS. */
-  #stat(file: string): Promise<Stat> {
+  /**
+   * One lstat per file at a time, and its answer reused for CHECK_MS. `written`: an answer that the file is missing
+   * does not count unless it was itself made after a caller said so (files are written once: that is after the write).
+   * So callers who know cost one more lstat per file, shared, however many they are.
+   */
+  #stat(file: string, written = false): Promise<Stat> {
     const now = performance.now();
     const prev = this.#stats.get(file);
-    if (prev && now - prev.at < CHECK_MS) return prev.stat;
+    if (prev && now - prev.at < CHECK_MS) {
+      if (!written || prev.value || prev.recheck) return prev.stat;
+      // Still running: wait for it, and look again only if it says missing.
+      if (prev.value === undefined) return prev.stat.then((v) => v ?? this.#stat(file, true));
+    }
     const stat = fs.lstat(file).then(
       (s): Stat => ({ ino: s.ino, size: s.size, mtimeMs: s.mtimeMs, isFile: s.isFile() }),
       (): Stat => null,
     );
-    const entry: { at: number; stat: Promise<Stat>; value?: Stat } = { at: now, stat };
+    const entry: StatEntry = { at: now, stat, recheck: written };
     this.#stats.set(file, entry);
     void stat.then((v) => {
       // Known from now on (peek), and forgotten once stale, so the map holds only files asked for lately.
