@@ -29,7 +29,7 @@ function raw(app: App, method: string, rawPath: string, headers: Record<string, 
 }
 
 const STAGE = 'Stage_abc-123';
-const PLAYLIST = '#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:1\n#EXTINF:1.0,\nseg_00001.ts\n';
+const PLAYLIST = '#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:1\n#EXT-X-MAP:URI="init_0.mp4"\n#EXTINF:1.0,\nseg_00001.m4s\n';
 const SECRET = 'TOP-SECRET-do-not-serve';
 
 describe('HTTP: /live (HLS origin)', function () {
@@ -37,18 +37,21 @@ describe('HTTP: /live (HLS origin)', function () {
   let app: App;
   let tmp: TempDir;
   let stageDir: string;
-  /** 1000 bytes: a fake MPEG-TS segment (sync bytes every 188 bytes is all a player would check first). */
+  /** 1000 bytes: a fake fMP4 segment (a moof box header, then filler). */
   const segment = Buffer.alloc(1000, 0xff);
-  for (let i = 0; i < segment.length; i += 188) segment[i] = 0x47;
-  segment.write('SEGMENT', 1);
+  segment.writeUInt32BE(188, 0);
+  segment.write('moof', 4, 'latin1');
+  segment.write('SEGMENT', 8);
 
   before(async () => {
     tmp = new TempDir();
     stageDir = path.join(tmp.path, 'live', STAGE);
     fs.mkdirSync(stageDir, { recursive: true });
     fs.writeFileSync(path.join(stageDir, 'index.m3u8'), PLAYLIST);
-    fs.writeFileSync(path.join(stageDir, 'seg_00001.ts'), segment);
+    fs.writeFileSync(path.join(stageDir, 'seg_00001.m4s'), segment);
     for (const ext of ['m4s', 'mp4', 'aac', 'vtt', 'json']) fs.writeFileSync(path.join(stageDir, `file.${ext}`), `content of ${ext}`);
+    // MPEG-TS segments are no longer written: not served either.
+    fs.writeFileSync(path.join(stageDir, 'seg_00001.ts'), `${SECRET} old MPEG-TS segment`);
     // Things that must never be served.
     fs.writeFileSync(path.join(tmp.path, 'secret.m3u8'), `${SECRET} outside live/`);
     fs.writeFileSync(path.join(tmp.path, 'live', 'secret.m3u8'), `${SECRET} in live/ itself`);
@@ -56,8 +59,8 @@ describe('HTTP: /live (HLS origin)', function () {
     fs.writeFileSync(path.join(stageDir, '.hidden.m3u8'), `${SECRET} dotfile`);
     fs.writeFileSync(path.join(stageDir, 'notes.txt'), `${SECRET} wrong extension`);
     fs.writeFileSync(path.join(stageDir, 'index.m3u8.bak'), `${SECRET} backup`);
-    fs.mkdirSync(path.join(stageDir, 'folder.ts'));
-    fs.writeFileSync(path.join(stageDir, 'folder.ts', 'x.ts'), SECRET);
+    fs.mkdirSync(path.join(stageDir, 'folder.m4s'));
+    fs.writeFileSync(path.join(stageDir, 'folder.m4s', 'x.m4s'), SECRET);
     fs.mkdirSync(path.join(tmp.path, 'live', 'abc'), { recursive: true });
     fs.writeFileSync(path.join(tmp.path, 'live', 'abc', 'index.m3u8'), `${SECRET} short stage id`);
     app = await startTestApp({ CDN_DIR: tmp.path });
@@ -102,9 +105,9 @@ describe('HTTP: /live (HLS origin)', function () {
   });
 
   it('serves a segment: type, immutable cache, validators, byte ranges', async () => {
-    const res = await fetch(url('seg_00001.ts'));
+    const res = await fetch(url('seg_00001.m4s'));
     expect(res.status).to.equal(200);
-    expect(res.headers.get('content-type')).to.equal('video/mp2t');
+    expect(res.headers.get('content-type')).to.equal('audio/mp4');
     expect(res.headers.get('cache-control')).to.equal('public, max-age=31536000, immutable');
     expect(res.headers.get('access-control-allow-origin')).to.equal('*');
     expect(res.headers.get('accept-ranges')).to.equal('bytes');
@@ -113,18 +116,18 @@ describe('HTTP: /live (HLS origin)', function () {
     expect(res.headers.get('content-length')).to.equal('1000');
     expect(Buffer.from(await res.arrayBuffer()).equals(segment)).to.equal(true);
 
-    const part = await fetch(url('seg_00001.ts'), { headers: { range: 'bytes=188-375' } });
+    const part = await fetch(url('seg_00001.m4s'), { headers: { range: 'bytes=188-375' } });
     expect(part.status).to.equal(206);
     expect(part.headers.get('content-range')).to.equal('bytes 188-375/1000');
     expect(part.headers.get('content-length')).to.equal('188');
-    expect(part.headers.get('content-type')).to.equal('video/mp2t');
+    expect(part.headers.get('content-type')).to.equal('audio/mp4');
     expect(Buffer.from(await part.arrayBuffer()).equals(segment.subarray(188, 376))).to.equal(true);
 
-    const tail = await fetch(url('seg_00001.ts'), { headers: { range: 'bytes=-100' } });
+    const tail = await fetch(url('seg_00001.m4s'), { headers: { range: 'bytes=-100' } });
     expect(tail.status).to.equal(206);
     expect(tail.headers.get('content-range')).to.equal('bytes 900-999/1000');
 
-    const beyond = await fetch(url('seg_00001.ts'), { headers: { range: 'bytes=5000-' } });
+    const beyond = await fetch(url('seg_00001.m4s'), { headers: { range: 'bytes=5000-' } });
     expect(beyond.status).to.equal(416);
     expect(beyond.headers.get('content-range')).to.equal('bytes */1000');
     await beyond.arrayBuffer();
@@ -133,7 +136,7 @@ describe('HTTP: /live (HLS origin)', function () {
   it('answers HEAD with the headers and no body', async () => {
     for (const [file, type, length] of [
       ['index.m3u8', 'application/vnd.apple.mpegurl', PLAYLIST.length],
-      ['seg_00001.ts', 'video/mp2t', 1000],
+      ['seg_00001.m4s', 'audio/mp4', 1000],
     ] as const) {
       const res = await raw(app, 'HEAD', `/live/${STAGE}/${file}`);
       expect(res.status, file).to.equal(200);
@@ -150,7 +153,7 @@ describe('HTTP: /live (HLS origin)', function () {
       const { date: _d, connection: _c, 'keep-alive': _k, ...rest } = h;
       return rest;
     };
-    for (const file of ['index.m3u8', 'seg_00001.ts', 'file.vtt']) {
+    for (const file of ['index.m3u8', 'seg_00001.m4s', 'file.mp4', 'file.vtt']) {
       const first = await raw(app, 'GET', `/live/${STAGE}/${file}`);
       const etag = String(first.headers['etag']);
       const lastModified = first.headers['last-modified'];
@@ -178,15 +181,46 @@ describe('HTTP: /live (HLS origin)', function () {
     }
     // What the fast path does not serve goes on to Express: a byte range, a missing file, another method.
     const before = app.liveOrigin.served;
-    expect((await raw(app, 'GET', `/live/${STAGE}/seg_00001.ts`, { range: 'bytes=0-9' })).status).to.equal(206);
-    expect((await raw(app, 'GET', `/live/${STAGE}/seg_09999.ts`)).status).to.equal(404);
+    expect((await raw(app, 'GET', `/live/${STAGE}/seg_00001.m4s`, { range: 'bytes=0-9' })).status).to.equal(206);
+    expect((await raw(app, 'GET', `/live/${STAGE}/seg_09999.m4s`)).status).to.equal(404);
+    expect((await raw(app, 'GET', `/live/${STAGE}/part_09999_0.m4s`)).status).to.equal(404);
     expect((await raw(app, 'POST', `/live/${STAGE}/index.m3u8`)).status).to.equal(404);
     expect((await raw(app, 'OPTIONS', `/live/${STAGE}/index.m3u8`)).status).to.equal(204);
     expect(app.liveOrigin.served, 'none of those on the fast path').to.equal(before);
   });
 
+  it('LL-HLS directives on a stage not on air: the playlist on disk at once; bad ones a 400 on both paths', async () => {
+    for (const q of ['_HLS_msn=5&_HLS_part=2', '_HLS_msn=999999', '_HLS_msn=1&_HLS_skip=YES', 'cb=7']) {
+      for (const prefix of ['/live', '/LIVE']) {
+        const t0 = Date.now();
+        const res = await raw(app, 'GET', `${prefix}/${STAGE}/index.m3u8?${q}`);
+        expect(res.status, `${prefix} ${q}`).to.equal(200);
+        expect(res.body.toString('utf8'), q).to.equal(PLAYLIST);
+        expect(res.headers['cache-control'], q).to.equal('no-cache, max-age=1');
+        expect(Date.now() - t0, `${q}: not held`).to.be.below(200);
+      }
+    }
+    const missing = await raw(app, 'GET', `/live/Stage_never-on-air/index.m3u8?_HLS_msn=5&_HLS_part=2`);
+    expect(missing.status).to.equal(404);
+    for (const q of ['_HLS_msn=x', '_HLS_part=3', '_HLS_msn=1&_HLS_part=-2', 'a=1&_HLS_msn=1&_HLS_msn=1', '_HLS_msn=2&_HLS_skip=maybe']) {
+      const fast = await raw(app, 'GET', `/live/${STAGE}/index.m3u8?${q}`);
+      const slow = await raw(app, 'GET', `/LIVE/${STAGE}/index.m3u8?${q}`);
+      for (const res of [fast, slow]) {
+        expect(res.status, q).to.equal(400);
+        expect(res.headers['cache-control'], q).to.equal('no-store');
+        expect(res.headers['access-control-allow-origin'], q).to.equal('*');
+        expect(res.headers['x-content-type-options'], q).to.equal('nosniff');
+        expect(JSON.parse(res.body.toString('utf8')).error.code, q).to.equal('BAD_REQUEST');
+      }
+      expect(slow.body.equals(fast.body), q).to.equal(true);
+    }
+    // Directives on anything but a playlist mean nothing.
+    expect((await raw(app, 'GET', `/live/${STAGE}/seg_00001.m4s?_HLS_msn=x`)).status).to.equal(200);
+    expect(app.liveOrigin.held).to.equal(0);
+  });
+
   it('answers a CORS preflight', async () => {
-    const res = await fetch(url('seg_00001.ts'), {
+    const res = await fetch(url('seg_00001.m4s'), {
       method: 'OPTIONS',
       headers: { origin: 'https://player.example', 'access-control-request-method': 'GET', 'access-control-request-headers': 'range' },
     });
@@ -199,7 +233,7 @@ describe('HTTP: /live (HLS origin)', function () {
 
   it('gives each extension its content type', async () => {
     const types: Record<string, string> = {
-      m4s: 'video/iso.segment',
+      m4s: 'audio/mp4',
       mp4: 'audio/mp4',
       aac: 'audio/aac',
       vtt: 'text/vtt; charset=utf-8',
@@ -214,7 +248,7 @@ describe('HTTP: /live (HLS origin)', function () {
   });
 
   it('a missing file is a 404 that is not cached', async () => {
-    const res = await fetch(url('seg_99999.ts'));
+    const res = await fetch(url('seg_99999.m4s'));
     expect(res.status).to.equal(404);
     expect(res.headers.get('cache-control')).to.equal('no-store');
     expect(res.headers.get('access-control-allow-origin')).to.equal('*');
@@ -240,16 +274,17 @@ describe('HTTP: /live (HLS origin)', function () {
       ['wrong extension', `/live/${STAGE}/notes.txt`],
       ['backup file', `/live/${STAGE}/index.m3u8.bak`],
       ['upper-case extension', `/live/${STAGE}/INDEX.M3U8`],
-      ['overlong name', `/live/${STAGE}/${'a'.repeat(126)}.ts`],
+      ['overlong name', `/live/${STAGE}/${'a'.repeat(125)}.m4s`],
       ['overlong stage id', `/live/${'s'.repeat(65)}/index.m3u8`],
-      ['directory with a segment name', `/live/${STAGE}/folder.ts`],
-      ['file under a directory', `/live/${STAGE}/folder.ts/x.ts`],
+      ['directory with a segment name', `/live/${STAGE}/folder.m4s`],
+      ['file under a directory', `/live/${STAGE}/folder.m4s/x.m4s`],
+      ['MPEG-TS segment (no longer served)', `/live/${STAGE}/seg_00001.ts`],
       ['stage directory', `/live/${STAGE}/`],
       ['stage directory, no slash', `/live/${STAGE}`],
       ['live/ itself', `/live/`],
       ['short stage id', `/live/abc/index.m3u8`],
       ['stage id with a dot', `/live/${STAGE}.x/index.m3u8`],
-      ['null byte', `/live/${STAGE}/index.m3u8%00.ts`],
+      ['null byte', `/live/${STAGE}/index.m3u8%00.m4s`],
       ['null byte in name', `/live/${STAGE}/.env%00.m3u8`],
       ['trailing slash', `/live/${STAGE}/index.m3u8/`],
       ['double slash', `/live/${STAGE}//index.m3u8`],
