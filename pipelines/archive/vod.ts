@@ -3,33 +3,47 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Log } from '../log.ts';
 import { FfmpegRunError, runFfmpeg } from '../ffmpeg/run.ts';
+import { initTiming, segmentTiming } from './fmp4.ts';
 import { concatArgs, concatList, remuxArgs, silenceArgs } from './vodArgs.ts';
 
 export interface VodSegment {
   uri: string;
   duration: number;
   programDateTime: string | null;
-  discontinuity: boolean;
+  /** Its run's init section (URI): a segment decodes only behind it. */
+  map: string;
 }
 
-/** An HLS VOD playlist (RFC 8216 §4.3.3.5): every segment, PROGRAM-DATE-TIME kept, ENDLIST. */
+/**
+ * An HLS VOD playlist (RFC 8216 §4.3.3.5) of fMP4 segments: every segment, PROGRAM-DATE-TIME kept, ENDLIST. Each
+ * FFmpeg run has its own init section: EXT-X-MAP before the run's first segment, and a run after a crash-restart
+ * starts with EXT-X-DISCONTINUITY (its timestamps start again) and its own EXT-X-MAP. Version 7: EXT-X-MAP in a
+ * playlist that is not I-frames only needs 6, and nothing here needs more.
+ */
 export function buildVodPlaylist(segments: readonly VodSegment[], dateRangeTags: readonly string[] = []): string {
   const target = Math.max(1, ...segments.map((s) => Math.round(s.duration)));
-  const lines = ['#EXTM3U', '#EXT-X-VERSION:3', '#EXT-X-PLAYLIST-TYPE:VOD', '#EXT-X-INDEPENDENT-SEGMENTS', `#EXT-X-TARGETDURATION:${target}`, '#EXT-X-MEDIA-SEQUENCE:0', ...dateRangeTags];
-  segments.forEach((s, i) => {
-    if (s.discontinuity && i > 0) lines.push('#EXT-X-DISCONTINUITY');
+  const lines = ['#EXTM3U', '#EXT-X-VERSION:7', '#EXT-X-PLAYLIST-TYPE:VOD', '#EXT-X-INDEPENDENT-SEGMENTS', `#EXT-X-TARGETDURATION:${target}`, '#EXT-X-MEDIA-SEQUENCE:0', ...dateRangeTags];
+  let map: string | null = null;
+  for (const s of segments) {
+    if (s.map !== map) {
+      if (map !== null) lines.push('#EXT-X-DISCONTINUITY');
+      lines.push(`#EXT-X-MAP:URI="${s.map}"`);
+      map = s.map;
+    }
     if (s.programDateTime) lines.push(`#EXT-X-PROGRAM-DATE-TIME:${s.programDateTime}`);
     lines.push(`#EXTINF:${s.duration.toFixed(6)},`, s.uri);
-  });
+  }
   lines.push('#EXT-X-ENDLIST', '');
   return lines.join('\n');
 }
 
 export interface RemuxRun {
-  /** The run's segment files (MPEG-TS, AAC), in order. */
-  files: string[];
-  /** Silence (seconds) to put before the run so the file stays on the programme clock (a crash-restart gap). */
-  gapBefore: number;
+  /** The run's init section. */
+  init: string;
+  /** The run's fMP4 segments (AAC), in order: behind the init section they make one fragmented MP4. */
+  segments: string[];
+  /** Where the run's first sample is on the programme clock (seconds); null: right after the previous run. */
+  startSeconds: number | null;
 }
 
 export interface RemuxOptions {
@@ -41,18 +55,35 @@ export interface RemuxOptions {
   log?: Log;
 }
 
-/** Shorter gaps are not filled with silence. */
-const MIN_GAP_SECONDS = 0.03;
+/** The programme's AAC: frames of 1024 samples at 48 kHz. */
+const FRAME_SAMPLES = 1024;
+const SAMPLE_RATE = 48000;
+
+/** AAC frames in a run's segments, from their moof boxes: what its remux holds, one packet per frame. */
+async function runFrames(run: RemuxRun): Promise<number> {
+  const init = initTiming(await fsp.readFile(run.init));
+  if (!init) throw new Error(`${run.init} is not an init section`);
+  let frames = 0;
+  for (const file of run.segments) {
+    const timing = segmentTiming(await fsp.readFile(file), init);
+    if (!timing) throw new Error(`${file} is not an fMP4 segment`);
+    frames += timing.samples;
+  }
+  return frames;
+}
 
 /**
- * The whole broadcast as one .m4a: AAC copied from the segments (no re-encoding), moov first (faststart). A run
- * after a crash-restart is joined after a stretch of encoded silence as long as the gap, so times in the file stay
- * those of the programme clock. Written to `<outPath>.tmp.m4a` then renamed; on any failure (an abort and a timeout
- * too) neither that file nor the parts folder is left behind.
+ * The whole broadcast as one .m4a: AAC copied from the segments (no re-encoding), moov first (faststart). Each run
+ * goes to FFmpeg as one fragmented MP4 on stdin (its init section, then its segments). A run that starts later than
+ * the file has reached (after a crash-restart: what the killed FFmpeg had not written yet) comes after encoded
+ * silence as long as the gap, counted in AAC frames (the joined file is a line of frames: its n-th frame is n × 1024
+ * samples in), so every run starts within half a frame (11 ms) of its place on the programme clock. Written to
+ * `<outPath>.tmp.m4a` then renamed; on any failure (an abort and a timeout too) neither that file nor the parts folder
+ * is left behind.
  */
 export async function remuxToM4a(runs: readonly RemuxRun[], outPath: string, opts: RemuxOptions): Promise<void> {
   const tmp = `${outPath}.tmp.m4a`;
-  const nonEmpty = runs.filter((r) => r.files.length > 0);
+  const nonEmpty = runs.filter((r) => r.segments.length > 0);
   if (nonEmpty.length === 0) throw new Error('no segments to remux');
   const deadline = opts.timeoutMs === undefined ? null : Date.now() + opts.timeoutMs;
   const ffmpeg = async (args: string[], stdinFiles?: readonly string[]) => {
@@ -61,20 +92,29 @@ export async function remuxToM4a(runs: readonly RemuxRun[], outPath: string, opt
     await runFfmpeg({ args, stdinFiles, signal: opts.signal, timeoutMs, log: opts.log });
   };
   try {
-    if (nonEmpty.length === 1 && nonEmpty[0]!.gapBefore < MIN_GAP_SECONDS) {
-      await ffmpeg(remuxArgs(tmp), nonEmpty[0]!.files);
+    // The file, part by part: silence (in frames) where a run starts later than the file has reached, then the run.
+    const plan: ({ gapFrames: number } | { run: RemuxRun })[] = [];
+    let frames = 0;
+    for (const run of nonEmpty) {
+      const at = run.startSeconds === null ? frames : Math.round((run.startSeconds * SAMPLE_RATE) / FRAME_SAMPLES);
+      if (at > frames) {
+        plan.push({ gapFrames: at - frames });
+        frames = at;
+      }
+      plan.push({ run });
+      if (run !== nonEmpty.at(-1)) frames += await runFrames(run);
+    }
+    const only = plan.length === 1 ? plan[0]! : null;
+    if (only && 'run' in only) {
+      await ffmpeg(remuxArgs(tmp), [only.run.init, ...only.run.segments]);
     } else {
       const work = await fsp.mkdtemp(`${outPath}.parts-`);
       try {
         const parts: string[] = [];
-        for (const [i, run] of nonEmpty.entries()) {
-          if (run.gapBefore >= MIN_GAP_SECONDS) {
-            const gap = path.join(work, `gap_${i}.m4a`);
-            await ffmpeg(silenceArgs(run.gapBefore, opts.bitrateKbps, gap));
-            parts.push(gap);
-          }
-          const part = path.join(work, `run_${i}.m4a`);
-          await ffmpeg(remuxArgs(part), run.files);
+        for (const [i, step] of plan.entries()) {
+          const part = path.join(work, `part_${i}.m4a`);
+          if ('gapFrames' in step) await ffmpeg(silenceArgs(step.gapFrames, opts.bitrateKbps, part));
+          else await ffmpeg(remuxArgs(part), [step.run.init, ...step.run.segments]);
           parts.push(part);
         }
         const list = path.join(work, 'list.txt');

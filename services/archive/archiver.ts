@@ -1,8 +1,9 @@
 // The archive: while a broadcast is on air, its segment sink (services/archive/sink.ts) queues every finished HLS
-// segment for upload; once its end is recorded, finalization makes the VOD playlist, the whole-broadcast .m4a, each
-// performer's track and a manifest, and queues them too.
-// Key layout (docs/archive.md): stages/<stageId>/broadcasts/<broadcastId>/{hls/seg_NNNNN.ts, hls/index.m3u8,
-// audio.m4a, tracks/<performerId>.opus, manifest.json}.
+// segment (fMP4) for upload, and each FFmpeg run's init section before the run's first segment; once its end is
+// recorded, finalization makes the VOD playlist, the whole-broadcast .m4a, each performer's track and a manifest, and
+// queues them too.
+// Key layout (docs/archive.md): stages/<stageId>/broadcasts/<broadcastId>/{hls/init_<run>.mp4, hls/seg_NNNNN.m4s,
+// hls/index.m3u8, audio.m4a, tracks/<performerId>.opus, manifest.json}.
 //
 // Finalization is a durable step: it is due for every ended broadcast whose archive is still `recording` (the
 // database says so, not this process's memory), so it runs when a broadcast ends, again at every sweep when an
@@ -11,11 +12,14 @@
 // MAX_FINALIZE_ATTEMPTS the archive is marked failed.
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { initTiming, segmentTiming, type InitTiming, type SegmentTiming } from '../../pipelines/archive/fmp4.ts';
 import { FfmpegRunError, probeDuration } from '../../pipelines/ffmpeg/index.ts';
 import { PLAYLIST_NAME } from '../../pipelines/mixer/ffmpegArgs.ts';
 import type { Mixer } from '../../pipelines/mixer/mixer.ts';
 import { buildVodPlaylist, remuxToM4a, type RemuxRun } from '../../pipelines/archive/vod.ts';
-import { dateRangeTag } from '../../pipelines/hls/publisher.ts';
+import { dateRangeTag } from '../../pipelines/hls/dateRange.ts';
+import { INIT_FILE_RE, SEGMENT_FILE_RE } from '../../pipelines/hls/liveWriter.ts';
+import { parseMediaPlaylist } from '../../pipelines/hls/playlist.ts';
 import type { BroadcastArchive, SegmentSink, Writes } from '../broadcast/services.ts';
 import { ArchiveRepo, type ArchiveObject, type NewArchiveObject, type Recording } from '../db/archive.ts';
 import { BroadcastRepo } from '../db/broadcasts.ts';
@@ -25,11 +29,12 @@ import { isDbUnavailable } from '../db/writeBehind.ts';
 import type { Logger } from '../logger.ts';
 import { buildChaptersVtt, buildTimelineFile, toDateRange } from '../timeline/files.ts';
 import { sha256File, UploadQueue } from './queue.ts';
-import { ArchiveSegmentSink, SEGMENT_CONTENT_TYPE, SEGMENT_RE } from './sink.ts';
+import { ArchiveSegmentSink, INIT_CONTENT_TYPE, SEGMENT_CONTENT_TYPE } from './sink.ts';
 import type { ObjectStore } from './store.ts';
 
 export const CONTENT_TYPES = {
   segment: SEGMENT_CONTENT_TYPE,
+  init: INIT_CONTENT_TYPE,
   playlist: 'application/vnd.apple.mpegurl',
   audio: 'audio/mp4',
   track: 'audio/ogg',
@@ -61,6 +66,9 @@ export interface ArchiverOptions {
 
 /** The archive can never be finalized (nothing was recorded): retrying will not help. */
 class PermanentArchiveError extends Error {}
+
+/** What the search for stray segments needs of a segment already queued. */
+type Placed = Pick<ArchiveObject, 'seq' | 'run' | 'mediaStart' | 'durationSeconds' | 'localPath'>;
 
 export class Archiver implements BroadcastArchive {
   readonly store: ObjectStore;
@@ -211,13 +219,19 @@ export class Archiver implements BroadcastArchive {
     if (!rec) throw new PermanentArchiveError(`no broadcast ${broadcastId}`);
     if (rec.archiveStatus !== 'recording' && rec.archiveStatus !== 'uploading') return;
     if (!rec.hlsDir || !rec.spoolDir || !rec.keyPrefix) throw new PermanentArchiveError('the broadcast was never recorded');
-    await this.#queueStraySegments(rec, signal);
+    await this.#queueStrays(rec, signal);
     const spool = rec.spoolDir;
     await fsp.mkdir(spool, { recursive: true });
 
     const segments = await this.repo.objects(broadcastId, 'segment');
     if (segments.length === 0) throw new PermanentArchiveError('no audio was recorded');
     const duration = segments.reduce((s, o) => s + (o.durationSeconds ?? 0), 0);
+    const inits = new Map((await this.repo.objects(broadcastId, 'init')).map((o) => [o.run, o]));
+    const initOf = (o: ArchiveObject): ArchiveObject => {
+      const init = inits.get(o.run);
+      if (!init) throw new PermanentArchiveError(`${path.posix.basename(o.key)} has no init section (run ${o.run}): it cannot be decoded`);
+      return init;
+    };
 
     step('segments', t0);
     // The timeline: every event, who spoke when, and the chapters, on the recording's clock.
@@ -242,7 +256,7 @@ export class Archiver implements BroadcastArchive {
       uri: path.posix.basename(o.key),
       duration: o.durationSeconds ?? 0,
       programDateTime: o.programDateTime,
-      discontinuity: o.discontinuity,
+      map: path.posix.basename(initOf(o).key),
     })), dateRanges));
     await this.#enqueueFile(rec, 'playlist', `hls/${PLAYLIST_NAME}`, vodPath, { durationSeconds: duration, mediaStart: 0 });
     step('playlist', t);
@@ -250,7 +264,7 @@ export class Archiver implements BroadcastArchive {
     t = performance.now();
     const audioPath = path.join(spool, 'audio.m4a');
     try {
-      await remuxToM4a(splitRuns(segments), audioPath, { bitrateKbps: this.#aacBitrateKbps, signal, timeoutMs: REMUX_TIMEOUT_MS, log: this.#log });
+      await remuxToM4a(splitRuns(segments, initOf), audioPath, { bitrateKbps: this.#aacBitrateKbps, signal, timeoutMs: REMUX_TIMEOUT_MS, log: this.#log });
       await this.#enqueueFile(rec, 'audio', 'audio.m4a', audioPath, { durationSeconds: await probeDuration(audioPath, { signal }), mediaStart: 0 });
     } catch (err) {
       // A broadcast stopped within moments of starting may hold no audio frame at all: nothing to remux.
@@ -286,16 +300,92 @@ export class Archiver implements BroadcastArchive {
     if (await this.repo.completeIfDone(broadcastId)) this.queue.emit('archived', broadcastId);
   }
 
-  /** Segment files on disk that never made it into the queue (a crash before the sink saw them). */
-  async #queueStraySegments(rec: Recording, signal: AbortSignal): Promise<void> {
-    const known = new Set((await this.repo.objects(rec.id, 'segment')).map((o) => o.seq));
-    const files = (await fsp.readdir(rec.hlsDir!).catch(() => [] as string[])).filter((f) => SEGMENT_RE.test(f)).sort();
+  /**
+   * Segments on disk that never made it into the queue (a crash before the sink saw them), and the init sections
+   * their runs need. Their timing comes from their own moof boxes (no ffprobe: a segment alone has no moov). A stray
+   * segment belongs to the run of the segment before it when it carries on from it (its decode time is where that one
+   * ended), otherwise to the next run: the newest init section written before it (the writer writes a run's init
+   * section before any of its fragments). Its place on the programme clock: from the segment before it in the same
+   * run (their decode times' difference), or, first of its run, the run's start as the sink recorded it with the init
+   * section or as the live playlist still lists it.
+   */
+  async #queueStrays(rec: Recording, signal: AbortSignal): Promise<void> {
+    const dir = rec.hlsDir!;
+    const files = await fsp.readdir(dir).catch(() => [] as string[]);
+    const placed: Placed[] = await this.repo.objects(rec.id, 'segment');
+    const known = new Set(placed.map((o) => o.seq));
+    const stray = files
+      .flatMap((f) => {
+        const m = SEGMENT_FILE_RE.exec(f);
+        return m && !known.has(Number(m[1])) ? [{ seq: Number(m[1]), file: f }] : [];
+      })
+      .sort((a, b) => a.seq - b.seq);
+    const inits = new Map((await this.repo.objects(rec.id, 'init')).map((o) => [o.run, o.mediaStart]));
+    const initFiles = new Map<number, { file: string; mtimeNs: bigint }>();
     for (const f of files) {
-      const seq = Number(SEGMENT_RE.exec(f)![1]);
-      if (known.has(seq)) continue;
-      const local = path.join(rec.hlsDir!, f);
-      this.#log.warn('queueing a segment the sink missed', { broadcastId: rec.id, file: f });
-      await this.#enqueueFile(rec, 'segment', `hls/${f}`, local, { seq, durationSeconds: await probeDuration(local, { signal }) });
+      const m = INIT_FILE_RE.exec(f);
+      const stat = m ? await fsp.stat(path.join(dir, f), { bigint: true }).catch(() => null) : null;
+      if (m && stat) initFiles.set(Number(m[1]), { file: path.join(dir, f), mtimeNs: stat.mtimeNs });
+    }
+    const initTimings = new Map<number, InitTiming | null>();
+    const initTimingOf = async (run: number | null): Promise<InitTiming | null> => {
+      if (run === null) return null;
+      if (!initTimings.has(run)) {
+        const file = initFiles.get(run)?.file;
+        initTimings.set(run, file ? await fsp.readFile(file).then(initTiming, () => null) : null);
+      }
+      return initTimings.get(run)!;
+    };
+    const timingOf = async (file: string, run: number | null): Promise<SegmentTiming | null> => {
+      const init = await initTimingOf(run);
+      return init ? fsp.readFile(file).then((b) => segmentTiming(b, init), () => null) : null;
+    };
+    // What the live playlist still lists: the PROGRAM-DATE-TIME of segments published just before a crash.
+    const live = new Map(
+      parseMediaPlaylist(await fsp.readFile(path.join(dir, PLAYLIST_NAME), 'utf8').catch(() => '')).segments.map((s) => [s.uri, s.programDateTime]),
+    );
+    const origin = rec.originAt?.getTime() ?? null;
+
+    for (const { seq, file } of stray) {
+      signal.throwIfAborted();
+      const local = path.join(dir, file);
+      const stat = await fsp.stat(local, { bigint: true }).catch(() => null);
+      if (!stat) continue;
+      const prev = placed.reduce<Placed | undefined>((a, o) => (o.seq !== null && o.seq < seq && (!a || o.seq > a.seq!) ? o : a), undefined);
+      const prevTiming = prev ? await timingOf(prev.localPath, prev.run) : null;
+      const asPrev = prev ? await timingOf(local, prev.run) : null;
+      let run: number | null;
+      if (prev && prevTiming && asPrev && Math.abs(asPrev.decodeTime - (prevTiming.decodeTime + prevTiming.duration)) < 1e-6) {
+        run = prev.run;
+      } else {
+        const newer = [...initFiles].filter(([r]) => r > (prev?.run ?? -1));
+        const before = newer.filter(([, i]) => i.mtimeNs <= stat.mtimeNs).map(([r]) => r);
+        run = before.length > 0 ? Math.max(...before) : newer.length > 0 ? Math.min(...newer.map(([r]) => r)) : prev?.run ?? null;
+      }
+      const timing = run === prev?.run ? asPrev : await timingOf(local, run);
+      if (run === null || !timing) {
+        this.#log.warn('a segment the sink missed is left out: its init section or its timing cannot be read', { broadcastId: rec.id, file, run });
+        continue;
+      }
+      const listed = live.get(file) ?? null;
+      let mediaStart: number | null = null;
+      if (prev && prev.run === run && prev.mediaStart !== null) {
+        mediaStart = prev.mediaStart + (prevTiming ? timing.decodeTime - prevTiming.decodeTime : prev.durationSeconds ?? 0);
+      } else {
+        mediaStart = inits.get(run) ?? (listed && origin !== null ? (Date.parse(listed) - origin) / 1000 : null);
+      }
+      const programDateTime = listed ?? (mediaStart !== null && origin !== null ? new Date(origin + mediaStart * 1000).toISOString() : null);
+      this.#log.warn('queueing a segment the sink missed', { broadcastId: rec.id, file, run });
+      const row = { seq, run, durationSeconds: timing.duration, mediaStart, programDateTime, discontinuity: prev !== undefined && prev.run !== run };
+      await this.#enqueueFile(rec, 'segment', `hls/${file}`, local, row);
+      placed.push({ ...row, localPath: local });
+    }
+    // Every run with a segment has its init section queued (the sink queues it first; a stray's run may have none).
+    for (const o of [...placed].sort((a, b) => a.seq! - b.seq!)) {
+      const init = o.run === null || inits.has(o.run) ? undefined : initFiles.get(o.run);
+      if (!init) continue;
+      await this.#enqueueFile(rec, 'init', `hls/${path.basename(init.file)}`, init.file, { seq: o.run, run: o.run, mediaStart: o.mediaStart });
+      inits.set(o.run, o.mediaStart);
     }
   }
 
@@ -354,18 +444,16 @@ export class Archiver implements BroadcastArchive {
   }
 }
 
-/** Segments grouped into FFmpeg runs; a run after a restart starts after the silence its gap needs. */
-function splitRuns(segments: readonly ArchiveObject[]): RemuxRun[] {
+/** Segments grouped into FFmpeg runs, each behind its init section, starting where it starts on the programme clock. */
+function splitRuns(segments: readonly ArchiveObject[], initOf: (segment: ArchiveObject) => ArchiveObject): RemuxRun[] {
   const runs: RemuxRun[] = [];
-  let end = 0;
+  let run: number | null = null;
   for (const s of segments) {
-    if (runs.length === 0 || s.discontinuity) {
-      const start = s.mediaStart ?? end;
-      runs.push({ files: [], gapBefore: runs.length === 0 ? 0 : Math.max(0, start - end) });
-      end = start;
+    if (runs.length === 0 || s.run !== run) {
+      runs.push({ init: initOf(s).localPath, segments: [], startSeconds: s.mediaStart });
+      run = s.run;
     }
-    runs[runs.length - 1]!.files.push(s.localPath);
-    end += s.durationSeconds ?? 0;
+    runs[runs.length - 1]!.segments.push(s.localPath);
   }
   return runs;
 }
@@ -379,10 +467,12 @@ export interface Manifest {
   /** Wall clock of the programme clock's zero: every mediaStart counts seconds from it. */
   originAt: string | null;
   durationSeconds: number;
-  runs: { index: number; startSeconds: number }[];
+  /** FFmpeg runs that left segments: index (init_<index>.mp4), start on the programme clock, init section's key. */
+  runs: { index: number; startSeconds: number; init: string | null }[];
   performers: { performerId: string; displayName: string; joinedAt: string; leftAt: string | null; joinOffsetSeconds: number | null; track: string | null }[];
+  /** `run`: the FFmpeg run of a segment or init section (a segment decodes behind `hls/init_<run>.mp4`). */
   objects: { key: string; kind: string; contentType: string; size: number; sha256: string; durationSeconds: number | null; mediaStart: number | null;
-    seq: number | null; performerId: string | null; programDateTime: string | null }[];
+    seq: number | null; run: number | null; performerId: string | null; programDateTime: string | null }[];
 }
 
 function buildManifest(
@@ -401,13 +491,16 @@ function buildManifest(
     endedAt: rec.endedAt?.toISOString() ?? null,
     originAt: rec.originAt?.toISOString() ?? null,
     durationSeconds: Number(duration.toFixed(6)),
-    // The FFmpeg runs, from the segments (a run after a crash-restart starts at a DISCONTINUITY): the same whichever
-    // process finalizes.
+    // The FFmpeg runs, from the segments (each records its run): the same whichever process finalizes.
     runs: objects
       .filter((o) => o.kind === 'segment')
       .sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0))
-      .filter((o, i) => i === 0 || o.discontinuity)
-      .map((o, index) => ({ index, startSeconds: Number((index === 0 ? 0 : o.mediaStart ?? 0).toFixed(6)) })),
+      .filter((o, i, all) => i === 0 || o.run !== all[i - 1]!.run)
+      .map((o, i) => ({
+        index: o.run ?? i,
+        startSeconds: Number((o.mediaStart ?? 0).toFixed(6)),
+        init: objects.find((x) => x.kind === 'init' && x.run === o.run)?.key ?? null,
+      })),
     performers: performers.map((p) => ({
       performerId: p.performerId,
       displayName: p.displayName,
@@ -425,6 +518,7 @@ function buildManifest(
       durationSeconds: o.durationSeconds,
       mediaStart: o.mediaStart,
       seq: o.seq,
+      run: o.run,
       performerId: o.performerId,
       programDateTime: o.programDateTime,
     })),

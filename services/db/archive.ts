@@ -1,12 +1,13 @@
 // The archive's records: each broadcast's archive status and the durable upload queue (archive_objects).
-// See sql/003_archive.sql. Plain parameterized SQL that PGlite and PostgreSQL both accept.
+// See sql/003_archive.sql and sql/006_fmp4_archive.sql. Plain parameterized SQL that PGlite and PostgreSQL both accept.
 import type { Db } from './db.ts';
 import { toDate, toDateOrNull } from './rows.ts';
 
 type Queryable = Pick<Db, 'query'>;
 
 export type ArchiveStatus = 'recording' | 'uploading' | 'archived' | 'failed';
-export type ObjectKind = 'segment' | 'playlist' | 'audio' | 'track' | 'manifest' | 'timeline' | 'chapters';
+/** `segment`: an fMP4 segment of the programme; `init`: an FFmpeg run's init section (a segment decodes behind it). */
+export type ObjectKind = 'segment' | 'init' | 'playlist' | 'audio' | 'track' | 'manifest' | 'timeline' | 'chapters';
 export type ObjectState = 'pending' | 'uploading' | 'uploaded' | 'failed';
 
 export interface NewArchiveObject {
@@ -23,6 +24,8 @@ export interface NewArchiveObject {
   mediaStart?: number | null;
   programDateTime?: string | null;
   discontinuity?: boolean;
+  /** Segments and init sections: the FFmpeg run (its index) they belong to. */
+  run?: number | null;
 }
 
 export interface ArchiveObject extends Required<NewArchiveObject> {
@@ -67,6 +70,7 @@ interface ObjectRow {
   media_start: number | null;
   program_date_time: string | null;
   discontinuity: boolean;
+  run: number | null;
   state: ObjectState;
   attempts: number;
   last_error: string | null;
@@ -76,7 +80,7 @@ interface ObjectRow {
 }
 
 const OBJECT_COLUMNS = `broadcast_id, key, kind, local_path, content_type, size, sha256, seq, performer_id, duration_seconds,
-  media_start, program_date_time, discontinuity, state, attempts, last_error, next_attempt_at, uploaded_at, local_deleted_at`;
+  media_start, program_date_time, discontinuity, run, state, attempts, last_error, next_attempt_at, uploaded_at, local_deleted_at`;
 
 function objectFromRow(r: ObjectRow): ArchiveObject {
   return {
@@ -93,6 +97,7 @@ function objectFromRow(r: ObjectRow): ArchiveObject {
     mediaStart: r.media_start,
     programDateTime: r.program_date_time,
     discontinuity: r.discontinuity,
+    run: r.run,
     state: r.state,
     attempts: r.attempts,
     lastError: r.last_error,
@@ -193,18 +198,18 @@ export class ArchiveRepo {
   async enqueue(o: NewArchiveObject): Promise<void> {
     await this.db.query(
       `insert into archive_objects (broadcast_id, key, kind, local_path, content_type, size, sha256, seq, performer_id,
-         duration_seconds, media_start, program_date_time, discontinuity)
-       values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         duration_seconds, media_start, program_date_time, discontinuity, run)
+       values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
        on conflict (broadcast_id, key) do update set
          local_path = excluded.local_path, content_type = excluded.content_type, size = excluded.size,
          sha256 = excluded.sha256, seq = excluded.seq, performer_id = excluded.performer_id,
          duration_seconds = excluded.duration_seconds, media_start = excluded.media_start,
-         program_date_time = excluded.program_date_time, discontinuity = excluded.discontinuity,
+         program_date_time = excluded.program_date_time, discontinuity = excluded.discontinuity, run = excluded.run,
          state = 'pending', attempts = 0, last_error = null, next_attempt_at = now(), lease_until = null,
          uploaded_at = null, local_deleted_at = null
        where archive_objects.sha256 <> excluded.sha256 or archive_objects.state = 'failed'`,
       [o.broadcastId, o.key, o.kind, o.localPath, o.contentType, o.size, o.sha256, o.seq ?? null, o.performerId ?? null,
-        o.durationSeconds ?? null, o.mediaStart ?? null, o.programDateTime ?? null, o.discontinuity ?? false],
+        o.durationSeconds ?? null, o.mediaStart ?? null, o.programDateTime ?? null, o.discontinuity ?? false, o.run ?? null],
     );
   }
 

@@ -21,7 +21,10 @@ export interface WriteKinds {
   'session.open': { id: string; performerId: string; stageId: string; displayName: string; at: string };
   'session.close': { id: string; reason: string; at: string };
   'usage.ticks': { ticks: { broadcastId: string; stageId: string; performerId: string | null; minute: string }[] };
-  /** A finished segment's upload row (its description: size, sha256, programme position). */
+  /**
+   * A finished segment's upload row, or its FFmpeg run's init section's (its description: size, sha256, run, programme
+   * position).
+   */
   'archive.object': NewArchiveObject;
   'stage.status': { stageId: string; status: StageStatus };
   'broadcast.end': { broadcastId: string; reason: string; status: BroadcastEndStatus; at: string };

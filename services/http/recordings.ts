@@ -12,10 +12,11 @@ import { downloadQuery, type RecordingFile, type RecordingList, type RecordingVi
 import type { StageCatalog } from '../stages/catalog.ts';
 import { parseWith, wrap } from './util.ts';
 
-/** The downloadable file an object is (its `file` parameter and kind), or null for segments. */
+/** The downloadable file an object is (its `file` parameter and kind), or null for segments and init sections. */
 function downloadable(o: ArchiveObject): { file: string; kind: RecordingFile['kind'] } | null {
   switch (o.kind) {
     case 'segment':
+    case 'init':
       return null;
     case 'track':
       return o.performerId ? { file: `track:${o.performerId}`, kind: 'track' } : null;

@@ -76,11 +76,14 @@ describe('archive: S3 (s3rver) + PostgreSQL', function () {
     expect(kinds).to.include.members(['playlist', 'audio']);
     expect(manifest.performers.map((p) => p.displayName).sort()).to.deep.equal(['Ann', 'Bob']);
 
-    // The VOD playlist: every segment, PROGRAM-DATE-TIME kept, ENDLIST.
+    // The VOD playlist: every fMP4 segment behind its run's init section (EXT-X-MAP), PROGRAM-DATE-TIME kept, ENDLIST.
     const vod = (await store.getBuffer(rec.files.find((f) => f.file === 'playlist')!.key)).toString();
-    expect(vod).to.match(/^#EXT-X-PLAYLIST-TYPE:VOD$/m).and.match(/#EXT-X-ENDLIST\s*$/);
-    expect(vod.match(/^seg_\d+\.ts$/gm)).to.have.length(segments);
+    expect(vod).to.match(/^#EXT-X-PLAYLIST-TYPE:VOD$/m).and.match(/^#EXT-X-VERSION:7$/m).and.match(/#EXT-X-ENDLIST\s*$/);
+    expect(vod.match(/^seg_\d+\.m4s$/gm)).to.have.length(segments);
     expect(vod.match(/^#EXT-X-PROGRAM-DATE-TIME:/gm)).to.have.length(segments);
+    expect(vod.match(/^#EXT-X-MAP:.*$/gm), 'one EXT-X-MAP per FFmpeg run').to.deep.equal(manifest.runs.map((r) => `#EXT-X-MAP:URI="init_${r.index}.mp4"`));
+    expect(vod.indexOf('#EXT-X-MAP:'), 'the init section before the first segment').to.be.below(vod.search(/^seg_/m));
+    expect(kinds.filter((k) => k === 'init'), 'one init section per run').to.have.length(manifest.runs.length);
 
     // The audio file, downloaded through a presigned link with a plain HTTP client.
     const m4a = tmp.file('audio.m4a');

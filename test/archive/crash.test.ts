@@ -149,6 +149,9 @@ describe('archive: the service SIGKILLed with uploads pending', function () {
       expect(seconds).to.be.closeTo(segSeconds, 0.2);
       const vod = (await store.getBuffer(rec.files.find((f) => f.file === 'playlist')!.key)).toString();
       expect(vod).to.match(/#EXT-X-ENDLIST\s*$/);
+      expect(vod.match(/^seg_\d+\.m4s$/gm)).to.have.length(segments.length);
+      expect(vod.match(/^#EXT-X-MAP:.*$/gm), 'one run, one init section').to.deep.equal(['#EXT-X-MAP:URI="init_0.mp4"']);
+      expect(manifest.objects.filter((o) => o.kind === 'init').map((o) => path.posix.basename(o.key))).to.deep.equal(['init_0.mp4']);
       console.log(`      crash figures: ${JSON.stringify({ uploadedBeforeKill: before.rows.length, pendingAtKill: pending.rows[0]!.n, segments: segments.length,
         audioSeconds: seconds.toFixed(2), restartToArchivedMs: Math.round(restartToArchivedMs) })}`);
     } finally {

@@ -1,13 +1,19 @@
 // The archive on the embedded defaults (PGlite, the local-folder store): downloads stream with Range support, the
-// REST API refuses bad parameters, and local copies are deleted only after upload, per the retention.
+// REST API refuses bad parameters, and local copies are deleted only after upload, per the retention. A broadcast
+// whose mix FFmpeg was killed once is archived as two runs, each behind its own init section, on the programme clock.
+import { once } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 import { expect } from 'chai';
 import type { App } from '../../services/app.ts';
-import { createStage, startTestApp, TEST_ADMIN_TOKEN } from '../support/app.ts';
-import { recordings, verifyArchive, waitArchived } from '../support/archive.ts';
+import { createStage, startTestApp, TEST_ADMIN_TOKEN, transition } from '../support/app.ts';
+import { download, recordings, verifyArchive, waitArchived } from '../support/archive.ts';
+import { decodeToPcm, envelopeLag, median, rmsDb, SAMPLE_RATE, toneDb, toneEnds } from '../support/audio.ts';
 import { eventually } from '../support/browser.ts';
 import { TempDir } from '../support/media.ts';
+import { encodeTone, PacketPerformer } from '../support/packets.ts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('archive: local store (embedded default)', function () {
   this.timeout(120_000);
@@ -89,11 +95,98 @@ describe('archive: local store (embedded default)', function () {
       expect(body.error.message, p).to.be.a('string').and.not.equal('');
     }
 
-    // Retention 0: once archived, the local copies (live segments and spool files) go; the store keeps its copies.
+    // Retention 0: once archived, the local copies (live segments, init sections and spool files) go; the store keeps
+    // its copies.
     const hlsDir = app.stages.links.hlsDir(stage.id);
-    const left = await eventually(async () => fs.readdirSync(hlsDir).filter((f) => f.endsWith('.ts')).length, (n) => n === 0, 10_000, 200);
-    expect(left, 'local segments deleted after upload').to.equal(0);
+    const archived = (f: string) => /^(seg_\d+\.m4s|init_\d+\.mp4)$/.test(f);
+    const left = await eventually(async () => fs.readdirSync(hlsDir).filter(archived).length, (n) => n === 0, 10_000, 200);
+    expect(left, 'local segments and init sections deleted after upload').to.equal(0);
     expect(fs.existsSync(path.join(tmp.file('spool'), rec.id, 'audio.m4a')), 'spooled audio deleted after upload').to.equal(false);
     await verifyArchive(app.archiver.store, rec);
+  });
+
+  it('a mix FFmpeg killed once: two runs, each behind its init section, a DISCONTINUITY and a new EXT-X-MAP in the VOD playlist, the .m4a on the programme clock with the gap as silence', async () => {
+    const stage = await createStage(app, 'Crash-restart');
+    await transition(app, stage.id, 'start');
+    const live = app.registry.get(stage.id)!;
+    const mixer = live.broadcast!.mixer;
+    // A performer of 660 Hz bursts (0.3 s in every second, as Opus frames the test sends): burst ends mark the clock.
+    const [on, off] = await Promise.all([encodeTone(660, 0.3), encodeTone(660, 0.7, -100)]);
+    const sender = await PacketPerformer.start(live.router, [...on, ...off]);
+    let killedAt = 0;
+    try {
+      await mixer.attach('synth', sender.producer, 'Synth');
+      await sleep(6_000);
+      const restarted = once(mixer.ffmpeg, 'started');
+      killedAt = mixer.programmeSeconds();
+      process.kill(mixer.ffmpeg.pid!, 'SIGKILL');
+      await restarted;
+      await eventually(async () => mixer.runs.length, (n) => n === 2, 10_000, 20);
+      await sleep(6_000);
+      await transition(app, stage.id, 'stop');
+    } finally {
+      sender.stop();
+    }
+    const { rec } = await waitArchived(app.url, stage.id, 30_000);
+    const manifest = await verifyArchive(app.archiver.store, rec);
+    const store = app.archiver.store;
+
+    // Two runs, as the mixer had them: run 1 starts where it started on the programme clock, behind init_1.mp4.
+    expect(manifest.runs.map((r) => r.index)).to.deep.equal([0, 1]);
+    expect(manifest.runs[1]!.startSeconds).to.be.closeTo(mixer.runs[1]!.startSeconds, 1e-6);
+    const inits = manifest.objects.filter((o) => o.kind === 'init');
+    expect(inits.map((o) => path.posix.basename(o.key))).to.deep.equal(['init_0.mp4', 'init_1.mp4']);
+    expect(inits.map((o) => o.contentType)).to.deep.equal(['audio/mp4', 'audio/mp4']);
+    const segments = manifest.objects.filter((o) => o.kind === 'segment').sort((a, b) => a.seq! - b.seq!);
+    const firstOfRun1 = segments.findIndex((o) => o.mediaStart !== null && o.mediaStart >= manifest.runs[1]!.startSeconds - 1e-6);
+    expect(firstOfRun1, 'run 1 has segments').to.be.above(0);
+    const run0 = segments.slice(0, firstOfRun1);
+    const run0End = run0.at(-1)!.mediaStart! + run0.at(-1)!.durationSeconds!;
+    const run1Start = manifest.runs[1]!.startSeconds;
+    const gap = run1Start - run0End;
+
+    // The VOD playlist: init_0 first, then a DISCONTINUITY and init_1 before run 1's first segment.
+    const vod = (await store.getBuffer(rec.files.find((f) => f.file === 'playlist')!.key)).toString();
+    const tags = vod.split('\n').filter((l) => /^#EXT-X-(MAP|DISCONTINUITY)/.test(l) || /^seg_\d+\.m4s$/.test(l));
+    const firstSeg1 = path.posix.basename(segments[firstOfRun1]!.key);
+    expect(tags[0]).to.equal('#EXT-X-MAP:URI="init_0.mp4"');
+    expect(tags.slice(tags.indexOf(firstSeg1) - 2, tags.indexOf(firstSeg1) + 1)).to.deep.equal(['#EXT-X-DISCONTINUITY', '#EXT-X-MAP:URI="init_1.mp4"', firstSeg1]);
+    expect(vod.match(/^#EXT-X-(MAP|DISCONTINUITY).*$/gm)).to.have.length(3);
+    // It plays: FFmpeg's HLS demuxer reads both runs through it from the store's folder.
+    const vodPcm = decodeToPcm(store.localPath(rec.files.find((f) => f.file === 'playlist')!.key)!);
+    const segSeconds = segments.reduce((t, o) => t + o.durationSeconds!, 0);
+    expect(vodPcm.length / SAMPLE_RATE, 'the VOD playlist decodes whole').to.be.closeTo(segSeconds, 0.2);
+
+    // The .m4a on the programme clock: run 1 where it started, the gap between the runs silent, and every burst where
+    // the performer's own track (gapless across the crash: the relays held what FFmpeg could not take) has it.
+    const m4a = tmp.file('crash-restart.m4a');
+    await download(app.url, rec, 'audio', m4a);
+    const mix = decodeToPcm(m4a);
+    const trackFile = tmp.file('crash-restart.opus');
+    await download(app.url, rec, 'track:synth', trackFile);
+    const track = decodeToPcm(trackFile);
+    const at = (t: number) => Math.round(t * SAMPLE_RATE);
+    const mixSeconds = mix.length / SAMPLE_RATE;
+    const run1Seconds = segments.slice(firstOfRun1).reduce((t, o) => t + o.durationSeconds!, 0);
+    const ends = toneEnds(track, 660);
+    const offsets = ends.map((e) => ({ e, lag: envelopeLag(track, mix, 660, e, 0.25, { before: 0.2, after: 0.1 }) }));
+    // Bursts that end near the crash may be cut by it: the others, before and after it.
+    const clear = offsets.filter(({ e }) => e < run0End - 0.4 || e > run1Start + 0.4);
+    const after = clear.filter(({ e }) => e > run1Start);
+    const worst = Math.max(...clear.map(({ lag }) => Math.abs(lag)));
+    const figures = { killedAt: killedAt.toFixed(3), run0End: run0End.toFixed(3), run1Start: run1Start.toFixed(3), gapMs: Math.round(gap * 1000),
+      mixSeconds: mixSeconds.toFixed(3), programmeEnd: (run1Start + run1Seconds).toFixed(3), bursts: clear.length, afterCrash: after.length,
+      medianOffsetMs: { run0: (median(clear.filter(({ e }) => e < run0End).map(({ lag }) => lag)) * 1000).toFixed(1),
+        run1: (median(after.map(({ lag }) => lag)) * 1000).toFixed(1) }, worstOffsetMs: (worst * 1000).toFixed(1),
+      gapDb: gap > 0.06 ? rmsDb(mix, at(run0End + 0.02), at(gap - 0.04)).toFixed(1) : null };
+    console.log(`      crash-restart figures: ${JSON.stringify(figures)}`);
+    expect(gap, 'run 1 starts after run 0 ended').to.be.at.least(0);
+    expect(mixSeconds, 'the .m4a ends where run 1 ends on the programme clock').to.be.closeTo(run1Start + run1Seconds, 0.1);
+    expect(toneDb(mix, 660, at(1), at(4)), 'run 0 is in the .m4a').to.be.above(-40);
+    expect(toneDb(mix, 660, at(run1Start + 1), at(3)), 'run 1 is in the .m4a').to.be.above(-40);
+    if (gap > 0.06) expect(rmsDb(mix, at(run0End + 0.02), at(gap - 0.04)), 'the gap is silence').to.be.below(-60);
+    expect(after.length, 'bursts after the crash matched').to.be.at.least(3);
+    expect(clear.length, 'bursts matched').to.be.at.least(8);
+    expect(worst, 'every burst of the .m4a where the track has it (both runs)').to.be.below(0.05);
   });
 });

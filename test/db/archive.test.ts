@@ -1,4 +1,4 @@
-// The archive's records (sql/003_archive.sql, services/db/archive.ts): the durable upload queue (archive_objects)
+// The archive's records (sql/003_archive.sql, sql/006_fmp4_archive.sql, services/db/archive.ts): the durable upload queue (archive_objects)
 // and each broadcast's archive status. The same behavioural checks on PGlite in memory and on a real PostgreSQL
 // server, plus concurrent claims from two connections on PostgreSQL.
 import crypto from 'node:crypto';
@@ -33,10 +33,10 @@ async function dbNow(db: Pick<Db, 'query'>): Promise<number> {
 function segment(broadcastId: string, n: number, extra: Partial<NewArchiveObject> = {}): NewArchiveObject {
   return {
     broadcastId,
-    key: `b/${broadcastId}/seg-${String(n).padStart(5, '0')}.aac`,
+    key: `b/${broadcastId}/hls/seg_${String(n).padStart(5, '0')}.m4s`,
     kind: 'segment',
-    localPath: `/tmp/hls/${broadcastId}/seg-${n}.aac`,
-    contentType: 'audio/aac',
+    localPath: `/tmp/hls/${broadcastId}/seg_${String(n).padStart(5, '0')}.m4s`,
+    contentType: 'audio/mp4',
     size: 1000 + n,
     sha256: sha(`${broadcastId}-${n}`),
     seq: n,
@@ -131,6 +131,7 @@ export function archiveRepoContract(open: () => Promise<Db>, openEmpty?: () => P
         mediaStart: 3.25,
         programDateTime: '2024-05-01T10:00:00.000Z',
         discontinuity: true,
+        run: 2,
       };
       const before = Date.now();
       await repo.enqueue(full);
@@ -165,12 +166,34 @@ export function archiveRepoContract(open: () => Promise<Db>, openEmpty?: () => P
         mediaStart: null,
         programDateTime: null,
         discontinuity: false,
+        run: null,
         state: 'pending',
       });
 
       // objects(b, kind) filters by kind; another broadcast's objects are not listed.
       expect(keysOf(await repo.objects(b, 'track'))).to.deep.equal([full.key]);
       expect(await repo.objects(await newBroadcast())).to.deep.equal([]);
+    });
+
+    it("an FFmpeg run's init section (kind init, sql/006) and its segments carry their run; other kinds are refused", async () => {
+      const b = await newBroadcast();
+      const init: NewArchiveObject = { broadcastId: b, key: `b/${b}/hls/init_1.mp4`, kind: 'init', localPath: `/tmp/hls/${b}/init_1.mp4`,
+        contentType: 'audio/mp4', size: 700, sha256: sha('init_1'), seq: 1, run: 1, mediaStart: 12.5 };
+      await repo.enqueue(init);
+      await repo.enqueue(segment(b, 14, { run: 1, mediaStart: 12.5, discontinuity: true }));
+      expect(await repo.objects(b, 'init')).to.have.length(1);
+      expect((await repo.objects(b, 'init'))[0]).to.include({ kind: 'init', seq: 1, run: 1, mediaStart: 12.5, contentType: 'audio/mp4', state: 'pending' });
+      expect((await repo.objects(b, 'segment'))[0]).to.include({ seq: 14, run: 1, discontinuity: true });
+      // Uploaded like any object; the manifest waits for it too.
+      await repo.enqueue(manifest(b));
+      expect(keysOf(await repo.claimDue(10, 60))).to.deep.equal(keysOf([init, segment(b, 14)]));
+      let err: unknown = null;
+      try {
+        await repo.enqueue({ ...init, key: `b/${b}/hls/other.bin`, kind: 'other' as NewArchiveObject['kind'] });
+      } catch (e) {
+        err = e;
+      }
+      expect(String(err)).to.match(/archive_objects_kind_check/);
     });
 
     it('enqueue of the same key with the same sha256 after upload changes nothing', async () => {
@@ -184,7 +207,7 @@ export function archiveRepoContract(open: () => Promise<Db>, openEmpty?: () => P
       expect(uploaded.uploadedAt).to.be.instanceOf(Date);
 
       await sleep(20);
-      await repo.enqueue({ ...seg, localPath: '/elsewhere/seg-1.aac' });
+      await repo.enqueue({ ...seg, localPath: '/elsewhere/seg_00001.m4s' });
       const again = await one(b, seg.key);
       expect(again.state).to.equal('uploaded');
       expect(again.attempts).to.equal(1);
@@ -202,7 +225,7 @@ export function archiveRepoContract(open: () => Promise<Db>, openEmpty?: () => P
       await repo.markLocalDeleted(b, seg.key);
       expect((await one(b, seg.key)).localDeletedAt).to.be.instanceOf(Date);
 
-      const rebuilt = { ...seg, sha256: sha('rebuilt'), size: 4242, localPath: '/rebuilt/seg-1.aac' };
+      const rebuilt = { ...seg, sha256: sha('rebuilt'), size: 4242, localPath: '/rebuilt/seg_00001.m4s' };
       await repo.enqueue(rebuilt);
       const o = await one(b, seg.key);
       expect(o).to.include({
@@ -213,7 +236,7 @@ export function archiveRepoContract(open: () => Promise<Db>, openEmpty?: () => P
         localDeletedAt: null,
         sha256: rebuilt.sha256,
         size: 4242,
-        localPath: '/rebuilt/seg-1.aac',
+        localPath: '/rebuilt/seg_00001.m4s',
       });
       expect(keysOf(await repo.claimDue(10, 60))).to.deep.equal([seg.key]);
     });
@@ -749,6 +772,46 @@ export function archiveRepoContract(open: () => Promise<Db>, openEmpty?: () => P
           expect(await archive.recording(openId)).to.include({ archiveStatus: 'recording', archiveError: null });
           // And the failed one is not waiting for finalization.
           expect((await archive.awaitingFinalization()).map((r) => r.id)).to.deep.equal([]);
+        } finally {
+          await fresh.close();
+          sql.remove();
+        }
+      });
+    });
+
+    describe('migration 006', () => {
+      it("keeps the rows queued before it (their run unknown) and accepts init sections after it", async () => {
+        const sql = tempSqlDir({});
+        for (const f of ['001_init.sql', '002_broadcasts.sql', '003_archive.sql', '004_timeline.sql', '005_broadcast_resource.sql']) {
+          fs.copyFileSync(path.join(DEFAULT_SQL_DIR, f), path.join(sql.dir, f));
+        }
+        const fresh = await openEmpty();
+        try {
+          expect(await migrate(fresh, sql.dir, silentLog)).to.deep.equal([1, 2, 3, 4, 5]);
+          await new StageRepo(fresh).create({ id: 's-ts', title: 'ts', performerKeyHash: 'x' });
+          const id = crypto.randomUUID();
+          await fresh.query(`insert into broadcasts (id, stage_id) values ($1, 's-ts')`, [id]);
+          // Written as the code of that time did: an MPEG-TS segment, no run.
+          await fresh.query(
+            `insert into archive_objects (broadcast_id, key, kind, local_path, content_type, size, sha256, seq)
+             values ($1, 'hls/seg_00000.ts', 'segment', '/hls/seg_00000.ts', 'video/mp2t', 10, $2, 0)`,
+            [id, sha('ts')],
+          );
+          let refused: unknown = null;
+          try {
+            await fresh.query(`insert into archive_objects (broadcast_id, key, kind, local_path, content_type, size, sha256)
+              values ($1, 'hls/init_0.mp4', 'init', '/hls/init_0.mp4', 'audio/mp4', 10, $2)`, [id, sha('init')]);
+          } catch (e) {
+            refused = e;
+          }
+          expect(String(refused), 'no init kind before 006').to.match(/archive_objects_kind_check/);
+
+          expect(await migrate(fresh, DEFAULT_SQL_DIR, silentLog)).to.deep.equal((await projectVersions()).filter((v) => v > 5));
+          const archive = new ArchiveRepo(fresh);
+          expect((await archive.objects(id))[0]).to.include({ key: 'hls/seg_00000.ts', kind: 'segment', run: null, seq: 0 });
+          await archive.enqueue({ broadcastId: id, key: 'hls/init_0.mp4', kind: 'init', localPath: '/hls/init_0.mp4', contentType: 'audio/mp4', size: 10,
+            sha256: sha('init'), seq: 0, run: 0 });
+          expect((await archive.objects(id, 'init'))[0]).to.include({ kind: 'init', run: 0 });
         } finally {
           await fresh.close();
           sql.remove();

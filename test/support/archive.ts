@@ -28,10 +28,10 @@ export const sha256 = (b: Buffer) => crypto.createHash('sha256').update(b).diges
 
 /**
  * Reads the manifest from the store and checks every object it lists is in the store with the same size and sha256,
- * and that the store holds nothing else under the broadcast's prefix. With hlsDir, every segment FFmpeg wrote there
- * must be in the manifest.
+ * and that the store holds nothing else under the broadcast's prefix. Every segment's run has its init section in the
+ * manifest. With hlsDir, every segment and init section the live writer made there must be in the manifest.
  */
-export async function verifyArchive(store: ObjectStore, rec: RecordingView, hlsDir?: string): Promise<Manifest> {
+export async function verifyArchive(store: ObjectStore, rec: { files: readonly Pick<RecordingView['files'][number], 'file' | 'key'>[] }, hlsDir?: string): Promise<Manifest> {
   const manifestFile = rec.files.find((f) => f.file === 'manifest');
   expect(manifestFile, 'a manifest is listed').to.not.equal(undefined);
   const manifest = JSON.parse((await store.getBuffer(manifestFile!.key)).toString('utf8')) as Manifest;
@@ -43,10 +43,19 @@ export async function verifyArchive(store: ObjectStore, rec: RecordingView, hlsD
     expect(sha256(await store.getBuffer(o.key)), `${o.key} sha256`).to.equal(o.sha256);
   }
   expect([...stored.keys()].sort()).to.deep.equal([...manifest.objects.map((o) => o.key), manifestFile!.key].sort());
+  const segments = manifest.objects.filter((o) => o.kind === 'segment');
+  const inits = manifest.objects.filter((o) => o.kind === 'init');
+  expect(segments.length, 'segments').to.be.above(0);
+  for (const o of segments) expect(o.key, 'an fMP4 segment').to.match(/\/hls\/seg_\d{5}\.m4s$/);
+  expect(inits.map((o) => path.posix.basename(o.key)), 'one init section per run').to.deep.equal(manifest.runs.map((r) => `init_${r.index}.mp4`));
+  expect(manifest.runs.map((r) => r.init), "each run's init section").to.deep.equal(inits.map((o) => o.key));
   if (hlsDir) {
-    const onDisk = fs.readdirSync(hlsDir).filter((f) => /^seg_\d+\.ts$/.test(f)).sort();
-    const listed = manifest.objects.filter((o) => o.kind === 'segment').map((o) => path.posix.basename(o.key)).sort();
+    const onDisk = fs.readdirSync(hlsDir).filter((f) => /^seg_\d+\.m4s$/.test(f)).sort();
+    const listed = segments.map((o) => path.posix.basename(o.key)).sort();
     expect(listed, 'every segment written is archived').to.deep.equal(onDisk);
+    // Init sections of runs that made a segment (a run FFmpeg left before its first fragment has nothing to decode).
+    const initsOnDisk = fs.readdirSync(hlsDir).filter((f) => /^init_\d+\.mp4$/.test(f));
+    for (const i of inits) expect(initsOnDisk, 'archived init sections are the writer\'s').to.include(path.posix.basename(i.key));
   }
   return manifest;
 }

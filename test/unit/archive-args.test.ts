@@ -4,19 +4,19 @@ import { concatArgs, concatList, remuxArgs, silenceArgs } from '../../pipelines/
 import { probeDurationArgs } from '../../pipelines/ffmpeg/probe.ts';
 
 describe('archive FFmpeg and ffprobe arguments', () => {
-  it('remux: MPEG-TS segments on stdin → AAC copied into an .m4a, moov first', () => {
+  it('remux: a run (init section, then fMP4 segments) on stdin → AAC copied into an .m4a, moov first, no bitstream filter', () => {
     expect(remuxArgs('/spool/b1/audio.m4a.tmp.m4a')).to.deep.equal([
       '-v', 'error', '-nostdin', '-y',
-      '-f', 'mpegts', '-i', 'pipe:0',
-      '-map', '0:a:0', '-c', 'copy', '-bsf:a', 'aac_adtstoasc', '-movflags', '+faststart', '-f', 'mp4',
+      '-f', 'mp4', '-i', 'pipe:0',
+      '-map', '0:a:0', '-c', 'copy', '-movflags', '+faststart', '-f', 'mp4',
       '/spool/b1/audio.m4a.tmp.m4a',
     ]);
   });
 
-  it('silence: a gap as AAC-LC 48 kHz stereo at the programme bitrate, to the millisecond', () => {
-    expect(silenceArgs(2.34567, 128, '/w/gap_1.m4a')).to.deep.equal([
+  it('silence: a gap as AAC-LC 48 kHz stereo at the programme bitrate, in whole AAC frames of 1024 samples', () => {
+    expect(silenceArgs(110, 128, '/w/gap_1.m4a')).to.deep.equal([
       '-v', 'error', '-nostdin', '-y',
-      '-f', 'lavfi', '-i', 'anullsrc=r=48000:cl=stereo', '-t', '2.346',
+      '-f', 'lavfi', '-i', 'anullsrc=r=48000:cl=stereo:n=1024', '-frames:a', '110',
       '-c:a', 'aac', '-b:a', '128k', '-f', 'mp4',
       '/w/gap_1.m4a',
     ]);

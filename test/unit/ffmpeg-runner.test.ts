@@ -10,7 +10,8 @@ import { pathToFileURL } from 'node:url';
 import type { Logger } from '../../services/logger.ts';
 import { silentLog, type Log } from '../../pipelines/log.ts';
 import { CHILD_WRAPPED, FfmpegRunError, SupervisedFfmpeg, probeDuration, runFfmpeg, runFfprobe, type FfmpegSpec } from '../../pipelines/ffmpeg/index.ts';
-import { remuxToM4a } from '../../pipelines/archive/vod.ts';
+import { remuxToM4a, type RemuxRun } from '../../pipelines/archive/vod.ts';
+import { BoxReader } from '../../pipelines/hls/mp4.ts';
 
 // Compile-time: services hand their winston loggers to pipelines as a Log.
 const winstonIsALog = (l: Logger): Log => l;
@@ -227,44 +228,56 @@ describe('ffmpeg runner', function () {
   });
 
   describe('remuxToM4a on the runner', () => {
-    const segments: string[] = [];
+    /** Two FFmpeg runs of 1 s each, as the live writer leaves them: an init section, then fMP4 segments. */
+    const runs: { init: string; segments: string[] }[] = [];
 
     before(async () => {
       for (const [i, freq] of [440, 660].entries()) {
-        const seg = path.join(tmp, `seg_${i}.ts`);
-        await runFfmpeg({ args: ['-v', 'error', '-nostdin', '-y', '-f', 'lavfi', '-i', `sine=frequency=${freq}:sample_rate=48000:duration=1`, '-c:a', 'aac', '-b:a', '128k', '-f', 'mpegts', seg] });
-        segments.push(seg);
+        const mp4 = path.join(tmp, `run_${i}.mp4`);
+        await runFfmpeg({ args: ['-v', 'error', '-nostdin', '-y', '-f', 'lavfi', '-i', `sine=frequency=${freq}:sample_rate=48000:duration=1`, '-c:a', 'aac', '-b:a', '128k',
+          '-f', 'mp4', '-movflags', 'cmaf+empty_moov+default_base_moof', '-frag_duration', '250000', mp4] });
+        const boxes = new BoxReader().push(fs.readFileSync(mp4));
+        const init = path.join(tmp, `init_${i}.mp4`);
+        fs.writeFileSync(init, Buffer.concat(boxes.filter((b) => b.type === 'ftyp' || b.type === 'moov').map((b) => b.bytes)));
+        const fragments = boxes.filter((b) => b.type === 'moof' || b.type === 'mdat');
+        const segments: string[] = [];
+        for (let f = 0; f < fragments.length; f += 4) {
+          const seg = path.join(tmp, `seg_${i}_${f / 4}.m4s`);
+          fs.writeFileSync(seg, Buffer.concat(fragments.slice(f, f + 4).map((b) => b.bytes)));
+          segments.push(seg);
+        }
+        runs.push({ init, segments });
       }
     });
 
     const leftovers = (out: string) => fs.readdirSync(path.dirname(out)).filter((f) => f.startsWith(`${path.basename(out)}.`));
 
-    it('feeds the segments through stdin back to back, and a gap as silence', async () => {
+    it('feeds a run through stdin (its init section, then its fMP4 segments), and a gap as silence', async () => {
       const out = path.join(tmp, 'joined.m4a');
-      await remuxToM4a([{ files: segments, gapBefore: 0 }], out, { bitrateKbps: 128 });
-      expect(await probeDuration(out)).to.be.closeTo(2, 0.1);
+      await remuxToM4a([{ ...runs[0]!, startSeconds: 0 }], out, { bitrateKbps: 128 });
+      expect(await probeDuration(out)).to.be.closeTo(1, 0.1);
       const gapped = path.join(tmp, 'gapped.m4a');
-      await remuxToM4a([{ files: [segments[0]!], gapBefore: 0 }, { files: [segments[1]!], gapBefore: 1.5 }], gapped, { bitrateKbps: 128 });
+      await remuxToM4a([{ ...runs[0]!, startSeconds: 0 }, { ...runs[1]!, startSeconds: 2.5 }], gapped, { bitrateKbps: 128 });
       expect(await probeDuration(gapped)).to.be.closeTo(3.5, 0.15);
       expect(leftovers(gapped), 'temp files').to.deep.equal([]);
     });
 
     it('aborted or timed out, it leaves no temp file nor parts folder', async () => {
-      const runs = [{ files: [segments[0]!], gapBefore: 0 }, { files: [segments[1]!], gapBefore: 1 }];
+      const twoRuns: RemuxRun[] = [{ ...runs[0]!, startSeconds: 0 }, { ...runs[1]!, startSeconds: 2 }];
       // Abort as the last step (the concat into the temp file) starts; the temp file is there beforehand, as a run
       // killed half-way would leave it.
       const out = path.join(tmp, 'aborted.m4a');
       const ac = new AbortController();
       const log: Log = { ...silentLog, debug: (message, meta) => void (message === 'started' && (meta?.args as string[]).includes('concat') && ac.abort()), child: () => log };
       fs.writeFileSync(`${out}.tmp.m4a`, 'partial');
-      const err = await rejection(remuxToM4a(runs, out, { bitrateKbps: 128, signal: ac.signal, log }));
+      const err = await rejection(remuxToM4a(twoRuns, out, { bitrateKbps: 128, signal: ac.signal, log }));
       expect(err.aborted, err.message).to.equal(true);
       expect(leftovers(out), 'temp files after an abort').to.deep.equal([]);
       expect(fs.existsSync(out)).to.equal(false);
 
       const late = path.join(tmp, 'late.m4a');
       fs.writeFileSync(`${late}.tmp.m4a`, 'partial');
-      const timedOut = await rejection(remuxToM4a(runs, late, { bitrateKbps: 128, timeoutMs: 1 }));
+      const timedOut = await rejection(remuxToM4a(twoRuns, late, { bitrateKbps: 128, timeoutMs: 1 }));
       expect(timedOut.timedOut, timedOut.message).to.equal(true);
       expect(leftovers(late), 'temp files after a timeout').to.deep.equal([]);
     });
