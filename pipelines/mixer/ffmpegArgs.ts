@@ -45,10 +45,16 @@ export const LOUDNESS_CHAIN = [
   'alimiter=limit=0.79:attack=5:release=50:level=disabled',
 ].join(',');
 
-/** amix of every slot (no normalization: an absent slot is silence, not a reason to turn the others down). */
+/**
+ * amix of every slot (no normalization: an absent slot is silence, not a reason to turn the others down), then the
+ * loudness chain; `asetpts=N/SR/TB` stamps the mix by its sample count, so the encoder sees one gapless line. Without
+ * it the first two frames of a run were 64 samples apart (the RTP inputs' 960-sample Opus frames against amix's
+ * first frame), and the first fragment was 0.19333 s: longer than PART-TARGET, which players refuse. The relays
+ * (rtp.ts) keep every input gapless in real time, so the sample count is the programme clock.
+ */
 export function mixerFilter(inputs: number): string {
   const labels = Array.from({ length: inputs }, (_, i) => `[0:a:${i}]`).join('');
-  return `${labels}amix=inputs=${inputs}:normalize=0:dropout_transition=0,${LOUDNESS_CHAIN}[mix]`;
+  return `${labels}amix=inputs=${inputs}:normalize=0:dropout_transition=0,${LOUDNESS_CHAIN},asetpts=N/SR/TB[mix]`;
 }
 
 /**

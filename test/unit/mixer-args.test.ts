@@ -32,7 +32,7 @@ describe('mixer SDP and FFmpeg arguments', () => {
       '[0:a:0][0:a:1][0:a:2]amix=inputs=3:normalize=0:dropout_transition=0,' +
         'agate=threshold=0.003:ratio=2:range=0.06:attack=10:release=250,' +
         'acompressor=threshold=0.01:ratio=20:attack=5:release=300:makeup=12:knee=2,' +
-        'volume=1.7dB,alimiter=limit=0.79:attack=5:release=50:level=disabled[mix]',
+        'volume=1.7dB,alimiter=limit=0.79:attack=5:release=50:level=disabled,asetpts=N/SR/TB[mix]',
     );
   });
 

@@ -1,0 +1,278 @@
+// The live LL-HLS playlist as players read it, through the real origin (real mediasoup, FFmpeg, live writer, HTTP):
+// an LL client's blocking reloads for 30 s, every playlist checked against RFC 8216bis (hls-parser's strict mode and
+// our own reading of the rules), every part and segment fetched, the audio decoded; then players other than hls.js
+// (FFmpeg's HLS demuxer, GStreamer's hlsdemux2 and its older hlsdemux) play the same live playlist.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { expect } from 'chai';
+import * as HLS from 'hls-parser';
+import type { App } from '../../services/app.ts';
+import type { Stage } from '../../services/sfu/stage.ts';
+import { startTestApp } from '../support/app.ts';
+import { decodeToPcm, median, rmsDb, SAMPLE_RATE, toneDb } from '../support/audio.ts';
+import { eventually } from '../support/browser.ts';
+import { TempDir } from '../support/media.ts';
+import { SyntheticPerformer } from '../support/synthetic.ts';
+
+const WATCH_SECONDS = Number(process.env['LLHLS_WATCH_SECONDS'] ?? 30);
+const PLAYER_SECONDS = 12;
+
+type MediaPlaylist = HLS.types.MediaPlaylist;
+
+/** What a URI was the first time a playlist listed it: later playlists must say the same. */
+interface SegmentIdentity {
+  msn: number;
+  duration: number;
+  pdt: number;
+  map: string;
+  discontinuitySequence: number;
+}
+
+function parseStrict(text: string): MediaPlaylist {
+  HLS.setOptions({ strictMode: true, silent: true });
+  try {
+    const p = HLS.parse(text);
+    if (p.isMasterPlaylist) throw new Error('a multivariant playlist where a media playlist was expected');
+    return p as MediaPlaylist;
+  } catch (err) {
+    throw new Error(`hls-parser (strict) refused the playlist: ${(err as Error).message}\n${text}`);
+  } finally {
+    HLS.setOptions({ strictMode: false, silent: false });
+  }
+}
+
+const partOf = (uri: string) => {
+  const m = /^part_(\d+)_(\d+)\.m4s$/.exec(uri);
+  if (!m) throw new Error(`not a part name: ${uri}`);
+  return { msn: Number(m[1]), part: Number(m[2]) };
+};
+
+/** 20 ms RMS windows of a steady tone: the lowest, relative to the median (a lost frame is a hole many dB deep). */
+function deepestDipDb(pcm: Float32Array, skipSec = 0.1): { dipDb: number; at: number; medianDb: number } {
+  const win = Math.round(0.02 * SAMPLE_RATE);
+  const levels: number[] = [];
+  for (let i = Math.round(skipSec * SAMPLE_RATE); i + win <= pcm.length - win; i += win) levels.push(rmsDb(pcm, i, win));
+  const med = median(levels);
+  let min = Infinity;
+  let at = 0;
+  levels.forEach((l, i) => {
+    if (l < min) (min = l), (at = skipSec + i * 0.02);
+  });
+  return { dipDb: min - med, at, medianDb: med };
+}
+
+describe('LL-HLS playlist as players read it', function () {
+  this.timeout(WATCH_SECONDS * 1000 + 180_000);
+  let tmp: TempDir;
+  let app: App;
+  let stage: Stage;
+  let sender: SyntheticPerformer;
+  const children = new Set<ChildProcess>();
+
+  const url = (file: string) => `${app.url}/live/${stage.id}/${file}`;
+  const get = async (file: string): Promise<{ status: number; body: Buffer }> => {
+    const res = await fetch(url(file));
+    return { status: res.status, body: Buffer.from(await res.arrayBuffer()) };
+  };
+
+  before(async () => {
+    tmp = new TempDir();
+    app = await startTestApp({ CDN_DIR: tmp.file('cdn') });
+    const created = await app.stages.create('LL-HLS compliance');
+    stage = await app.registry.open(created.id);
+    sender = await SyntheticPerformer.start(stage.router, 440);
+    await app.onAir.start(stage.id);
+    await stage.broadcast!.mixer.attach('sender', sender.producer, 'Sender');
+    await eventually(async () => stage.broadcast!.mixer.publisher.text, (t) => /part_\d+_\d+\.m4s/.test(t), 20_000, 20);
+  });
+  after(async () => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    await sender?.stop();
+    await app?.close();
+    tmp?.remove();
+  });
+
+  it(`${WATCH_SECONDS} s of blocking reloads: every playlist valid (hls-parser strict); parts ≤ PART-TARGET, PART-HOLD-BACK ≥ 3 × PART-TARGET, a PRELOAD-HINT for the next part, names that keep their meaning, PDT steps equal to EXTINF; each segment is its parts byte for byte, and the segments play one unbroken tone`, async () => {
+    const segments = new Map<string, SegmentIdentity>();
+    const partDurations = new Map<string, number>();
+    const partsListed = new Map<number, string[]>();
+    const partBytes = new Map<string, Buffer>();
+    const segmentBytes = new Map<number, Buffer>();
+    const maps = new Set<string>();
+    let reloads = 0;
+    let lastMediaSequence = -1;
+    let requested: { msn: number; part: number } | null = null;
+    let text = (await (await fetch(url('index.m3u8'))).text());
+    const until = Date.now() + WATCH_SECONDS * 1000;
+    while (Date.now() < until) {
+      reloads++;
+      const p = parseStrict(text);
+      const ctx = `reload ${reloads}:\n${text}`;
+      // Server control and part target.
+      const partTarget = p.partTargetDuration!;
+      const ll = p.lowLatencyCompatibility!;
+      expect(partTarget, ctx).to.be.a('number').and.be.within(0.1, app.config.hls.partSeconds + 1e-9);
+      expect(ll.canBlockReload, ctx).to.equal(true);
+      expect(ll.partHoldBack, `PART-HOLD-BACK ≥ 3 × PART-TARGET\n${ctx}`).to.be.at.least(3 * partTarget - 1e-9);
+      expect(p.mediaSequenceBase!, ctx).to.be.at.least(lastMediaSequence);
+      lastMediaSequence = p.mediaSequenceBase!;
+      const complete = p.segments.filter((s) => s.uri !== '');
+      const trailing = p.segments.at(-1)!;
+      expect(trailing.uri, `the playlist ends with the segment being made, its parts and hint\n${ctx}`).to.equal('');
+      for (const s of complete) {
+        expect(Math.round(s.duration), `EXTINF rounds to at most TARGETDURATION\n${ctx}`).to.be.at.most(p.targetDuration);
+        const id: SegmentIdentity = { msn: s.mediaSequenceNumber, duration: s.duration, pdt: s.programDateTime!.getTime(), map: s.map.uri, discontinuitySequence: s.discontinuitySequence };
+        const seen = segments.get(s.uri);
+        if (seen) expect(id, `${s.uri} keeps its number, duration, date, init section\n${ctx}`).to.deep.equal(seen);
+        else segments.set(s.uri, id);
+        expect(s.uri).to.equal(`seg_${String(s.mediaSequenceNumber).padStart(5, '0')}.m4s`);
+        maps.add(s.map.uri);
+      }
+      // PROGRAM-DATE-TIME steps by EXTINF (the dates are to the millisecond), the segment being made included.
+      // (hls-parser gives the segment being made no date: its tag is read here, after the last EXTINF.)
+      const trailingPdt = /#EXT-X-PROGRAM-DATE-TIME:(\S+)\n(?:(?!#EXTINF)[^\n]*\n)*$/.exec(text)?.[1];
+      const pdtOf = (s: (typeof p.segments)[number]) => (s.uri === '' ? (trailingPdt ? Date.parse(trailingPdt) : NaN) : s.programDateTime!.getTime());
+      p.segments.slice(1).forEach((s, i) => {
+        const prev = p.segments[i]!;
+        if (s.discontinuity || (s.uri === '' && s.parts.every((x) => x.hint))) return;
+        expect(pdtOf(s) - pdtOf(prev), `PDT step after ${prev.uri}\n${ctx}`).to.be.closeTo(prev.duration * 1000, 1.5);
+      });
+      // Parts: within PART-TARGET, a stable duration per name, listed in order as a segment grows.
+      for (const s of p.segments) {
+        const listed = s.parts.filter((x) => !x.hint);
+        listed.forEach((x, i) => {
+          expect(partOf(x.uri), `${x.uri} belongs where it is listed\n${ctx}`).to.deep.equal({ msn: s.mediaSequenceNumber, part: i });
+          expect(x.duration!, `${x.uri} ≤ PART-TARGET\n${ctx}`).to.be.at.most(partTarget + 1e-9);
+          const d = partDurations.get(x.uri);
+          if (d === undefined) partDurations.set(x.uri, x.duration!);
+          else expect(x.duration, `${x.uri} keeps its duration`).to.equal(d);
+        });
+        if (s.uri !== '' && listed.length > 0) {
+          const sum = listed.reduce((a, x) => a + x.duration!, 0);
+          expect(sum, `${s.uri}'s parts add up to its EXTINF\n${ctx}`).to.be.closeTo(s.duration, 0.0005);
+        }
+        const before = partsListed.get(s.mediaSequenceNumber) ?? [];
+        const now = listed.map((x) => x.uri);
+        expect(now.slice(0, before.length), `parts of ${s.mediaSequenceNumber} only grow`).to.deep.equal(before.slice(0, now.length));
+        if (now.length > before.length) partsListed.set(s.mediaSequenceNumber, now);
+      }
+      // One hint, for the part after the last one listed.
+      const hint = trailing.parts.at(-1)!;
+      expect(hint.hint, ctx).to.equal(true);
+      expect(p.segments.flatMap((s) => s.parts).filter((x) => x.hint)).to.have.length(1);
+      const last = trailing.parts.length > 1 ? trailing.parts.at(-2)! : complete.at(-1)!.parts.at(-1)!;
+      const l = partOf(last.uri);
+      const h = partOf(hint.uri);
+      expect(h, `the hint follows ${last.uri}\n${ctx}`).to.deep.equal(
+        trailing.parts.length > 1 ? { msn: l.msn, part: l.part + 1 } : { msn: l.msn + 1, part: 0 },
+      );
+      // The blocking reload answered with the part it asked for.
+      if (requested) {
+        const r = requested;
+        const has = p.segments.some((s) => s.parts.some((x) => !x.hint && x.uri === `part_${String(r.msn).padStart(5, '0')}_${r.part}.m4s`));
+        expect(has, `asked for ${r.msn}.${r.part}\n${ctx}`).to.equal(true);
+      }
+      // Fetch what is new: every listed part once, every complete segment once.
+      for (const s of p.segments)
+        for (const x of s.parts)
+          if (!x.hint && !partBytes.has(x.uri)) {
+            const r = await get(x.uri);
+            expect(r.status, x.uri).to.equal(200);
+            partBytes.set(x.uri, r.body);
+          }
+      for (const s of complete)
+        if (!segmentBytes.has(s.mediaSequenceNumber)) {
+          const r = await get(s.uri);
+          expect(r.status, s.uri).to.equal(200);
+          segmentBytes.set(s.mediaSequenceNumber, r.body);
+        }
+      requested = h;
+      const res = await fetch(url(`index.m3u8?_HLS_msn=${h.msn}&_HLS_part=${h.part}`));
+      expect(res.status).to.equal(200);
+      text = await res.text();
+    }
+
+    // Each segment whose every part was seen is those parts, byte for byte.
+    const msns = [...segmentBytes.keys()].sort((a, b) => a - b);
+    let compared = 0;
+    for (const msn of msns) {
+      const parts = partsListed.get(msn);
+      const seg = [...segments.values()].find((s) => s.msn === msn)!;
+      if (!parts || Math.abs(parts.reduce((a, u) => a + partDurations.get(u)!, 0) - seg.duration) > 0.0005) continue;
+      expect(Buffer.concat(parts.map((u) => partBytes.get(u)!)).equals(segmentBytes.get(msn)!), `segment ${msn} = its parts`).to.equal(true);
+      compared++;
+    }
+    const durations = msns.map((m) => [...segments.values()].find((s) => s.msn === m)!.duration);
+    const totalSec = durations.reduce((a, b) => a + b, 0);
+    console.log(
+      `      ${reloads} reloads, ${msns.length} segments (${msns[0]}–${msns.at(-1)}), ${partBytes.size} parts fetched; ${compared} segments compared with their parts; ` +
+        `init sections ${[...maps].join(',')}`,
+    );
+    expect(reloads, 'an LL client reloads about once a part').to.be.at.least((WATCH_SECONDS / app.config.hls.partSeconds) * 0.8);
+    expect(compared, 'segments compared with their parts').to.be.at.least(msns.length - 3);
+    expect(msns, 'no segment skipped').to.deep.equal(msns.map((_, i) => msns[0]! + i));
+    expect(maps.size, 'one FFmpeg run, one init section').to.equal(1);
+
+    // The segments, behind their init section, decode to as much audio as EXTINF says, and the tone never breaks.
+    const init = await get([...maps][0]!);
+    expect(init.status).to.equal(200);
+    const file = tmp.file('joined.mp4');
+    fs.writeFileSync(file, Buffer.concat([init.body, ...msns.map((m) => segmentBytes.get(m)!)]));
+    const pcm = decodeToPcm(file);
+    const dip = deepestDipDb(pcm);
+    console.log(
+      `      decoded ${(pcm.length / SAMPLE_RATE).toFixed(3)} s (EXTINF sum ${totalSec.toFixed(3)} s); 440 Hz ${toneDb(pcm, 440).toFixed(1)} dB; ` +
+        `deepest 20 ms dip ${dip.dipDb.toFixed(1)} dB at ${dip.at.toFixed(2)} s`,
+    );
+    expect(pcm.length / SAMPLE_RATE, 'decoded duration vs EXTINF sum (s)').to.be.closeTo(totalSec, 0.05);
+    expect(toneDb(pcm, 440), 'the tone').to.be.above(-30);
+    expect(dip.dipDb, 'no hole in the tone (deepest 20 ms window vs the median, dB)').to.be.above(-3);
+  });
+
+  it(`FFmpeg's HLS demuxer, GStreamer's hlsdemux2 (uridecodebin's choice) and its older hlsdemux play the live playlist: ${PLAYER_SECONDS} s each, one unbroken tone`, async () => {
+    const playlist = url('index.m3u8');
+    // (Never a synchronous child here: the origin answering it is this process.)
+    const probed = await new Promise<string>((resolve, reject) =>
+      execFile('ffprobe', ['-v', 'error', '-show_entries', 'stream=codec_name,sample_rate', '-of', 'json', playlist], { timeout: 30_000 }, (err, out, stderr) =>
+        err ? reject(new Error(`ffprobe: ${err.message}\n${stderr}`)) : resolve(out),
+      ),
+    );
+    expect((JSON.parse(probed) as { streams: unknown[] }).streams[0]).to.deep.equal({ codec_name: 'aac', sample_rate: '48000' });
+
+    const raw = ['audioconvert', '!', 'audioresample', '!', `audio/x-raw,rate=${SAMPLE_RATE},channels=1,format=S16LE`, '!', 'filesink'];
+    const players: { name: string; cmd: string; args: (out: string) => string[] }[] = [
+      { name: 'ffmpeg', cmd: 'ffmpeg', args: (out) => ['-v', 'error', '-i', playlist, '-ac', '1', '-ar', String(SAMPLE_RATE), '-f', 's16le', '-y', out] },
+      { name: 'hlsdemux2', cmd: 'gst-launch-1.0', args: (out) => ['-q', 'uridecodebin', `uri=${playlist}`, '!', ...raw, `location=${out}`] },
+      { name: 'hlsdemux', cmd: 'gst-launch-1.0', args: (out) => ['-q', 'souphttpsrc', `location=${playlist}`, '!', 'hlsdemux', '!', 'decodebin', '!', ...raw, `location=${out}`] },
+    ];
+    // All three at once (each is light: one AAC decode), stopped by PID after the same time.
+    const results = await Promise.all(
+      players.map(async (pl) => {
+        const out = tmp.file(`${pl.name}.raw`);
+        const child = spawn(pl.cmd, pl.args(out), { stdio: ['ignore', 'ignore', 'pipe'] });
+        children.add(child);
+        let stderr = '';
+        child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+        const exited = new Promise<void>((r) => child.once('exit', () => r()));
+        await Promise.race([exited, new Promise((r) => setTimeout(r, PLAYER_SECONDS * 1000))]);
+        const early = child.exitCode !== null;
+        child.kill('SIGKILL');
+        await exited;
+        children.delete(child);
+        return { ...pl, out, early, stderr };
+      }),
+    );
+    for (const r of results) {
+      expect(r.early, `${r.name} stopped on its own:\n${r.stderr}`).to.equal(false);
+      const pcm = decodeToPcm(r.out, ['-f', 's16le', '-ar', String(SAMPLE_RATE), '-ac', '1']);
+      // Drop the last 20 ms: a kill can cut a buffer in two.
+      const played = pcm.subarray(0, Math.max(0, pcm.length - 0.02 * SAMPLE_RATE));
+      const dip = deepestDipDb(played);
+      console.log(`      ${r.name}: ${(played.length / SAMPLE_RATE).toFixed(2)} s in ${PLAYER_SECONDS} s; 440 Hz ${toneDb(played, 440).toFixed(1)} dB; deepest 20 ms dip ${dip.dipDb.toFixed(1)} dB`);
+      expect(played.length / SAMPLE_RATE, `${r.name}: seconds of audio`).to.be.at.least(PLAYER_SECONDS - 4);
+      expect(toneDb(played, 440), `${r.name}: the tone`).to.be.above(-30);
+      expect(dip.dipDb, `${r.name}: no hole in the tone (dB)`).to.be.above(-3);
+    }
+  });
+});
