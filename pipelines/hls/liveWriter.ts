@@ -50,6 +50,8 @@ export interface PublishedPart {
 type WriterEvents = {
   segmentListed: [segment: ListedSegment];
   partPublished: [part: PublishedPart];
+  /** ENDLIST is published: nothing more will be (the observer's listeners are dropped right after). */
+  ended: [];
 };
 
 export interface LiveWriterOptions {
@@ -304,13 +306,16 @@ export class LiveHlsWriter {
    * being written. Idempotent.
    */
   async end(): Promise<void> {
+    let endedNow = false;
     this.#enqueue(async () => {
       if (this.#ended) return;
       await this.#closeSegment(false);
       this.#ended = true;
       await this.#publish(null);
+      endedNow = true;
     });
     await this.#chain;
+    if (endedNow) this.observer.emit('ended');
     this.observer.removeAllListeners();
   }
 }

@@ -64,6 +64,9 @@ export class Mixer {
   readonly #ffmpeg: SupervisedFfmpeg;
   readonly #tracks = new Map<string, TrackRecorder>();
   readonly #runs: MixerRun[] = [];
+  #nextRun = 0;
+  /** The run of the FFmpeg started last. */
+  #currentRun = 0;
   /** performance.now() and Date.now() at the programme clock's zero. */
   #originPerf = 0;
   #originWallMs = 0;
@@ -92,16 +95,17 @@ export class Mixer {
       lowLatency: opts.lowLatency,
       listSize: opts.listSize,
       originWallMs: () => this.#originWallMs,
-      runStartSeconds: (run) => this.#runs[run]?.startSeconds ?? null,
+      runStartSeconds: (run) => this.runStart(run),
       log,
     });
-    let run = 0;
     this.#ffmpeg = new SupervisedFfmpeg(
       {
         input: sdpPath,
         inputOptions: mixerInputOptions(),
         // Each run's fragmented MP4 goes to the writer; a restart is a new run (a DISCONTINUITY, a new init section).
-        output: () => this.publisher.runStream(run++),
+        // Every FFmpeg start is a run, numbered as the writer numbers them, even one that dies before its slots are
+        // released (it mixed nothing; it has no entry in `runs`).
+        output: () => this.publisher.runStream((this.#currentRun = this.#nextRun++)),
         outputOptions: () => mixerOutputOptions({ ...opts, inputs: opts.slots }),
       },
       log,
@@ -152,12 +156,17 @@ export class Mixer {
     if (!ok) this.#log.warn('restarted ffmpeg did not open its RTP inputs in time; releasing the slots anyway');
     const starts = this.#relays.map((r) => r.release()).filter((t): t is number => t !== null);
     const startTs = starts.length > 0 ? Math.min(...starts) : this.#relays[0]?.timestampAt(performance.now()) ?? 0;
-    const run: MixerRun = { index: this.#runs.length, startSeconds: startTs / 48000, startedAtMs: Date.now() };
+    const run: MixerRun = { index: this.#currentRun, startSeconds: startTs / 48000, startedAtMs: Date.now() };
     this.#runs.push(run);
     this.#log.info('mixer run started', { run: run.index, startSeconds: run.startSeconds });
   }
 
-  /** The FFmpeg runs so far, in order (a crash-restart adds one). */
+  /** Where run `index` starts on the programme clock; null for a run that never mixed (or not yet). */
+  runStart(index: number): number | null {
+    return this.#runs.find((r) => r.index === index)?.startSeconds ?? null;
+  }
+
+  /** The FFmpeg runs that mixed, in order (a crash-restart adds one); `index` is the writer's run number. */
   get runs(): readonly MixerRun[] {
     return this.#runs;
   }

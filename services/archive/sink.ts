@@ -75,7 +75,7 @@ export class ArchiveSegmentSink implements SegmentSink {
     const seq = Number(m[1]);
     if (this.#seen.has(seq)) return;
     // Each FFmpeg run (a new one after a crash) starts where the programme clock was when it started.
-    if (seg.run !== this.#run) this.#position = this.#runs()[seg.run]?.startSeconds ?? this.#position;
+    if (seg.run !== this.#run) this.#position = this.#runs().find((r) => r.index === seg.run)?.startSeconds ?? this.#position;
     const newRun = this.#run !== null && seg.run !== this.#run;
     if (!this.#inits.has(seg.run)) {
       const init = path.join(this.#hlsDir, path.basename(seg.map));

@@ -4,7 +4,6 @@
 // (_HLS_msn, _HLS_part) is held until the playlist has what it asks for, and a request for the part the playlist
 // hints at (EXT-X-PRELOAD-HINT) is held until that part is written. Both wait on the stage's live writer
 // (pipelines/hls/liveWriter.ts): one wake-up per part it publishes, for every held request at once.
-import { EventEmitter } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
 import crypto from 'node:crypto';
@@ -83,9 +82,9 @@ export interface PublishedPartEvent {
  */
 export interface LiveWriterObserver {
   on(event: 'partPublished', listener: (part: PublishedPartEvent) => void): unknown;
-  on(event: 'segmentListed', listener: () => void): unknown;
+  on(event: 'segmentListed' | 'ended', listener: () => void): unknown;
   off(event: 'partPublished', listener: (part: PublishedPartEvent) => void): unknown;
-  off(event: 'segmentListed', listener: () => void): unknown;
+  off(event: 'segmentListed' | 'ended', listener: () => void): unknown;
 }
 
 /** What the origin needs of a stage's live HLS writer (pipelines/hls/liveWriter.ts, LiveHlsWriter). */
@@ -224,7 +223,7 @@ interface Feed {
   count: number;
   onPart: (p: PublishedPartEvent) => void;
   onListed: () => void;
-  onRemoved: (event: string | symbol, listener: unknown) => void;
+  onEnded: () => void;
   detached: boolean;
 }
 
@@ -326,16 +325,16 @@ export class LiveHolds {
       count: 0,
       onPart: (p) => this.#wake(feed, p),
       onListed: () => this.#wake(feed, null),
-      // The writer drops its onlookers when it ends (LiveHlsWriter.end): no wake-up will ever come after that, so
-      // whatever is still held is answered now, with the last playlist (ENDLIST).
-      onRemoved: (_event, listener) => {
-        if (!feed.detached && (listener === feed.onPart || listener === feed.onListed)) this.#finishAll(feed, 'ended');
+      // The writer has published ENDLIST: no wake-up will ever come after that, so whatever is still held is
+      // answered now, with the last playlist.
+      onEnded: () => {
+        if (!feed.detached) this.#finishAll(feed, 'ended');
       },
       detached: false,
     };
     src.observer.on('partPublished', feed.onPart);
     src.observer.on('segmentListed', feed.onListed);
-    if (src.observer instanceof EventEmitter) src.observer.on('removeListener', feed.onRemoved);
+    src.observer.on('ended', feed.onEnded);
     this.#feeds.set(src, feed);
     return feed;
   }
@@ -346,7 +345,7 @@ export class LiveHolds {
     this.#feeds.delete(feed.src);
     feed.src.observer.off('partPublished', feed.onPart);
     feed.src.observer.off('segmentListed', feed.onListed);
-    if (feed.src.observer instanceof EventEmitter) feed.src.observer.off('removeListener', feed.onRemoved);
+    feed.src.observer.off('ended', feed.onEnded);
   }
 
   /** Forgets a held request (answered, timed out, or its client gone): nothing of it is left. */
