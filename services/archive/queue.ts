@@ -4,6 +4,7 @@ import crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import path from 'node:path';
 import cron, { type ScheduledTask } from 'node-cron';
 import type { ArchiveObject, ArchiveRepo, QueueStats } from '../db/archive.ts';
 import type { Logger } from '../logger.ts';
@@ -235,6 +236,7 @@ export class UploadQueue extends EventEmitter<QueueEvents> {
     for (const obj of await repo.deletable(this.#o.retentionSeconds, 500)) {
       try {
         await fsp.rm(obj.localPath, { force: true });
+        await removeParts(obj.localPath);
         await repo.markLocalDeleted(obj.broadcastId, obj.key);
       } catch (err) {
         this.#log.warn('could not delete an uploaded local file', { path: obj.localPath, error: String(err) });
@@ -332,5 +334,21 @@ export class UploadQueue extends EventEmitter<QueueEvents> {
     const timedOut = await Promise.race([inFlight.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), opts.waitMs)))]);
     clearTimeout(timer);
     if (timedOut) this.#log.warn('uploads still running at shutdown are abandoned; the next start retries them', { count: this.#active.size });
+  }
+}
+
+/**
+ * The LL-HLS parts of a live segment (part_<msn>_<i>.m4s beside seg_<msn>.m4s), numbered from 0 without gaps: they go
+ * with it. The live writer deletes the parts of segments that leave its window; the last window's stay until here.
+ */
+async function removeParts(segmentPath: string): Promise<void> {
+  const m = /^seg_(\d+)\.m4s$/.exec(path.basename(segmentPath));
+  if (!m) return;
+  for (let i = 0; ; i++) {
+    try {
+      await fsp.unlink(path.join(path.dirname(segmentPath), `part_${m[1]}_${i}.m4s`));
+    } catch {
+      return;
+    }
   }
 }

@@ -95,12 +95,12 @@ describe('archive: local store (embedded default)', function () {
       expect(body.error.message, p).to.be.a('string').and.not.equal('');
     }
 
-    // Retention 0: once archived, the local copies (live segments, init sections and spool files) go; the store keeps
-    // its copies.
+    // Retention 0: once archived, the local copies (live segments with their LL-HLS parts, init sections and spool
+    // files) go; the store keeps its copies.
     const hlsDir = app.stages.links.hlsDir(stage.id);
-    const archived = (f: string) => /^(seg_\d+\.m4s|init_\d+\.mp4)$/.test(f);
-    const left = await eventually(async () => fs.readdirSync(hlsDir).filter(archived).length, (n) => n === 0, 10_000, 200);
-    expect(left, 'local segments and init sections deleted after upload').to.equal(0);
+    const archived = (f: string) => /^(seg_\d+\.m4s|part_\d+_\d+\.m4s|init_\d+\.mp4)$/.test(f);
+    const left = await eventually(async () => fs.readdirSync(hlsDir).filter(archived), (n) => n.length === 0, 10_000, 200);
+    expect(left, 'local segments, parts and init sections deleted after upload').to.deep.equal([]);
     expect(fs.existsSync(path.join(tmp.file('spool'), rec.id, 'audio.m4a')), 'spooled audio deleted after upload').to.equal(false);
     await verifyArchive(app.archiver.store, rec);
   });
