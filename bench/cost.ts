@@ -129,7 +129,7 @@ const byKind = (f: (k: ProcKind) => number): Record<ProcKind, number> => ({
   exited: f('exited'),
 });
 
-/** seg_NNNNN.ts files of an HLS folder with the wall-clock ms each was completed (its mtime: FFmpeg renames it done). */
+/** seg_NNNNN.m4s files of an HLS folder with the wall-clock ms each was completed (its mtime: the writer renames it done). */
 function segments(dir: string): { n: number; doneMs: number }[] {
   const out: { n: number; doneMs: number }[] = [];
   let names: string[] = [];

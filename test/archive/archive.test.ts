@@ -150,6 +150,10 @@ describe('archive: S3 (s3rver) + PostgreSQL', function () {
       await s3.resume();
       const resumedAt = performance.now();
       await sleep(8_000);
+      // Still on air, and the live playlist went on, before the stop: a failure below is the archive's, not the mix's.
+      const view = (await (await fetch(`${app.url}/api/stages/${stage.id}`)).json()) as { status?: string };
+      expect(view.status, 'the stage is still on air before the stop').to.equal('live');
+      expect(watcher.gapsMs().length, 'the live playlist listed segments through the outage').to.be.above(OUTAGE_SECONDS);
       await transition(app, stage.id, 'stop');
       const { rec } = await waitArchived(app.url, stage.id, 60_000);
       const recoveredMs = performance.now() - resumedAt;

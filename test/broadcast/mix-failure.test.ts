@@ -37,7 +37,7 @@ describe('broadcast: a mix that keeps crashing', function () {
     const base = svc.url;
     const stage = (await (await fetch(`${base}/api/stages`, { method: 'POST', headers: admin, body: JSON.stringify({ title: 'Crashing' }) })).json()) as { id: string };
     expect((await fetch(`${base}/api/stages/${stage.id}/start`, { method: 'POST', headers: admin, body: '{}' })).status).to.equal(200);
-    const mixes = () => descendants(svc!.pid).filter((p) => p.comm === 'ffmpeg' && p.cmdline.includes('.mix.m3u8'));
+    const mixes = () => descendants(svc!.pid).filter((p) => p.comm === 'ffmpeg' && p.cmdline.includes('-frag_duration'));
     // A few segments first, so the archive has something.
     await eventually(async () => (await (await fetch(`${base}/live/${stage.id}/index.m3u8`)).text()).match(/^seg_/gm)?.length ?? 0, (n) => n >= 2, 15_000);
 

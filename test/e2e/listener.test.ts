@@ -50,7 +50,7 @@ describe('e2e: the listener page plays live HLS', function () {
     // Wait for a playlist with three segments, so the player starts on a usable live window.
     const playlist = path.join(tmp.path, 'live', stageId, 'index.m3u8');
     const segments = await eventually(
-      async () => (fs.existsSync(playlist) ? (fs.readFileSync(playlist, 'utf8').match(/^seg_\d+\.ts$/gm) ?? []).length : 0),
+      async () => (fs.existsSync(playlist) ? (fs.readFileSync(playlist, 'utf8').match(/^seg_\d+\.m4s$/gm) ?? []).length : 0),
       (n) => n >= 3,
       20_000,
     );
@@ -78,7 +78,9 @@ describe('e2e: the listener page plays live HLS', function () {
       ['-nostdin', '-v', 'error', '-re', '-f', 'lavfi', '-i', `sine=frequency=${TONE_HZ}:sample_rate=48000`,
         '-c:a', 'aac', '-b:a', '128k', '-f', 'hls', '-hls_time', '1', '-hls_list_size', '6',
         '-hls_flags', 'program_date_time+temp_file+omit_endlist',
-        '-hls_segment_filename', path.join(dir, 'seg_%05d.ts'), path.join(dir, 'index.m3u8')],
+        // fMP4, named as the live writer names its files (the origin serves no other names).
+        '-hls_segment_type', 'fmp4', '-hls_fmp4_init_filename', 'init_0.mp4',
+        '-hls_segment_filename', path.join(dir, 'seg_%05d.m4s'), path.join(dir, 'index.m3u8')],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     ff.stderr!.on('data', (d: Buffer) => (ffmpegLog += d.toString()));

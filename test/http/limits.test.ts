@@ -56,8 +56,8 @@ describe('limits: security headers and body caps', function () {
     app = await startTestApp({ MEDIASOUP_WORKERS: '1', CDN_DIR: tmp.file('cdn') });
     const dir = path.join(tmp.file('cdn'), 'live', LIVE_STAGE);
     fs.mkdirSync(dir, { recursive: true });
-    fs.writeFileSync(path.join(dir, 'index.m3u8'), '#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\nseg_00000.ts\n');
-    fs.writeFileSync(path.join(dir, 'seg_00000.ts'), Buffer.alloc(188 * 10, 0x47));
+    fs.writeFileSync(path.join(dir, 'index.m3u8'), '#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1.0,\nseg_00000.m4s\n');
+    fs.writeFileSync(path.join(dir, 'seg_00000.m4s'), Buffer.alloc(188 * 10, 0x47));
   });
   after(async () => {
     await app?.close();
@@ -94,7 +94,7 @@ describe('limits: security headers and body caps', function () {
     expect(playlist.status).to.equal(200);
     expectSecurityHeaders(playlist, '/live playlist', 'cross-origin');
     expect(playlist.headers.get('access-control-allow-origin')).to.equal('*');
-    const segment = await fetch(`${app.url}/live/${LIVE_STAGE}/seg_00000.ts`, { headers: { range: 'bytes=0-187' } });
+    const segment = await fetch(`${app.url}/live/${LIVE_STAGE}/seg_00000.m4s`, { headers: { range: 'bytes=0-187' } });
     expect(segment.status).to.equal(206);
     expectSecurityHeaders(segment, '/live segment', 'cross-origin');
     const preflight = await fetch(`${app.url}/live/${LIVE_STAGE}/index.m3u8`, {

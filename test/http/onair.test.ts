@@ -42,7 +42,7 @@ describe('on air: start and stop', function () {
     expect(again, 'a second start is a no-op').to.include({ status: 'live', changed: false });
 
     let playlist = '';
-    for (let i = 0; i < 60 && !/seg_\d+\.ts/.test(playlist); i++) {
+    for (let i = 0; i < 60 && !/seg_\d+\.m4s/.test(playlist); i++) {
       await new Promise((r) => setTimeout(r, 100));
       const r = await fetch(started.hlsUrl);
       if (r.ok) playlist = await r.text();

@@ -20,7 +20,10 @@ export async function waitArchived(baseUrl: string, stageId: string, timeoutMs: 
   const recs = await eventually(() => recordings(baseUrl, stageId), (r) => r[0]?.status === 'archived' || r[0]?.status === 'failed', timeoutMs, 100);
   const rec = recs[0];
   if (!rec) throw new Error('no recording listed');
-  expect(rec.status, `archive status (error: ${rec.error})`).to.equal('archived');
+  // On failure, say what the broadcast was: how long, how many segments, and what else the stage recorded.
+  const about = JSON.stringify({ startedAt: rec.startedAt, endedAt: rec.endedAt, durationSeconds: rec.durationSeconds, segments: rec.segments,
+    files: rec.files.length, recordingsOfStage: recs.length });
+  expect(rec.status, `archive status (error: ${rec.error}; ${about})`).to.equal('archived');
   return { rec, waitedMs: performance.now() - t0 };
 }
 

@@ -85,7 +85,7 @@ describe('timeline', function () {
       expect(tag, `the live playlist carries the marker:\n${live}`).to.not.equal(undefined);
       expect(tag).to.include('CLASS="com.stage-radio.marker"').and.include('X-LABEL="switch"');
       const startDate = Date.parse(/START-DATE="([^"]+)"/.exec(tag!)![1]!);
-      const pdt0 = parseMediaPlaylist(fs.readFileSync(path.join(app.stages.links.hlsDir(stage.id), '.mix.m3u8'), 'utf8'));
+      const pdt0 = parseMediaPlaylist(fs.readFileSync(path.join(app.stages.links.hlsDir(stage.id), 'index.m3u8'), 'utf8'));
       await transition(app, stage.id, 'stop');
       const { rec } = await waitArchived(app.url, stage.id, 30_000);
 
