@@ -68,13 +68,13 @@ export function renderLivePlaylist(s: LivePlaylistState, o: LivePlaylistOptions)
   lines.push('#EXT-X-INDEPENDENT-SEGMENTS');
   lines.push(...s.dateRanges);
   let map: string | null = null;
-  const head = (seg: { discontinuity: boolean; map: string; programDateTime: string }, isFirst: boolean) => {
+  const head = (seg: { discontinuity: boolean; map: string; programDateTime: string }, isFirst: boolean, dated = true) => {
     if (seg.discontinuity && !isFirst) lines.push('#EXT-X-DISCONTINUITY');
     if (seg.map !== map) {
       lines.push(`#EXT-X-MAP:URI="${seg.map}"`);
       map = seg.map;
     }
-    lines.push(`#EXT-X-PROGRAM-DATE-TIME:${seg.programDateTime}`);
+    if (dated) lines.push(`#EXT-X-PROGRAM-DATE-TIME:${seg.programDateTime}`);
   };
   const partLines = (parts: readonly LivePart[]) => {
     for (const p of parts) lines.push(`#EXT-X-PART:DURATION=${secs(p.duration)},URI="${p.uri}",INDEPENDENT=YES`);
@@ -93,8 +93,12 @@ export function renderLivePlaylist(s: LivePlaylistState, o: LivePlaylistOptions)
     lines.push(`#EXTINF:${secs(seg.duration)},`, seg.uri);
   });
   // The segment being made, by its parts (a classic playlist lists only whole segments).
+  // No PROGRAM-DATE-TIME of its own: its date follows from the segment before it (as in Apple's and MediaMTX's
+  // playlists). hls.js 1.6 maps each DATERANGE to the segment a PROGRAM-DATE-TIME tag dates, and a tag dating parts
+  // only (no segment yet) made it read past its segments and throw (`reading 'ref'`) on every reload with a DATERANGE
+  // that starts in the segment being made.
   if (ll && s.partial && s.partial.parts.length > 0 && !s.ended) {
-    head(s.partial, s.segments.length === 0);
+    head(s.partial, s.segments.length === 0, false);
     partLines(s.partial.parts);
   }
   if (ll && s.preloadHint && !s.ended) lines.push(`#EXT-X-PRELOAD-HINT:TYPE=PART,URI="${s.preloadHint}"`);

@@ -88,7 +88,9 @@ describe('e2e: the listener page follows the timeline as it plays', function () 
       `      chapter arrived over Socket.IO ${secs(socketArrivalMs! - postedAtMs)} after the POST and was shown ${secs(waitedMs)} after it arrived; ` +
         `playing position at show − START-DATE = ${signedMs(offsetMs)}`,
     );
-    expect(waitedMs, 'scheduled: shown well after it arrived (the player is behind the live edge)').to.be.at.least(1_000);
+    // The player is behind the live edge: about 1.1-1.3 s with LL-HLS (it was 3-4 s with classic HLS), so the page
+    // waited that long; shown at arrival would be under 0.1 s.
+    expect(waitedMs, 'scheduled: shown well after it arrived (the player is behind the live edge)').to.be.at.least(600);
     expect(Math.abs(offsetMs), 'shown when the tagged audio plays').to.be.at.most(500);
     expect(seen!.startDate, "the page schedules it at the event's START-DATE").to.equal(new Date(startMs).toISOString());
 
