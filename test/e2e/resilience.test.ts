@@ -17,7 +17,7 @@ import type { Mixer } from '../../pipelines/mixer/mixer.ts';
 import { createStage, startTestApp, transition } from '../support/app.ts';
 import { SAMPLE_RATE, toneTimeline } from '../support/audio.ts';
 import { BrowserSet, eventually, hearsAt } from '../support/browser.ts';
-import { PlaylistWatcher, type SeenSegment } from '../support/hls.ts';
+import { PlaylistWatcher, segmentsInput, type SeenSegment } from '../support/hls.ts';
 import { TempDir } from '../support/media.ts';
 
 /** What a page hears of another performer: present tones measure -40 to -56 dB there (see performers.test.ts). */
@@ -102,7 +102,8 @@ const view = (page: Page): Promise<PageView> =>
 
 /** Tone levels of one segment of the mix, per window: rows of [offset in the segment, dB per freq]. */
 async function segmentTones(watcher: PlaylistWatcher, seg: SeenSegment, freqs: number[]): Promise<{ t: number; db: number[] }[]> {
-  return toneTimeline(await decode(path.join(path.dirname(watcher.playlist), seg.uri)), freqs, ONSET_WINDOW_SEC);
+  // An fMP4 segment decodes behind its run's init section.
+  return toneTimeline(await decode(segmentsInput(path.dirname(watcher.playlist), [seg])), freqs, ONSET_WINDOW_SEC);
 }
 
 /**

@@ -321,8 +321,9 @@ describe('deployment files (docker-compose.yml, infra/Dockerfile, infra/nginx/ng
       expect(nginxHttp, `nginx publishes port ${hls.port}`).to.not.equal(undefined);
       expect(nginxConf).to.match(new RegExp(`listen\\s+${nginxHttp?.container[0]}\\s*;`));
 
-      const live = /location\s+\/live\/\s*\{[^}]*?\broot\s+([^\s;]+);/.exec(nginxConf);
-      expect(live, 'location /live/ { root ... }').to.not.equal(null);
+      // The live location: the whitelisted names under /live/<stageId>/ (everything else under /live/ is a 404).
+      const live = /location\s+~\s+"\^\/live\/[^"]*"\s*\{[^}]*?\broot\s+([^\s;]+);/.exec(nginxConf);
+      expect(live, 'location ~ "^/live/..." { root ... }').to.not.equal(null);
       const nginxCdn = mountsOf(svc('nginx'), 'nginx').find((m) => m.target === live?.[1]);
       const appCdn = mountsOf(svc('app'), 'app').find((m) => path.posix.resolve(m.target) === config.cdn.dir);
       expect(nginxCdn?.source, 'nginx root is the shared cdn volume').to.equal(appCdn?.source);
@@ -388,9 +389,10 @@ describe('deployment files (docker-compose.yml, infra/Dockerfile, infra/nginx/ng
       expect(socketIo).to.match(/proxy_http_version\s+1\.1\s*;/);
     });
 
-    it('serves playlists as application/vnd.apple.mpegurl and segments with their media types', () => {
+    it('serves playlists as application/vnd.apple.mpegurl and fMP4 init sections, segments and parts as audio/mp4', () => {
       expect(nginxConf).to.match(/application\/vnd\.apple\.mpegurl\s+m3u8\s*;/);
-      expect(nginxConf).to.match(/video\/mp2t\s+ts\s*;/);
+      expect(nginxConf).to.match(/audio\/mp4\s+m4s\s+mp4\s*;/);
+      expect(nginxConf, 'no MPEG-TS is served').to.not.match(/video\/mp2t/);
       expect(nginxConf).to.match(/Access-Control-Allow-Origin\s+"?\*"?/);
       expect(nginxConf).to.match(/"no-cache, max-age=1"/);
       expect(nginxConf).to.match(/"public, max-age=31536000, immutable"/);
