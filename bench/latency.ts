@@ -1,18 +1,20 @@
 // Latency on the server side.
 // (a) Ingest → listed: a performer's packets switch to a 0.3 s burst of a marker tone at a known wall-clock instant (the
 //     first burst packet leaving the sender); the live playlist players fetch (index.m3u8) is read every 20 ms, and
-//     each segment's first appearance in it is noted. Afterwards every segment is decoded, the marker onsets found in
-//     the audio, and each burst is matched to the segment holding its onset: latency = that segment listed − burst sent.
+//     each segment's first appearance in it is noted, and the live writer says when it published the playlist that
+//     first listed each LL-HLS part. Afterwards the segments are decoded (behind their init section, as one stream),
+//     the marker onsets found in the audio, and each burst is matched to the segment and the part holding its onset:
+//     latency = that segment (or part) listed − burst sent.
 // (b) Go on air → first segment listed: POST /api/stages/<id>/start, then index.m3u8 read every 20 ms until it lists a
 //     segment (and until it lists three: where hls.js, three target durations from the live edge, can start).
 import fs from 'node:fs';
 import path from 'node:path';
 import type { App } from '../services/app.ts';
-import { PLAYLIST_NAME } from '../pipelines/mixer/ffmpegArgs.ts';
+import { PLAYLIST_NAME, partFrames } from '../pipelines/mixer/ffmpegArgs.ts';
 import { parseMediaPlaylist } from '../pipelines/hls/playlist.ts';
 import { createStage, transition } from '../test/support/app.ts';
 import { decodeToPcm, SAMPLE_RATE, toneDb, toneOnsets } from '../test/support/audio.ts';
-import { PlaylistWatcher } from '../test/support/hls.ts';
+import { PlaylistWatcher, segmentsInput } from '../test/support/hls.ts';
 import { onAirStage } from './cost.ts';
 import type { RtpSender } from './sender.ts';
 
@@ -36,6 +38,8 @@ export interface IngestLatency {
   p95Ms: number;
   maxMs: number;
   segmentSeconds: number;
+  /** The same bursts, to the LL-HLS part holding the onset listed (the playlist an LL client reloads). */
+  part: { matched: number; latenciesMs: number[]; p50Ms: number; p95Ms: number; maxMs: number; partSeconds: number } | null;
 }
 
 export async function benchIngestLatency(opts: { app: App; sender: RtpSender; markers: number; log: (s: string) => void }): Promise<IngestLatency> {
@@ -44,6 +48,10 @@ export async function benchIngestLatency(opts: { app: App; sender: RtpSender; ma
   const stage = await onAirStage(app, sender, 'Bench latency');
   const dir = app.stages.links.hlsDir(stage.id);
   const marker = stage.performers[0]!;
+  const writer = app.registry.get(stage.id)!.broadcast!.mixer.publisher;
+  const partListedAt = new Map<string, number>();
+  const onPart = (p: { uri: string; publishedAtMs: number }) => partListedAt.set(p.uri, p.publishedAtMs);
+  writer.observer.on('partPublished', onPart);
   await sleep(3000);
   const watcher = new PlaylistWatcher(path.join(dir, PLAYLIST_NAME), 20);
   const sent: number[] = [];
@@ -57,22 +65,23 @@ export async function benchIngestLatency(opts: { app: App; sender: RtpSender; ma
     await watcher.waitFor((w) => w.segments.some((s) => s.arrivedAt > last + 3000), 10_000);
   } finally {
     watcher.stop();
+    writer.observer.off('partPublished', onPart);
   }
+
+  // Every segment listed from a little before the first burst, decoded as one stream behind its init section (the
+  // decoded audio is exactly as long as the segments' EXTINF, so each segment's place in it is known to the sample).
+  const from = watcher.segments.findIndex((s) => s.arrivedAt >= sent[0]! - 2000);
+  const segs = watcher.segments.slice(Math.max(0, from)).filter((s, _, all) => s.map === all[0]!.map);
+  const pcm = decodeToPcm(segmentsInput(dir, segs));
   await transition(app, stage.id, 'stop');
   for (const id of stage.performers) await sender.remove(id);
-
-  // Every segment listed from a little before the first burst, decoded one by one (so each onset's segment is exact).
-  const from = watcher.segments.findIndex((s) => s.arrivedAt >= sent[0]! - 2000);
-  const segs = watcher.segments.slice(Math.max(0, from));
-  const pcms = segs.map((s) => decodeToPcm(path.join(dir, s.uri)));
   const starts: number[] = [];
   let total = 0;
-  for (const p of pcms) {
+  for (const s of segs) {
     starts.push(total);
-    total += p.length;
+    total += Math.round(s.duration * SAMPLE_RATE);
   }
-  const pcm = new Float32Array(total);
-  pcms.forEach((p, i) => pcm.set(p, starts[i]!));
+  const partSamples = partFrames(app.config.hls.partSeconds) * 1024;
   const onsets = toneOnsets(pcm, MARKER_HZ, 0.5);
   // Media time and wall clock differ by a constant: the offset most burst/onset pairs agree on (within 100 ms).
   const diffs: number[] = [];
@@ -87,17 +96,21 @@ export async function benchIngestLatency(opts: { app: App; sender: RtpSender; ma
     }
   }
   const latencies: number[] = [];
+  const partLatencies: number[] = [];
   for (const t of sent) {
     const o = onsets.find((x) => Math.abs(x * 1000 - t - best) <= 100);
     if (o === undefined) continue;
     const sample = Math.round(o * SAMPLE_RATE);
     let seg = starts.length - 1;
     while (seg > 0 && starts[seg]! > sample) seg--;
-    // The segment holds the onset: the tone is there right after it, in this segment's own decoded audio.
-    const within = sample - starts[seg]!;
-    const level = toneDb(pcms[seg]!, MARKER_HZ, within, Math.min(Math.round(0.05 * SAMPLE_RATE), pcms[seg]!.length - within));
-    if (!(level > -50)) continue;
+    // The segment holds the onset: the tone is there right after it.
+    if (!(toneDb(pcm, MARKER_HZ, sample, Math.round(0.05 * SAMPLE_RATE)) > -50)) continue;
     latencies.push(segs[seg]!.arrivedAt - t);
+    const s = segs[seg]!;
+    const msn = Number(/(\d+)\.m4s$/.exec(s.uri)?.[1]);
+    const part = Math.min(Math.floor((sample - starts[seg]!) / partSamples), Math.round(s.duration * SAMPLE_RATE / partSamples) - 1);
+    const listedAt = partListedAt.get(`part_${String(msn).padStart(5, '0')}_${part}.m4s`);
+    if (listedAt !== undefined) partLatencies.push(listedAt - t);
   }
   const r: IngestLatency = {
     markers: sent.length,
@@ -107,8 +120,21 @@ export async function benchIngestLatency(opts: { app: App; sender: RtpSender; ma
     p95Ms: percentile(latencies, 95),
     maxMs: Math.max(...latencies),
     segmentSeconds: app.config.hls.segmentSeconds,
+    part: app.config.hls.lowLatency
+      ? {
+          matched: partLatencies.length,
+          latenciesMs: partLatencies,
+          p50Ms: percentile(partLatencies, 50),
+          p95Ms: percentile(partLatencies, 95),
+          maxMs: Math.max(...partLatencies),
+          partSeconds: partSamples / SAMPLE_RATE,
+        }
+      : null,
   };
-  opts.log(`latency: ingest → listed over ${r.matched}/${r.markers} markers: p50 ${r.p50Ms.toFixed(0)} ms, p95 ${r.p95Ms.toFixed(0)} ms`);
+  opts.log(
+    `latency: ingest → listed over ${r.matched}/${r.markers} markers: segment p50 ${r.p50Ms.toFixed(0)} ms, p95 ${r.p95Ms.toFixed(0)} ms` +
+      (r.part ? `; part p50 ${r.part.p50Ms.toFixed(0)} ms, p95 ${r.part.p95Ms.toFixed(0)} ms (${r.part.matched} bursts)` : ''),
+  );
   return r;
 }
 

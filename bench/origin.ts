@@ -63,8 +63,9 @@ function reference(): void {
       res.end();
       return;
     }
-    res.setHeader('Content-Type', req.url!.endsWith('.ts') ? 'video/mp2t' : 'application/vnd.apple.mpegurl');
-    res.setHeader('Cache-Control', req.url!.endsWith('.ts') ? 'public, max-age=31536000, immutable' : 'no-cache, max-age=1');
+    const media = req.url!.endsWith('.m4s');
+    res.setHeader('Content-Type', media ? 'audio/mp4' : 'application/vnd.apple.mpegurl');
+    res.setHeader('Cache-Control', media ? 'public, max-age=31536000, immutable' : 'no-cache, max-age=1');
     res.setHeader('Access-Control-Allow-Origin', '*');
     res.end(body);
   });

@@ -4,7 +4,8 @@
 // Order: (1) cost per stage, alone on the machine (as far as this run goes), with the baseline side by side at 1 stage;
 // then (2) the archive broadcasts start in a process of their own and, while they run, the baseline at more stages, the
 // latencies (server side, then in Chromium) and the origin are measured one after the other; (3) the archive's
-// stop → archived when its broadcasts end. README.md, "Performance", describes each measure.
+// stop → archived when its broadcasts end; (4) CPU per stage with LL-HLS on against off, two apps side by side.
+// README.md, "Performance", describes each measure.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -16,6 +17,7 @@ import { benchArchiveInChild } from './archive.ts';
 import { benchBrowserLatency } from './browser.ts';
 import { benchBaseline, benchCost, onAirStage, PERFORMER_TONES } from './cost.ts';
 import { benchIngestLatency, benchOnAirLatency, MARKER_HZ, MARKER_SECONDS } from './latency.ts';
+import { benchHeldReloads, benchLlCost } from './llhls.ts';
 import { benchOrigin } from './origin.ts';
 import { costSvg, markdownTable, tableRows, type BenchResults } from './report.ts';
 import { RtpSender } from './sender.ts';
@@ -29,8 +31,8 @@ const elapsed = () => ((performance.now() - t0) / 1000).toFixed(0).padStart(4);
 const log = (s: string) => process.stderr.write(`[bench ${elapsed()} s] ${s}\n`);
 
 const plan = quick
-  ? { costKs: [1, 5], baselineKs: [5], warmup: 5, baselineWarmup: 3, window: 10, idle: 5, markers: 10, onAirRuns: 3, listenSeconds: 20, originSeconds: 5, archiveSeconds: 60 }
-  : { costKs: [1, 5, 10, 20, 30], baselineKs: [10], warmup: 5, baselineWarmup: 5, window: 20, idle: 10, markers: 20, onAirRuns: 5, listenSeconds: 40, originSeconds: 10, archiveSeconds: 600 };
+  ? { costKs: [1, 5], baselineKs: [5], warmup: 5, baselineWarmup: 3, window: 10, idle: 5, markers: 10, onAirRuns: 3, listenSeconds: 20, originSeconds: 5, archiveSeconds: 60, heldConnections: 1000, heldRounds: 2, llStages: 2, llWindows: 2 }
+  : { costKs: [1, 5, 10, 20, 30], baselineKs: [10], warmup: 5, baselineWarmup: 5, window: 20, idle: 10, markers: 20, onAirRuns: 5, listenSeconds: 40, originSeconds: 10, archiveSeconds: 600, heldConnections: 5000, heldRounds: 5, llStages: 3, llWindows: 5 };
 const ORIGIN_CONNECTIONS = 1000;
 
 function ffmpegVersion(): string {
@@ -54,7 +56,7 @@ const machine = {
 
 const started = new Date();
 const phases: Record<string, number> = {};
-const results: BenchResults = { cost: null, baseline: null, ingest: null, onAir: null, browser: null, origin: null, archive: null, errors: {} };
+const results: BenchResults = { cost: null, baseline: null, ingest: null, onAir: null, browser: null, origin: null, held: null, llCost: null, archive: null, errors: {} };
 
 /** Runs one measure; a failure is reported in the table, and the other measures go on. */
 async function measure<T>(name: string, fn: () => Promise<T>): Promise<T | null> {
@@ -137,11 +139,21 @@ try {
     await new Promise((r) => setTimeout(r, 3000));
     return benchOrigin({ baseUrl: a.url, stageId: stage.id, hlsDir: a.stages.links.hlsDir(stage.id), connections: ORIGIN_CONNECTIONS, seconds: plan.originSeconds, log });
   });
+  results.held = await measure('LL-HLS: held reloads', async () => {
+    const stage = await onAirStage(a, sender, 'Bench held reloads');
+    await new Promise((r) => setTimeout(r, 3000));
+    return benchHeldReloads({ app: a, stageId: stage.id, connections: plan.heldConnections, rounds: plan.heldRounds, log });
+  });
   await app.close();
   app = null;
 
   log('waiting for the archive benchmark');
   results.archive = await archiveDone;
+
+  // (4) LL-HLS on against off: two apps side by side, alone on the machine (the archive's broadcasts have ended).
+  results.llCost = await measure('LL-HLS: CPU on / off', () =>
+    benchLlCost({ stages: plan.llStages, warmupSeconds: plan.warmup, windowSeconds: plan.window, windows: plan.llWindows, log }),
+  );
 } finally {
   archive.child?.stop();
   await app?.close().catch(() => undefined);

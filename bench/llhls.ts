@@ -1,0 +1,325 @@
+// Low-Latency HLS, two measures.
+//
+// (a) Held playlist requests: a load generator (a process of its own) opens N connections to the origin (5,000 by
+//     default), then sends on every one the same blocking reload, `index.m3u8?_HLS_msn=M&_HLS_part=P`, for a part
+//     a segment or so ahead of the live edge, as N LL-HLS listeners waiting for the same part do. When the writer
+//     publishes that part, every held request is answered: we note how many the origin held at that moment, and when
+//     each answer reached the generator (first byte, the wall clock shared by both processes). Reported: p50, p95 and
+//     the last answer after the part's publication, over a few rounds (each with fresh connections). The generator's
+//     own CPU is reported: it shares the machine, and an answer waits for it to read.
+//
+// (b) CPU per stage, LL-HLS on against off, side by side: two apps, one with LL_HLS=on and one with LL_HLS=off, each
+//     in a process of its own with its own RTP sender and the same K stages of 4 performers, run at the same time; the
+//     CPU of each app's process tree (Node, mediasoup workers, FFmpeg; not its sender) is read from /proc over the same
+//     windows. The ratio is taken per window (both saw the same machine), and its median reported.
+import { fork, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { App } from '../services/app.ts';
+import { startTestApp } from '../test/support/app.ts';
+import { onAirStage, PERFORMER_TONES } from './cost.ts';
+import { percentile } from './latency.ts';
+import { descendants, readStat } from './proc.ts';
+import { RtpSender } from './sender.ts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const SELF = fileURLToPath(import.meta.url);
+
+// ---------------------------------------------------------------------------------------------------------------
+// (a) Held playlist requests
+
+export interface HeldRound {
+  target: string;
+  /** Requests the origin held when the part was published. */
+  heldAtPublish: number;
+  answered: number;
+  non200: number;
+  /** Answer (first byte at the generator) − the part's publication, ms. */
+  p50Ms: number;
+  p95Ms: number;
+  lastMs: number;
+  /** Sending the N requests took this long (the last one written − the first). */
+  sendSpreadMs: number;
+}
+
+export interface HeldReloads {
+  connections: number;
+  rounds: HeldRound[];
+  /** Medians over the rounds. */
+  lastMs: number;
+  p50Ms: number;
+  clientCpuSeconds: number;
+}
+
+type ClientIn = { type: 'open'; port: number; connections: number } | { type: 'send'; path: string } | { type: 'close' };
+type ClientOut =
+  | { type: 'opened'; connections: number; failed: number }
+  | { type: 'sent'; firstAt: number; lastAt: number }
+  | { type: 'answers'; at: number[]; statuses: Record<string, number>; cpuSeconds: number }
+  | { type: 'closed' };
+
+/** The load generator: raw sockets, one request each, the answer's first byte stamped, read to its end. */
+function heldClient(): void {
+  let sockets: net.Socket[] = [];
+  const send = (m: ClientOut) => process.send?.(m);
+  process.on('message', (m: ClientIn) => {
+    if (m.type === 'open') {
+      // At most 500 connects at a time: the listen backlog is finite.
+      let started = 0;
+      let failed = 0;
+      const opened: net.Socket[] = [];
+      const settle = () => {
+        if (opened.length + failed === m.connections) {
+          sockets = opened;
+          send({ type: 'opened', connections: opened.length, failed });
+        } else if (started < m.connections) one();
+      };
+      const one = () => {
+        started++;
+        const s = net.connect({ host: '127.0.0.1', port: m.port });
+        s.setNoDelay(true);
+        s.once('connect', () => {
+          opened.push(s);
+          settle();
+        });
+        s.once('error', () => {
+          if (!opened.includes(s)) {
+            failed++;
+            settle();
+          }
+        });
+      };
+      for (let i = 0; i < Math.min(500, m.connections); i++) one();
+    } else if (m.type === 'send') {
+      const at: number[] = new Array(sockets.length).fill(NaN);
+      const statuses: Record<string, number> = {};
+      let left = sockets.length;
+      const req = Buffer.from(`GET ${m.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+      const timer = setTimeout(report, 30_000);
+      function report() {
+        clearTimeout(timer);
+        const u = process.cpuUsage();
+        send({ type: 'answers', at, statuses, cpuSeconds: (u.user + u.system) / 1e6 });
+      }
+      sockets.forEach((s, i) => {
+        let head = '';
+        let got = false;
+        s.on('data', (d: Buffer) => {
+          if (!got) {
+            got = true;
+            at[i] = Date.now();
+          }
+          // Only the status line matters; the body is read and dropped.
+          if (head.length < 16) {
+            head += d.toString('latin1', 0, 16);
+            const code = /^HTTP\/1\.1 (\d{3})/.exec(head)?.[1];
+            if (code) {
+              statuses[code] = (statuses[code] ?? 0) + 1;
+              head = 'x'.repeat(16);
+              if (--left === 0) report();
+            }
+          }
+        });
+        s.on('error', () => undefined);
+      });
+      const firstAt = Date.now();
+      for (const s of sockets) s.write(req);
+      send({ type: 'sent', firstAt, lastAt: Date.now() });
+    } else if (m.type === 'close') {
+      for (const s of sockets) s.destroy();
+      sockets = [];
+      send({ type: 'closed' });
+    }
+  });
+  process.on('disconnect', () => process.exit(0));
+}
+
+function next<T extends ClientOut['type']>(child: ChildProcess, type: T): Promise<Extract<ClientOut, { type: T }>> {
+  return new Promise((resolve, reject) => {
+    const on = (m: ClientOut) => {
+      if (m.type !== type) return;
+      child.off('message', on);
+      child.off('exit', onExit);
+      resolve(m as Extract<ClientOut, { type: T }>);
+    };
+    const onExit = (code: number | null) => reject(new Error(`the load generator exited (${code})`));
+    child.on('message', on);
+    child.once('exit', onExit);
+  });
+}
+
+export async function benchHeldReloads(opts: { app: App; stageId: string; connections: number; rounds: number; log: (s: string) => void }): Promise<HeldReloads> {
+  const { app } = opts;
+  const stage = app.registry.get(opts.stageId);
+  const writer = stage?.broadcast?.mixer.publisher;
+  if (!writer) throw new Error('held reloads: the stage is not on air');
+  const port = Number(new URL(app.url).port);
+  const child = fork(SELF, ['--held-client'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const exited = new Promise((r) => child.once('exit', r));
+  const rounds: HeldRound[] = [];
+  let clientCpuSeconds = 0;
+  try {
+    for (let r = 0; r < opts.rounds; r++) {
+      child.send({ type: 'open', port, connections: opts.connections } satisfies ClientIn);
+      const opened = await next(child, 'opened');
+      if (opened.failed > 0) opts.log(`held reloads: ${opened.failed} connections failed`);
+      // The part that ends the next segment: a segment or more ahead, time enough for every request to be held.
+      const pos = writer.position;
+      if (!pos) throw new Error('held reloads: nothing published yet');
+      const target = { msn: pos.msn + 1, part: 4 };
+      const uri = `part_${String(target.msn).padStart(5, '0')}_${target.part}.m4s`;
+      let heldAtPublish = 0;
+      const published = new Promise<number>((resolve) => {
+        // Registered before any request is held, so it runs before the origin's own listener.
+        const on = (p: { uri: string; publishedAtMs: number }) => {
+          if (p.uri !== uri) return;
+          heldAtPublish = app.liveOrigin.held;
+          writer.observer.off('partPublished', on);
+          resolve(p.publishedAtMs);
+        };
+        writer.observer.on('partPublished', on);
+      });
+      child.send({ type: 'send', path: `/live/${opts.stageId}/index.m3u8?_HLS_msn=${target.msn}&_HLS_part=${target.part}` } satisfies ClientIn);
+      const [sent, answers, publishedAt] = await Promise.all([next(child, 'sent'), next(child, 'answers'), published]);
+      clientCpuSeconds = answers.cpuSeconds;
+      const lat = answers.at.filter(Number.isFinite).map((t) => t - publishedAt);
+      const non200 = Object.entries(answers.statuses).reduce((n, [code, c]) => n + (code === '200' ? 0 : c), 0);
+      const round: HeldRound = {
+        target: `${target.msn}.${target.part}`,
+        heldAtPublish,
+        answered: lat.length,
+        non200,
+        p50Ms: percentile(lat, 50),
+        p95Ms: percentile(lat, 95),
+        lastMs: Math.max(...lat),
+        sendSpreadMs: sent.lastAt - sent.firstAt,
+      };
+      rounds.push(round);
+      opts.log(
+        `held reloads: round ${r + 1}: ${round.heldAtPublish} held at publication, ${round.answered} answered (${round.non200} not 200); ` +
+          `after publication p50 ${round.p50Ms} ms, p95 ${round.p95Ms} ms, last ${round.lastMs} ms`,
+      );
+      child.send({ type: 'close' } satisfies ClientIn);
+      await next(child, 'closed');
+      await sleep(1000);
+    }
+  } finally {
+    child.disconnect();
+    await exited;
+  }
+  return {
+    connections: opts.connections,
+    rounds,
+    lastMs: percentile(rounds.map((r) => r.lastMs), 50),
+    p50Ms: percentile(rounds.map((r) => r.p50Ms), 50),
+    clientCpuSeconds,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// (b) CPU per stage, LL on against off
+
+export interface LlCostWindow {
+  onCoresPerStage: number;
+  offCoresPerStage: number;
+  ratio: number;
+}
+
+export interface LlCost {
+  stages: number;
+  windowSeconds: number;
+  windows: LlCostWindow[];
+  /** Medians over the windows. */
+  onCoresPerStage: number;
+  offCoresPerStage: number;
+  ratio: number;
+  /** FFmpeg restarts in either app over the run (a restart would make the windows unequal). */
+  ffmpegRestarts: { on: number; off: number };
+}
+
+type CostIn = { type: 'stop' };
+type CostOut = { type: 'ready'; senderPid: number } | { type: 'restarts'; restarts: number } | { type: 'error'; error: string };
+
+/** One app with LL_HLS as given, K stages of 4 performers, until told to stop. */
+async function costChild(ll: 'on' | 'off', stages: number): Promise<void> {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `stage-radio-bench-ll-${ll}-`));
+  const sender = await RtpSender.start();
+  let app: App | null = null;
+  try {
+    await sender.prepare(PERFORMER_TONES);
+    app = await startTestApp({ CDN_DIR: tmp, LL_HLS: ll, RATE_LIMIT_WRITE_PER_MINUTE: '100000' });
+    const ids: string[] = [];
+    for (let i = 0; i < stages; i++) ids.push((await onAirStage(app, sender, `Bench LL ${ll} ${i + 1}`)).id);
+    process.send?.({ type: 'ready', senderPid: sender.pid } satisfies CostOut);
+    await new Promise<void>((resolve) => process.once('message', (m: CostIn) => m.type === 'stop' && resolve()));
+    const restarts = ids.reduce((n, id) => n + (app!.registry.get(id)?.broadcast?.mixer.ffmpeg.restarts ?? 0), 0);
+    process.send?.({ type: 'restarts', restarts } satisfies CostOut);
+  } catch (err) {
+    process.send?.({ type: 'error', error: err instanceof Error ? err.message : String(err) } satisfies CostOut);
+  } finally {
+    await app?.close().catch(() => undefined);
+    await sender.stop();
+    fs.rmSync(tmp, { recursive: true, force: true });
+    process.disconnect?.();
+  }
+}
+
+/** CPU seconds of a process and its descendants, minus the subtree at `exclude`. */
+function treeCpuSeconds(pid: number, exclude: number): number {
+  const self = readStat(pid);
+  return (self?.cpuSeconds ?? NaN) + descendants(pid, [exclude]).reduce((s, d) => s + d.cpuSeconds, 0);
+}
+
+export async function benchLlCost(opts: { stages: number; warmupSeconds: number; windowSeconds: number; windows: number; log: (s: string) => void }): Promise<LlCost> {
+  const kids = (['on', 'off'] as const).map((ll) => {
+    const child = fork(SELF, ['--cost-child', ll, String(opts.stages)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const exited = new Promise((r) => child.once('exit', r));
+    const messages = (type: CostOut['type']) =>
+      new Promise<CostOut>((resolve, reject) => {
+        const on = (m: CostOut) => {
+          if (m.type === 'error') reject(new Error(`LL ${ll}: ${m.error}`));
+          else if (m.type === type) resolve(m);
+        };
+        child.on('message', on);
+        child.once('exit', (code) => reject(new Error(`LL ${ll}: the app's process exited (${code})`)));
+      });
+    return { ll, child, exited, ready: messages('ready'), restarts: messages('restarts') };
+  });
+  try {
+    const senders = (await Promise.all(kids.map((k) => k.ready))).map((m) => (m as { senderPid: number }).senderPid);
+    opts.log(`LL cost: ${opts.stages} stages on air in each app (LL on, LL off); warm-up ${opts.warmupSeconds} s, ${opts.windows} windows of ${opts.windowSeconds} s`);
+    await sleep(opts.warmupSeconds * 1000);
+    const windows: LlCostWindow[] = [];
+    for (let w = 0; w < opts.windows; w++) {
+      const t0 = performance.now();
+      const a = kids.map((k, i) => treeCpuSeconds(k.child.pid!, senders[i]!));
+      await sleep(opts.windowSeconds * 1000);
+      const b = kids.map((k, i) => treeCpuSeconds(k.child.pid!, senders[i]!));
+      const seconds = (performance.now() - t0) / 1000;
+      const [on, off] = a.map((x, i) => (b[i]! - x) / seconds / opts.stages) as [number, number];
+      windows.push({ onCoresPerStage: on, offCoresPerStage: off, ratio: on / off });
+      opts.log(`LL cost: window ${w + 1}: LL on ${on.toFixed(3)} cores/stage, off ${off.toFixed(3)}: ${(on / off).toFixed(3)}×`);
+    }
+    for (const k of kids) k.child.send({ type: 'stop' } satisfies CostIn);
+    const [on, off] = (await Promise.all(kids.map((k) => k.restarts))).map((m) => (m as { restarts: number }).restarts) as [number, number];
+    return {
+      stages: opts.stages,
+      windowSeconds: opts.windowSeconds,
+      windows,
+      onCoresPerStage: percentile(windows.map((w) => w.onCoresPerStage), 50),
+      offCoresPerStage: percentile(windows.map((w) => w.offCoresPerStage), 50),
+      ratio: percentile(windows.map((w) => w.ratio), 50),
+      ffmpegRestarts: { on, off },
+    };
+  } finally {
+    for (const k of kids) if (k.child.connected) k.child.send({ type: 'stop' } satisfies CostIn);
+    await Promise.race([Promise.all(kids.map((k) => k.exited)), sleep(30_000)]);
+    for (const k of kids) if (k.child.exitCode === null && k.child.signalCode === null) k.child.kill('SIGKILL');
+  }
+}
+
+if (process.argv[1] === SELF && process.argv[2] === '--held-client') heldClient();
+if (process.argv[1] === SELF && process.argv[2] === '--cost-child') await costChild(process.argv[3] === 'off' ? 'off' : 'on', Number(process.argv[4]));
