@@ -166,9 +166,17 @@ export async function benchHeldReloads(opts: { app: App; stageId: string; connec
       child.send({ type: 'open', port, connections: opts.connections } satisfies ClientIn);
       const opened = await next(child, 'opened');
       if (opened.failed > 0) opts.log(`held reloads: ${opened.failed} connections failed`);
-      // The part that ends the next segment: a segment or more ahead, time enough for every request to be held.
-      const pos = writer.position;
-      if (!pos) throw new Error('held reloads: nothing published yet');
+      // The part that ends the next segment, asked for just after a segment's first part: about two segments ahead,
+      // time enough for every request to reach the origin and be held before it is published.
+      const boundary = new Promise<{ msn: number; part: number }>((resolve) => {
+        const on = (p: { msn: number; part: number }) => {
+          if (p.part !== 0) return;
+          writer.observer.off('partPublished', on);
+          resolve({ msn: p.msn, part: p.part });
+        };
+        writer.observer.on('partPublished', on);
+      });
+      const pos = await boundary;
       const target = { msn: pos.msn + 1, part: 4 };
       const uri = `part_${String(target.msn).padStart(5, '0')}_${target.part}.m4s`;
       let heldAtPublish = 0;
@@ -184,6 +192,7 @@ export async function benchHeldReloads(opts: { app: App; stageId: string; connec
       });
       child.send({ type: 'send', path: `/live/${opts.stageId}/index.m3u8?_HLS_msn=${target.msn}&_HLS_part=${target.part}` } satisfies ClientIn);
       const [sent, answers, publishedAt] = await Promise.all([next(child, 'sent'), next(child, 'answers'), published]);
+      if (heldAtPublish < opts.connections) opts.log(`held reloads: only ${heldAtPublish} of ${opts.connections} requests were held when the part was published`);
       clientCpuSeconds = answers.cpuSeconds;
       const lat = answers.at.filter(Number.isFinite).map((t) => t - publishedAt);
       const non200 = Object.entries(answers.statuses).reduce((n, [code, c]) => n + (code === '200' ? 0 : c), 0);

@@ -2,9 +2,10 @@
 // bench/results/<timestamp>.{json,md,svg}. A benchmark reports; nothing fails because the machine is slow.
 //
 // Order: (1) cost per stage, alone on the machine (as far as this run goes), with the baseline side by side at 1 stage;
-// then (2) the archive broadcasts start in a process of their own and, while they run, the baseline at more stages, the
-// latencies (server side, then in Chromium) and the origin are measured one after the other; (3) the archive's
-// stop → archived when its broadcasts end; (4) CPU per stage with LL-HLS on against off, two apps side by side.
+// (2) the latencies (server side, then in Chromium) and the held LL-HLS reloads, alone too: a listener's latency on a
+// machine busy with other work measures that work; (3) the archive broadcasts start in a process of their own and,
+// while they run, the baseline at more stages and the origin are measured; (4) the archive's stop → archived when its
+// broadcasts end; (5) CPU per stage with LL-HLS on against off, two apps side by side.
 // README.md, "Performance", describes each measure.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -76,8 +77,7 @@ log(`${quick ? 'quick' : 'full'} run on ${machine.cpus} × ${machine.cpuModel}; 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'stage-radio-bench-'));
 const sender = await RtpSender.start();
 let app: App | null = null;
-// Started once (from the sweep's end, or after it if the sweep failed); held in an object so that the `finally` below
-// sees it as assigned.
+// Started once, after the latencies; held in an object so that the `finally` below sees it as assigned.
 const archive: { child: ReturnType<typeof benchArchiveInChild> | null; startedAt: number } = { child: null, startedAt: 0 };
 const startArchive = () => {
   archive.child ??= benchArchiveInChild({ seconds: plan.archiveSeconds, log: (s) => log(s) });
@@ -100,13 +100,26 @@ try {
       cdnDir: path.join(tmp, 'cost'),
       sender,
       paired: { dir: path.join(tmp, 'paired'), slots },
-      // The archive's broadcasts start while the sweep's app closes (that takes a while with 30 stages on air).
-      onMeasured: startArchive,
       log,
     }),
   );
 
-  // (2) The archive broadcasts, in their own process; meanwhile the rest, one after the other.
+  // (2) Latencies and held reloads, alone on the machine.
+  app = await startTestApp({ CDN_DIR: path.join(tmp, 'latency'), RATE_LIMIT_WRITE_PER_MINUTE: '100000' });
+  const a = app;
+  results.ingest = await measure('latency: ingest → listed', () => benchIngestLatency({ app: a, sender, markers: plan.markers, log }));
+  results.onAir = await measure('latency: go on air', () => benchOnAirLatency({ app: a, runs: plan.onAirRuns, log }));
+  if (withBrowser) results.browser = await measure('latency: browsers', () => benchBrowserLatency({ app: a, listenSeconds: plan.listenSeconds, log }));
+  else log('browser latency skipped (quick mode; --browser runs it)');
+  results.held = await measure('LL-HLS: held reloads', async () => {
+    const stage = await onAirStage(a, sender, 'Bench held reloads');
+    await new Promise((r) => setTimeout(r, 3000));
+    return benchHeldReloads({ app: a, stageId: stage.id, connections: plan.heldConnections, rounds: plan.heldRounds, log });
+  });
+  await app.close();
+  app = null;
+
+  // (3) The archive broadcasts, in their own process; meanwhile the baseline at more stages and the origin.
   const archiveDone = startArchive().done.then(
     (r) => ((phases['archive (in parallel)'] = Number(((performance.now() - archive.startedAt) / 1000).toFixed(1))), r),
     (err: unknown) => {
@@ -128,21 +141,12 @@ try {
     }),
   );
 
-  app = await startTestApp({ CDN_DIR: path.join(tmp, 'latency'), RATE_LIMIT_WRITE_PER_MINUTE: '100000' });
-  const a = app;
-  results.ingest = await measure('latency: ingest → listed', () => benchIngestLatency({ app: a, sender, markers: plan.markers, log }));
-  results.onAir = await measure('latency: go on air', () => benchOnAirLatency({ app: a, runs: plan.onAirRuns, log }));
-  if (withBrowser) results.browser = await measure('latency: browsers', () => benchBrowserLatency({ app: a, listenSeconds: plan.listenSeconds, log }));
-  else log('browser latency skipped (quick mode; --browser runs it)');
+  app = await startTestApp({ CDN_DIR: path.join(tmp, 'origin'), RATE_LIMIT_WRITE_PER_MINUTE: '100000' });
+  const o = app;
   results.origin = await measure('origin', async () => {
-    const stage = await onAirStage(a, sender, 'Bench origin');
+    const stage = await onAirStage(o, sender, 'Bench origin');
     await new Promise((r) => setTimeout(r, 3000));
-    return benchOrigin({ baseUrl: a.url, stageId: stage.id, hlsDir: a.stages.links.hlsDir(stage.id), connections: ORIGIN_CONNECTIONS, seconds: plan.originSeconds, log });
-  });
-  results.held = await measure('LL-HLS: held reloads', async () => {
-    const stage = await onAirStage(a, sender, 'Bench held reloads');
-    await new Promise((r) => setTimeout(r, 3000));
-    return benchHeldReloads({ app: a, stageId: stage.id, connections: plan.heldConnections, rounds: plan.heldRounds, log });
+    return benchOrigin({ baseUrl: o.url, stageId: stage.id, hlsDir: o.stages.links.hlsDir(stage.id), connections: ORIGIN_CONNECTIONS, seconds: plan.originSeconds, log });
   });
   await app.close();
   app = null;
@@ -150,7 +154,7 @@ try {
   log('waiting for the archive benchmark');
   results.archive = await archiveDone;
 
-  // (4) LL-HLS on against off: two apps side by side, alone on the machine (the archive's broadcasts have ended).
+  // (5) LL-HLS on against off: two apps side by side, alone on the machine (the archive's broadcasts have ended).
   results.llCost = await measure('LL-HLS: CPU on / off', () =>
     benchLlCost({ stages: plan.llStages, warmupSeconds: plan.warmup, windowSeconds: plan.window, windows: plan.llWindows, log }),
   );
