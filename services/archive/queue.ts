@@ -68,6 +68,11 @@ export class UploadQueue extends EventEmitter<QueueEvents> {
   #again = false;
   #sweeping: Promise<void> | null = null;
   #lastDbWarn = 0;
+  /**
+   * Uploads whose outcome could not be recorded (the database went away meanwhile): still `uploading` under their
+   * lease. Handed back as due at the first sweep that reaches the database, not when the lease runs out.
+   */
+  readonly #unrecorded = new Map<string, { broadcastId: string; key: string; error: string }>();
   #closed = false;
   /** Retries are logged as a warning at most every RETRY_LOG_MS (an outage fails every upload), otherwise at debug. */
   #lastRetryWarnAt = 0;
@@ -179,8 +184,9 @@ export class UploadQueue extends EventEmitter<QueueEvents> {
         this.#log.debug('upload failed; will retry', fields);
       }
       await repo.markRetry(obj.broadcastId, obj.key, message, delay).catch((e: unknown) => {
-        // The lease runs out and the sweep hands the row out again.
-        this.#log.error('could not record a failed upload', { key: obj.key, error: String(e) });
+        // The next sweep that reaches the database hands the row out again.
+        this.#unrecorded.set(`${obj.broadcastId}\n${obj.key}`, { broadcastId: obj.broadcastId, key: obj.key, error: message });
+        this.#log.error('could not record a failed upload; it is retried once the database answers', { key: obj.key, error: String(e) });
       });
       this.emit('retry', obj, message);
     }
@@ -208,6 +214,10 @@ export class UploadQueue extends EventEmitter<QueueEvents> {
     const repo = this.#o.repo;
     try {
       await repo.releaseLeases(false);
+      for (const [id, u] of this.#unrecorded) {
+        await repo.markRetry(u.broadcastId, u.key, u.error, 0);
+        this.#unrecorded.delete(id);
+      }
       const stats = await repo.stats();
       if (stats.backingOff > 0) {
         try {
