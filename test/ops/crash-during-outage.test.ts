@@ -9,7 +9,7 @@ import { expect } from 'chai';
 import pg from 'pg';
 import { TEST_ADMIN_TOKEN } from '../support/app.ts';
 import { BrowserSet, eventually } from '../support/browser.ts';
-import { connectClient, type TestClient } from '../support/client.ts';
+import { connectClient, postWhileDbDown, type TestClient } from '../support/client.ts';
 import { descendants } from '../support/handles.ts';
 import { pulseWav, TempDir } from '../support/media.ts';
 import { createDatabase, findFreePort, startPostgres, type PostgresServer } from '../support/postgres.ts';
@@ -67,16 +67,7 @@ describe('a crash during a database outage', function () {
 
     // The database goes away. What happens now is held, and journaled.
     await pgServer.pause();
-    const posted: string[] = [];
-    for (let i = 0; i < 3; i++) {
-      const ack = await host.request('postEvent', { type: 'chapter', title: `Held ${i + 1}` });
-      expect(ack.ok, JSON.stringify(ack)).to.equal(true);
-      if (ack.ok) posted.push(ack.data.event.id);
-      await sleep(1_500);
-    }
-    const comment = (await listener.raw('comment', [{ text: 'are you there?', name: 'Lis' }])) as { ok: boolean; data?: { event: { id: string } } };
-    expect(comment.ok, JSON.stringify(comment)).to.equal(true);
-    posted.push(comment.data!.event.id);
+    const posted = await postWhileDbDown(host, listener, { chapters: 3, everyMs: 1_500, title: (i) => `Held ${i + 1}`, comment: 'are you there?' });
     // The host leaves: the end of its session is held too.
     host.close();
     const hostId = joined.ok ? joined.data.performerId : '';

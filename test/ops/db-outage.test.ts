@@ -7,7 +7,7 @@ import type { App } from '../../services/app.ts';
 import { createStage, startTestApp, transition } from '../support/app.ts';
 import { waitArchived } from '../support/archive.ts';
 import { BrowserSet, eventually } from '../support/browser.ts';
-import { connectClient, type TestClient } from '../support/client.ts';
+import { connectClient, postWhileDbDown, type TestClient } from '../support/client.ts';
 import { PlaylistWatcher, segmentNumber } from '../support/hls.ts';
 import { pulseWav, TempDir } from '../support/media.ts';
 import { startPostgres, type PostgresServer } from '../support/postgres.ts';
@@ -80,16 +80,7 @@ describe('PostgreSQL outage mid-broadcast', function () {
     expect(rest.status, 'a REST read that needs the database says 503, not 500').to.equal(503);
     expect(rest.headers.get('retry-after')).to.equal('5');
 
-    const posted: string[] = [];
-    for (let i = 0; i < 3; i++) {
-      const ack = await host.request('postEvent', { type: 'chapter', title: `Part ${i + 1}` });
-      expect(ack.ok, JSON.stringify(ack)).to.equal(true);
-      if (ack.ok) posted.push(ack.data.event.id);
-      await sleep(3000);
-    }
-    const comment = (await listener.raw('comment', [{ text: 'still on air?', name: 'Lis' }])) as { ok: boolean; data?: { event: { id: string } } };
-    expect(comment.ok, JSON.stringify(comment)).to.equal(true);
-    posted.push(comment.data!.event.id);
+    const posted = await postWhileDbDown(host, listener, { chapters: 3, everyMs: 3000, title: (i) => `Part ${i + 1}`, comment: 'still on air?' });
     // The minute this tick is for (the outage may cross a minute boundary).
     const tickMinute = Math.floor(Date.now() / 60_000) * 60_000;
     const heldBefore = app.writes.pending;

@@ -1,4 +1,5 @@
 // A Node Socket.IO client speaking a namespace's protocol (typed by its contract), for tests that need no browser.
+import { expect } from 'chai';
 import { io, type Socket } from 'socket.io-client';
 import type { NamespaceContract, RequestName, ResponseData } from '../../services/shared/contract.ts';
 import type { Ack } from '../../services/shared/errors.ts';
@@ -33,4 +34,26 @@ export async function connectClient<C extends NamespaceContract = StageContract>
     raw,
     close: () => socket.close(),
   };
+}
+
+/**
+ * What a show does while the database is away: the host posts `chapters` chapters, `everyMs` apart, and a listener
+ * comments; each must be acknowledged at once (held for the database, not refused). Returns the events' ids.
+ */
+export async function postWhileDbDown(
+  host: TestClient,
+  listener: TestClient<NamespaceContract>,
+  o: { chapters: number; everyMs: number; title: (i: number) => string; comment: string },
+): Promise<string[]> {
+  const posted: string[] = [];
+  for (let i = 0; i < o.chapters; i++) {
+    const ack = await host.request('postEvent', { type: 'chapter', title: o.title(i) });
+    expect(ack.ok, JSON.stringify(ack)).to.equal(true);
+    if (ack.ok) posted.push(ack.data.event.id);
+    await new Promise((r) => setTimeout(r, o.everyMs));
+  }
+  const comment = (await listener.raw('comment', [{ text: o.comment, name: 'Lis' }])) as { ok: boolean; data?: { event: { id: string } } };
+  expect(comment.ok, JSON.stringify(comment)).to.equal(true);
+  posted.push(comment.data!.event.id);
+  return posted;
 }
