@@ -10,7 +10,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { App } from '../services/app.ts';
-import { PLAYLIST_NAME, partFrames } from '../pipelines/mixer/ffmpegArgs.ts';
+import { PLAYLIST_NAME, partDurationSeconds } from '../pipelines/mixer/ffmpegArgs.ts';
+import { partUri } from '../pipelines/hls/liveWriter.ts';
 import { parseMediaPlaylist } from '../pipelines/hls/playlist.ts';
 import { createStage, transition } from '../test/support/app.ts';
 import { decodeToPcm, SAMPLE_RATE, toneDb, toneOnsets } from '../test/support/audio.ts';
@@ -81,7 +82,7 @@ export async function benchIngestLatency(opts: { app: App; sender: RtpSender; ma
     starts.push(total);
     total += Math.round(s.duration * SAMPLE_RATE);
   }
-  const partSamples = partFrames(app.config.hls.partSeconds) * 1024;
+  const partSamples = Math.round(partDurationSeconds(app.config.hls.partSeconds) * SAMPLE_RATE);
   const onsets = toneOnsets(pcm, MARKER_HZ, 0.5);
   // Media time and wall clock differ by a constant: the offset most burst/onset pairs agree on (within 100 ms).
   const diffs: number[] = [];
@@ -109,7 +110,7 @@ export async function benchIngestLatency(opts: { app: App; sender: RtpSender; ma
     const s = segs[seg]!;
     const msn = Number(/(\d+)\.m4s$/.exec(s.uri)?.[1]);
     const part = Math.min(Math.floor((sample - starts[seg]!) / partSamples), Math.round(s.duration * SAMPLE_RATE / partSamples) - 1);
-    const listedAt = partListedAt.get(`part_${String(msn).padStart(5, '0')}_${part}.m4s`);
+    const listedAt = partListedAt.get(partUri(msn, part));
     if (listedAt !== undefined) partLatencies.push(listedAt - t);
   }
   const r: IngestLatency = {

@@ -19,6 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { App } from '../services/app.ts';
+import { partUri } from '../pipelines/hls/liveWriter.ts';
 import { startTestApp } from '../test/support/app.ts';
 import { onAirStage, PERFORMER_TONES } from './cost.ts';
 import { percentile } from './latency.ts';
@@ -178,7 +179,7 @@ export async function benchHeldReloads(opts: { app: App; stageId: string; connec
       });
       const pos = await boundary;
       const target = { msn: pos.msn + 1, part: 4 };
-      const uri = `part_${String(target.msn).padStart(5, '0')}_${target.part}.m4s`;
+      const uri = partUri(target.msn, target.part);
       let heldAtPublish = 0;
       const published = new Promise<number>((resolve) => {
         // Registered before any request is held, so it runs before the origin's own listener.

@@ -99,6 +99,8 @@ export const initUri = (run: number) => `init_${run}.mp4`;
 /** Segments of this form are the programme's (the archive and the origin look for them). */
 export const SEGMENT_FILE_RE = /^seg_(\d+)\.m4s$/;
 export const INIT_FILE_RE = /^init_(\d+)\.mp4$/;
+/** A part as the writer names it: part_<msn>_<index>.m4s. */
+export const PART_FILE_RE = /^part_(\d{1,15})_(\d{1,6})\.m4s$/;
 
 export class LiveHlsWriter {
   readonly #o: LiveWriterOptions;
@@ -108,9 +110,10 @@ export class LiveHlsWriter {
   #partial: Partial | null = null;
   #nextMsn = 0;
   #discontinuitySequence = 0;
-  #segmentsWritten = 0;
   #newRunPending = false;
   #ranges: DateRange[] = [];
+  /** The DATERANGE lines last rendered, and the window start they were rendered for. */
+  #tags: { windowStart: number | null; lines: string[] } | null = null;
   #ended = false;
   #chain: Promise<void> = Promise.resolve();
   #text = '';
@@ -162,7 +165,14 @@ export class LiveHlsWriter {
 
   setDateRanges(ranges: readonly DateRange[]): void {
     this.#ranges = [...ranges];
+    this.#tags = null;
     this.#enqueue(() => this.#publish(null));
+  }
+
+  /** The DATERANGE lines for a window starting at `windowStart`: rebuilt when the ranges or the window's start change, not on every part. */
+  #dateRangeTags(windowStart: number | null): string[] {
+    if (this.#tags?.windowStart !== windowStart) this.#tags = { windowStart, lines: rangesForWindow(this.#ranges, windowStart).map(dateRangeTag) };
+    return this.#tags.lines;
   }
 
   /** FFmpeg's stdout for run `index` (0 for the first, +1 per restart): its fragmented MP4, parsed as it comes. */
@@ -226,11 +236,13 @@ export class LiveHlsWriter {
     if (this.#newRunPending && this.#partial) await this.#closeSegment(true);
     let partial = this.#partial;
     if (!partial) {
+      const msn = this.#nextMsn++;
       partial = {
-        msn: this.#nextMsn++,
+        msn,
         programDateTime: new Date(startMs).toISOString(),
         startMs,
-        discontinuity: this.#newRunPending && this.#segmentsWritten > 0,
+        // A new run after segments of an earlier one (a segment closes before the next is begun).
+        discontinuity: this.#newRunPending && msn > 0,
         map: run.map,
         run: run.index,
         parts: [],
@@ -259,7 +271,6 @@ export class LiveHlsWriter {
     await atomicWrite(path.join(this.#o.dir, uri), Buffer.concat(p.parts.map((x) => x.bytes)));
     const seg = { msn: p.msn, uri, duration: p.duration, programDateTime: p.programDateTime, discontinuity: p.discontinuity, map: p.map, parts: p.parts.map(({ uri: u, duration }) => ({ uri: u, duration })), startMs: p.startMs };
     this.#segments.push(seg);
-    this.#segmentsWritten++;
     const gone: LiveSegment[] = [];
     while (this.#segments.length > this.#o.listSize) {
       const old = this.#segments.shift()!;
@@ -285,7 +296,7 @@ export class LiveHlsWriter {
         partial: this.#partial,
         preloadHint: preload,
         discontinuitySequence: this.#discontinuitySequence,
-        dateRanges: rangesForWindow(this.#ranges, windowStart).map(dateRangeTag),
+        dateRanges: this.#dateRangeTags(windowStart),
         ended: this.#ended,
       },
       this.#playlistOptions,

@@ -20,6 +20,11 @@ export function partFrames(partSeconds: number): number {
   return Math.max(1, Math.floor((partSeconds * RATE) / AAC_FRAME + 1e-9));
 }
 
+/** A part's length in seconds: partFrames() whole AAC frames (0.2 → 0.192). */
+export function partDurationSeconds(partSeconds: number): number {
+  return (partFrames(partSeconds) * AAC_FRAME) / RATE;
+}
+
 /** Options placed before the SDP input. */
 export function mixerInputOptions(): string[] {
   return [

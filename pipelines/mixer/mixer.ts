@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { types as ms } from 'mediasoup';
 import type { Log } from '../log.ts';
-import { PLAYLIST_NAME, mixerInputOptions, mixerOutputOptions, partFrames } from './ffmpegArgs.ts';
+import { PLAYLIST_NAME, mixerInputOptions, mixerOutputOptions, partDurationSeconds } from './ffmpegArgs.ts';
 import { LiveHlsWriter } from '../hls/liveWriter.ts';
 import { SupervisedFfmpeg } from '../ffmpeg/supervised.ts';
 import { MIX_PAYLOAD_TYPE, buildMixerSdp } from './sdp.ts';
@@ -86,12 +86,11 @@ export class Mixer {
     this.#sdpPath = sdpPath;
     this.#log = log;
     this.playlistPath = path.join(opts.outDir, PLAYLIST_NAME);
-    const frames = partFrames(opts.partSeconds);
     this.publisher = new LiveHlsWriter({
       dir: opts.outDir,
       playlistName: PLAYLIST_NAME,
       segmentSeconds: opts.segmentSeconds,
-      partSeconds: (frames * 1024) / 48000,
+      partSeconds: partDurationSeconds(opts.partSeconds),
       lowLatency: opts.lowLatency,
       listSize: opts.listSize,
       originWallMs: () => this.#originWallMs,

@@ -5,6 +5,7 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
+import { partUri, SEGMENT_FILE_RE } from '../../pipelines/hls/liveWriter.ts';
 import cron, { type ScheduledTask } from 'node-cron';
 import type { ArchiveObject, ArchiveRepo, QueueStats } from '../db/archive.ts';
 import type { Logger } from '../logger.ts';
@@ -352,11 +353,11 @@ export class UploadQueue extends EventEmitter<QueueEvents> {
  * with it. The live writer deletes the parts of segments that leave its window; the last window's stay until here.
  */
 async function removeParts(segmentPath: string): Promise<void> {
-  const m = /^seg_(\d+)\.m4s$/.exec(path.basename(segmentPath));
+  const m = SEGMENT_FILE_RE.exec(path.basename(segmentPath));
   if (!m) return;
   for (let i = 0; ; i++) {
     try {
-      await fsp.unlink(path.join(path.dirname(segmentPath), `part_${m[1]}_${i}.m4s`));
+      await fsp.unlink(path.join(path.dirname(segmentPath), partUri(Number(m[1]), i)));
     } catch {
       return;
     }

@@ -12,11 +12,10 @@ import { type CachedFile, LiveFileCache } from './liveCache.ts';
 import { setSecurityHeaders } from './guards.ts';
 import { clientAddress } from './util.ts';
 import { PLAYLIST_NAME } from '../../pipelines/mixer/ffmpegArgs.ts';
+import { PART_FILE_RE } from '../../pipelines/hls/liveWriter.ts';
 
 /** The raw (not decoded) path: no percent-encoding, no dot segments, no empty segments can get through. */
 const LIVE_PATH = /^\/([A-Za-z0-9_-]{6,64})\/([A-Za-z0-9_.-]{1,128})$/;
-/** An LL-HLS part as the live writer names it: part_<msn>_<index>.m4s. */
-const PART_NAME = /^part_(\d{1,15})_(\d{1,6})\.m4s$/;
 
 interface Kind {
   type: string;
@@ -512,7 +511,7 @@ function blockingReload(holds: LiveHolds | null, stageId: string, query: string,
  * `serve(false)`: one more look, a 404 if it is still not there). Returns false when it is none of those (a 404 now).
  */
 function holdPart(holds: LiveHolds | null, stageId: string, name: string, res: ServerResponse, serve: (written: boolean) => void): boolean {
-  const m = PART_NAME.exec(name);
+  const m = PART_FILE_RE.exec(name);
   const src = m && holds ? holds.source(stageId) : null;
   if (!m || !holds || !src || src.ended) return false;
   const want = { msn: Number(m[1]), part: Number(m[2]) };
