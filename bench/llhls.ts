@@ -167,8 +167,9 @@ export async function benchHeldReloads(opts: { app: App; stageId: string; connec
       child.send({ type: 'open', port, connections: opts.connections } satisfies ClientIn);
       const opened = await next(child, 'opened');
       if (opened.failed > 0) opts.log(`held reloads: ${opened.failed} connections failed`);
-      // The part that ends the next segment, asked for just after a segment's first part: about two segments ahead,
-      // time enough for every request to reach the origin and be held before it is published.
+      // A part of the next segment, asked for just after a segment's first part: about 1.7 s ahead, time enough for
+      // every request to reach the origin and be held before it is published. Not the segment's last part: that one
+      // is published with the segment, whose listing wakes the held requests just before the part's own event.
       const boundary = new Promise<{ msn: number; part: number }>((resolve) => {
         const on = (p: { msn: number; part: number }) => {
           if (p.part !== 0) return;
@@ -178,18 +179,18 @@ export async function benchHeldReloads(opts: { app: App; stageId: string; connec
         writer.observer.on('partPublished', on);
       });
       const pos = await boundary;
-      const target = { msn: pos.msn + 1, part: 4 };
+      const target = { msn: pos.msn + 1, part: 3 };
       const uri = partUri(target.msn, target.part);
       let heldAtPublish = 0;
       const published = new Promise<number>((resolve) => {
-        // Registered before any request is held, so it runs before the origin's own listener.
+        // Put first, so it runs before the origin's own listener answers them.
         const on = (p: { uri: string; publishedAtMs: number }) => {
           if (p.uri !== uri) return;
           heldAtPublish = app.liveOrigin.held;
           writer.observer.off('partPublished', on);
           resolve(p.publishedAtMs);
         };
-        writer.observer.on('partPublished', on);
+        writer.observer.prependListener('partPublished', on);
       });
       child.send({ type: 'send', path: `/live/${opts.stageId}/index.m3u8?_HLS_msn=${target.msn}&_HLS_part=${target.part}` } satisfies ClientIn);
       const [sent, answers, publishedAt] = await Promise.all([next(child, 'sent'), next(child, 'answers'), published]);
