@@ -110,7 +110,8 @@ export class LiveHlsWriter {
   #partial: Partial | null = null;
   #nextMsn = 0;
   #discontinuitySequence = 0;
-  #newRunPending = false;
+  /** The run of the last part written: a part of another run begins a new segment, after a DISCONTINUITY. */
+  #lastRun: Run | null = null;
   #ranges: DateRange[] = [];
   /** The DATERANGE lines last rendered, and the window start they were rendered for. */
   #tags: { windowStart: number | null; lines: string[] } | null = null;
@@ -179,7 +180,6 @@ export class LiveHlsWriter {
   runStream(index: number): Writable {
     const reader = new BoxReader();
     const run: Run = { index, map: null, timescale: 48000, defaultDuration: null, firstTfdt: null, startSeconds: 0, moof: null };
-    if (index > 0) this.#newRunPending = true;
     let pending: Buffer[] = [];
     return new Writable({
       write: (chunk: Buffer, _enc, cb) => {
@@ -233,22 +233,23 @@ export class LiveHlsWriter {
     const startSeconds = run.startSeconds + (timing.baseMediaDecodeTime - run.firstTfdt) / run.timescale;
     const duration = timing.duration / run.timescale;
     const startMs = this.#o.originWallMs() + startSeconds * 1000;
-    if (this.#newRunPending && this.#partial) await this.#closeSegment(true);
+    // Decided here, in write order, not when the new run's stream is made: the last parts of the run before may still
+    // be queued then.
+    const newRun = this.#lastRun !== null && this.#lastRun !== run;
+    this.#lastRun = run;
+    if (newRun && this.#partial) await this.#closeSegment(true);
     let partial = this.#partial;
     if (!partial) {
-      const msn = this.#nextMsn++;
       partial = {
-        msn,
+        msn: this.#nextMsn++,
         programDateTime: new Date(startMs).toISOString(),
         startMs,
-        // A new run after segments of an earlier one (a segment closes before the next is begun).
-        discontinuity: this.#newRunPending && msn > 0,
+        discontinuity: newRun,
         map: run.map,
         run: run.index,
         parts: [],
         duration: 0,
       };
-      this.#newRunPending = false;
       this.#partial = partial;
     }
     const index = partial.parts.length;
