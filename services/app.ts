@@ -27,6 +27,7 @@ import { buildPages } from './pages/bundle.ts';
 import { StageRegistry } from './sfu/registry.ts';
 import { WorkerPool } from './sfu/workerPool.ts';
 import { ListenerSignaling } from './signaling/listeners.ts';
+import { CallDesk, storedRates } from './calls/desk.ts';
 import { SignalingServer } from './signaling/server.ts';
 import { StageCatalog } from './stages/catalog.ts';
 import { StageLinks } from './stages/links.ts';
@@ -54,6 +55,8 @@ export interface App {
   readonly writes: WriteBehind;
   readonly signaling: SignalingServer;
   readonly listeners: ListenerSignaling;
+  /** Call-in: every stage's call queue and calls on air. */
+  readonly calls: CallDesk;
   /** Prometheus metrics (GET /metrics) and the listener estimate. */
   readonly metrics: AppMetrics;
   /** The /admin namespace (live snapshots for the /admin page). */
@@ -181,6 +184,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     // Closes every stage, and so ends every broadcast still on air (shutdown ended them first: this is the backstop).
     cleanups.push(() => registry.close());
     timeline = new TimelineService({ db, registry });
+    const calls = new CallDesk({ registry, writes, rates: storedRates(db), settings: config.calls, log });
+    cleanups.push(() => calls.close());
     const sessions = new SessionRecorder({ registry, writes });
     cleanups.push(() => sessions.close());
     const stages = new StageCatalog({ db, registry, admission, links, log });
@@ -192,7 +197,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
 
     // Per app (never prom-client's global registry): several apps can share a process. Socket.IO comes later.
     let io: SignalingServer['io'] | null = null;
-    const metrics = new AppMetrics({ pool, registry, onAir, archiver, io: () => io, log });
+    const metrics = new AppMetrics({ pool, registry, onAir, archiver, calls, io: () => io, log });
     cleanups.push(() => metrics.close());
 
     const web = createRequestListener({
@@ -201,6 +206,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       stages,
       onAir,
       timeline,
+      calls,
       admission,
       pool,
       db,
@@ -218,10 +224,10 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     });
     const server = http.createServer(web.listener);
     server.keepAliveTimeout = 65_000;
-    const signaling = new SignalingServer({ httpServer: server, registry, stages, onAir, timeline, admission, log, joinsPerMinute: config.rateLimits.joinPerMinute });
-    const listeners = new ListenerSignaling({ io: signaling.io, stages, registry, timeline, log });
+    const signaling = new SignalingServer({ httpServer: server, registry, stages, onAir, timeline, admission, calls, log, joinsPerMinute: config.rateLimits.joinPerMinute });
+    const listeners = new ListenerSignaling({ io: signaling.io, stages, registry, timeline, calls, log });
     io = signaling.io;
-    admin = new AdminService({ io: signaling.io, adminToken: config.adminToken, pool, registry, stages, onAir, archiver, metrics, problems, log });
+    admin = new AdminService({ io: signaling.io, adminToken: config.adminToken, pool, registry, stages, onAir, archiver, metrics, problems, calls, log });
     const adminService = admin;
     cleanups.push(
       () =>
@@ -303,6 +309,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       writes,
       signaling,
       listeners,
+      calls,
       liveOrigin: web.live,
       metrics,
       admin,

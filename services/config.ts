@@ -57,6 +57,10 @@ export const ENV_SCHEMA = z
     ARCHIVE_DOWNLOAD_TTL_SECONDS: z.coerce.number({ error: 'must be a whole number 10-604800' }).int().min(10).max(604800).default(300),
     JOURNAL_DIR: z.string().min(1).optional(),
     SHUTDOWN_GRACE_SECONDS: z.coerce.number({ error: 'must be a whole number 0-3600' }).int().min(0).max(3600).default(20),
+    CALL_QUEUE_MAX: z.coerce.number({ error: 'must be a whole number 1-1000' }).int().min(1).max(1000).default(20),
+    CALL_REQUEST_TTL_SECONDS: z.coerce.number({ error: 'must be a number of seconds 5-3600' }).min(5).max(3600).default(120),
+    CALL_RTP_TIMEOUT_SECONDS: z.coerce.number({ error: 'must be a number of seconds 2-120' }).min(2).max(120).default(10),
+    CALL_REQUESTS_PER_MINUTE: z.coerce.number({ error: 'must be a whole number 1-1000' }).int().min(1).max(1000).default(5),
     RATE_LIMIT_JOIN_PER_MINUTE: z.coerce.number({ error: 'must be a whole number 1-100000' }).int().min(1).max(100_000).default(30),
     RATE_LIMIT_WRITE_PER_MINUTE: z.coerce.number({ error: 'must be a whole number 1-100000' }).int().min(1).max(100_000).default(120),
   })
@@ -92,6 +96,8 @@ export interface Config {
   db: { kind: 'pglite'; dataDir: string | null } | { kind: 'postgres'; url: string };
   /** rejoinWaitSeconds: after its media server died, how long a stage waits for a performer to come back. */
   stage: { maxPerformers: number; rejoinWaitSeconds: number };
+  /** Call-in (docs/calls.md): the queue per stage, how long a request waits, when a silent caller is lost, requests per address. */
+  calls: { queueMax: number; requestTtlMs: number; rtpTimeoutMs: number; requestsPerMinute: number };
   /** Where database writes held through an outage are journaled (replayed at the next start). */
   journalDir: string;
   cdn: { dir: string; publicHlsBaseUrl: string | null };
@@ -167,6 +173,12 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       ? { kind: 'postgres', url: env.DATABASE_URL }
       : { kind: 'pglite', dataDir: env.PGLITE_DIR === 'memory' ? null : path.resolve(env.PGLITE_DIR ?? path.join(PROJECT_ROOT, 'data', 'pglite')) },
     stage: { maxPerformers: env.MAX_PERFORMERS_PER_STAGE, rejoinWaitSeconds: env.REJOIN_WAIT_SECONDS },
+    calls: {
+      queueMax: env.CALL_QUEUE_MAX,
+      requestTtlMs: env.CALL_REQUEST_TTL_SECONDS * 1000,
+      rtpTimeoutMs: env.CALL_RTP_TIMEOUT_SECONDS * 1000,
+      requestsPerMinute: env.CALL_REQUESTS_PER_MINUTE,
+    },
     journalDir: path.resolve(env.JOURNAL_DIR ?? path.join(PROJECT_ROOT, 'data', 'journal')),
     cdn: {
       dir: path.resolve(env.CDN_DIR ?? path.join(PROJECT_ROOT, 'cdn')),

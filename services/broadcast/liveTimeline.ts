@@ -66,6 +66,8 @@ export class LiveTimeline {
   readonly #a: LiveTimelineArgs;
   readonly #ranges: DateRange[] = [];
   readonly #speaking = new Map<string, Speaking>();
+  /** Calls on air: their open interval. */
+  readonly #calls = new Map<string, StoredEvent>();
   /** Events not in the database yet (it is unreachable): a snapshot still includes them. */
   readonly #unwritten = new Map<string, StoredEvent>();
   readonly #writes = new Set<Promise<boolean>>();
@@ -191,6 +193,41 @@ export class LiveTimeline {
     this.#a.publish(toTimelineEvent(stop, this.originDate));
   }
 
+  /**
+   * A caller is on air (their first RTP reached the server): an open `call` interval from where their audio is on the
+   * programme clock, with a DATERANGE in the live playlist. Returns its id for callEnded().
+   */
+  callStarted(call: { callId: string; name: string; topic: string | null }): string | null {
+    if (this.#closed) return null;
+    const start = this.#a.clock.lineSeconds(call.callId);
+    const data: StoredEvent['data'] = { callId: call.callId, performerId: call.callId, name: call.name, ...(call.topic ? { title: call.topic } : {}) };
+    const e = this.#newEvent('call', start, { authorKind: 'server', authorId: call.callId }, data);
+    this.#calls.set(e.id, e);
+    this.#store(e);
+    const event = toTimelineEvent(e, this.originDate);
+    this.#ranges.push(toDateRange(event));
+    this.#a.clock.publisher.setDateRanges(this.#ranges);
+    this.#a.publish(event);
+    return e.id;
+  }
+
+  /** The call's interval ends where the caller's audio is now (or at the programme's end when the broadcast closes). */
+  callEnded(eventId: string, at?: number): void {
+    const open = this.#calls.get(eventId);
+    if (!open) return;
+    this.#calls.delete(eventId);
+    const end = Math.max(open.mediaTime, at ?? this.#a.clock.lineSeconds(String(open.data['callId'])));
+    const interval: StoredEvent = { ...open, endMediaTime: end };
+    this.#store(interval);
+    const i = this.#ranges.findIndex((r) => r.id === open.id);
+    if (i >= 0) {
+      // The same ID with the same attributes and now a DURATION (RFC 8216 §4.4.5.1: a later tag may add attributes).
+      this.#ranges[i] = { ...this.#ranges[i]!, durationSeconds: Number((end - open.mediaTime).toFixed(3)) };
+      this.#a.clock.publisher.setDateRanges(this.#ranges);
+    }
+    this.#a.publish(toTimelineEvent({ ...open, id: `${open.id}:end`, mediaTime: end, data: { ...open.data, ended: true } }, this.originDate));
+  }
+
   /** The broadcast's events so far (the stored ones and those still waiting for the database), for a subscriber. */
   async snapshot(repo: TimelineRepo, limit = 500): Promise<TimelineSnapshot> {
     await this.#settled(2_000);
@@ -207,7 +244,7 @@ export class LiveTimeline {
     clearTimeout(timer);
   }
 
-  /** Off air: open speaking intervals end now, the timer stops; waits (a while) for its writes. Idempotent. */
+  /** Off air: open speaking and call intervals end now, the timer stops; waits (a while) for its writes. Idempotent. */
   async close(): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
@@ -215,14 +252,16 @@ export class LiveTimeline {
       this.#timer = null;
       const now = this.#a.clock.programmeSeconds();
       for (const performerId of [...this.#speaking.keys()]) this.#stopSpeaking(performerId, now);
+      for (const id of [...this.#calls.keys()]) this.callEnded(id, now);
     }
     await this.#settled(CLOSE_WAIT_MS);
   }
 }
 
-/** A stored speaking interval is two changes for a listener (start, stop); anything else is itself. */
+/** A stored speaking or call interval is two changes for a listener (start, end); anything else is itself. */
 export function expandEvent(e: StoredEvent, originDate: string | null): TimelineEvent[] {
   const first = toTimelineEvent(e, originDate);
-  if (e.type !== 'speaking' || e.endMediaTime === null) return [first];
-  return [first, toTimelineEvent({ ...e, id: `${e.id}:end`, mediaTime: e.endMediaTime, data: { ...e.data, speaking: false } }, originDate)];
+  if ((e.type !== 'speaking' && e.type !== 'call') || e.endMediaTime === null) return [first];
+  const end: StoredEvent['data'] = e.type === 'speaking' ? { speaking: false } : { ended: true };
+  return [first, toTimelineEvent({ ...e, id: `${e.id}:end`, mediaTime: e.endMediaTime, data: { ...e.data, ...end } }, originDate)];
 }

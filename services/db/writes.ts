@@ -4,6 +4,8 @@
 // committed just before a crash, and must not change anything the second time.
 import type { Db } from './db.ts';
 import { ArchiveRepo, type NewArchiveObject } from './archive.ts';
+import { CallRepo, type CallRecord } from './calls.ts';
+import type { CallEvent, CallEventType } from '../shared/calls.ts';
 import { BroadcastRepo, type BroadcastEndStatus, UsageRepo } from './broadcasts.ts';
 import { PerformerSessionRepo, StageRepo, type StageStatus } from './repositories.ts';
 import { TimelineRepo, type StoredEvent } from './timeline.ts';
@@ -28,6 +30,8 @@ export interface WriteKinds {
   'archive.object': NewArchiveObject;
   'stage.status': { stageId: string; status: StageStatus };
   'broadcast.end': { broadcastId: string; reason: string; status: BroadcastEndStatus; at: string };
+  /** A call's state (absolute values) and the event that brought it there. */
+  'call.record': { call: CallRecord; event: { seq: number; type: CallEventType; at: string; data: CallEvent['data'] } | null };
 }
 
 export type WriteKind = keyof WriteKinds;
@@ -44,6 +48,7 @@ export const WRITE_EXECUTORS: WriteExecutors = {
   'archive.object': (db, o) => new ArchiveRepo(db).enqueue(o),
   'stage.status': (db, d) => new StageRepo(db).setStatus(d.stageId, d.status),
   'broadcast.end': (db, d) => new BroadcastRepo(db).end(d.broadcastId, d.reason, d.status, d.at),
+  'call.record': (db, d) => new CallRepo(db).record(d.call, d.event),
 };
 
 export function toStoredEventJson(e: StoredEvent): StoredEventJson {

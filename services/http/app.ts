@@ -3,6 +3,8 @@ import express, { type ErrorRequestHandler, type NextFunction, type Request, typ
 import type { z } from 'zod';
 import type { Admission } from '../admission.ts';
 import type { Archiver } from '../archive/archiver.ts';
+import type { CallDesk } from '../calls/desk.ts';
+import { CallRepo } from '../db/calls.ts';
 import { bearerToken, tokenMatches } from '../auth.ts';
 import type { OnAir } from '../broadcast/onAir.ts';
 import type { Db } from '../db/db.ts';
@@ -23,6 +25,7 @@ import { PAGE_CSP_EXTRA, PERFORMER_PERMISSIONS, securityHeaders, writeLimits } f
 import { LIVE_MAX_BUFFERED, type LiveFastPath, LiveHolds, type LivePlaylists, liveFastPath, liveRouter } from './live.ts';
 import { LiveFileCache } from './liveCache.ts';
 import { openApiJson } from './openapi.ts';
+import { callsRouter } from './calls.ts';
 import { recordingsRouter } from './recordings.ts';
 import { parseWith, wrap } from './util.ts';
 
@@ -33,6 +36,8 @@ export interface HttpDeps {
   stages: StageCatalog;
   onAir: OnAir;
   timeline: TimelineService;
+  /** Call-in (REST: a stage's calls, one call, the rate). */
+  calls?: CallDesk;
   admission: Admission;
   pool: WorkerPool;
   db: Db;
@@ -129,8 +134,9 @@ export function createHttpApp(deps: HttpDeps): express.Express {
     '/stages',
     requireAdmin,
     wrap(async (req, res) => {
-      const { title } = parseBody(createStageBody, req.body);
+      const { title, callRate } = parseBody(createStageBody, req.body);
       const created: StageCreated = await deps.stages.create(title);
+      if (callRate) await new CallRepo(deps.db).setRate(created.id, callRate);
       res.status(201).location(`/api/stages/${created.id}`).json(created);
     }),
   );
@@ -191,6 +197,7 @@ export function createHttpApp(deps: HttpDeps): express.Express {
     }),
   );
 
+  if (deps.calls) api.use(callsRouter({ calls: deps.calls, stages: deps.stages, db: deps.db, authorizeStage, requireAdmin }));
   if (deps.archiver) api.use(recordingsRouter({ archiver: deps.archiver, stages: deps.stages, db: deps.db, downloadTtlSeconds: deps.downloadTtlSeconds }));
 
   // This API's OpenAPI 3.1 document (services/http/openapi.ts, docs/api.md).
@@ -262,7 +269,8 @@ export function createHttpApp(deps: HttpDeps): express.Express {
     res.type('html').send(html);
   };
   app.get('/stage/:id', page(deps.pages.performerHtml, PERFORMER_PERMISSIONS));
-  app.get('/listen/:id', page(deps.pages.listenerHtml));
+  // The listener page asks for the microphone only when a call it requested is accepted (call-in).
+  app.get('/listen/:id', page(deps.pages.listenerHtml, PERFORMER_PERMISSIONS));
   // The admin page asks for the token (or reads it from the URL fragment) and talks to the /admin namespace.
   app.get('/admin', page(deps.pages.adminHtml));
   app.get('/assets/:name', (req, res) => {

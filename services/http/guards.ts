@@ -5,7 +5,7 @@ import type { RequestHandler } from 'express';
 import { stageIdSchema } from '../shared/ids.ts';
 import type { KeyedLimits } from '../limits.ts';
 
-/** No browser feature for anything but the performer page, which needs the microphone. */
+/** No browser feature for anything but the performer and listener pages, which need the microphone (call-in). */
 const NO_FEATURES = 'camera=(), microphone=(), geolocation=(), display-capture=(), payment=(), usb=(), serial=(), hid=()';
 export const PERFORMER_PERMISSIONS = NO_FEATURES.replace('microphone=()', 'microphone=(self)');
 

@@ -2,6 +2,7 @@
 // response is a zod schema of services/shared/rest.ts (the contract, defined once): the routes parse with them and
 // send their derived types, and this document is built from them. The test suite validates every REST response it
 // sees against this document (test/support/openapi.ts).
+import { callDetailSchema, callIdSchema, callListSchema, callRateBody, callRateSchema, callViewSchema } from '../shared/calls.ts';
 import { z } from 'zod';
 import { ERROR_CODES, errorBodySchema, type ErrorCode } from '../shared/errors.ts';
 import { recordingIdSchema, stageIdSchema } from '../shared/ids.ts';
@@ -100,6 +101,10 @@ function buildDocument(): Json {
       RecordingFile: recordingFileSchema,
       Recording: recordingViewSchema,
       RecordingList: recordingListSchema,
+      Call: callViewSchema,
+      CallList: callListSchema,
+      CallDetail: callDetailSchema,
+      CallRateSet: z.object({ stageId: stageIdSchema, rate: callRateSchema.nullable() }),
       Health: healthSchema,
       HealthUnavailable: healthUnavailableSchema,
       Error: errorBody(ERROR_CODES),
@@ -113,7 +118,10 @@ function buildDocument(): Json {
     },
     'output',
   );
-  const requests = componentSchemas({ CreateStageRequest: createStageBody, PerformerEventRequest: performerEventSchema, EmptyRequest: emptyBody }, 'input');
+  const requests = componentSchemas(
+    { CreateStageRequest: createStageBody, PerformerEventRequest: performerEventSchema, EmptyRequest: emptyBody, CallRateRequest: callRateBody },
+    'input',
+  );
 
   return {
     openapi: '3.1.0',
@@ -132,6 +140,7 @@ function buildDocument(): Json {
       { name: 'stages', description: 'Stages and going on and off air.' },
       { name: 'timeline', description: 'Chapters, tracks and markers on a broadcast’s programme clock (docs/timeline.md).' },
       { name: 'recordings', description: 'The archive of every broadcast (docs/archive.md).' },
+      { name: 'calls', description: 'Call-in: listeners on air, their record and bill (docs/calls.md).' },
       { name: 'operations', description: 'Health, metrics and this document.' },
     ],
     paths: {
@@ -214,6 +223,61 @@ function buildDocument(): Json {
           responses: {
             '200': { description: 'The recordings.', ...json(ref('RecordingList')) },
             '400': resRef('BadRequest'),
+            '404': resRef('NotFound'),
+            '503': resRef('Unavailable'),
+            '500': resRef('Internal'),
+          },
+        },
+      },
+      '/api/stages/{id}/calls': {
+        get: {
+          tags: ['calls'],
+          operationId: 'listCalls',
+          summary: 'A stage’s calls, newest first',
+          description: 'Waiting, on air and over, with their status, minutes and bill. The admin token or the stage’s performer key.',
+          security: STAGE_WRITE_SECURITY,
+          parameters: [stageIdParam],
+          responses: {
+            '200': { description: 'The calls.', ...json(ref('CallList')) },
+            '400': resRef('BadRequest'),
+            '401': resRef('Unauthorized'),
+            '404': resRef('NotFound'),
+            '503': resRef('Unavailable'),
+            '500': resRef('Internal'),
+          },
+        },
+      },
+      '/api/stages/{id}/call-rate': {
+        put: {
+          tags: ['calls'],
+          operationId: 'setCallRate',
+          summary: 'Set (or clear) a stage’s per-minute call rate',
+          description: 'Calls taken from now on are billed at it (each call keeps the rate it was requested under). `{"rate": null}`: calls are free.',
+          security: [{ adminToken: [] }],
+          parameters: [stageIdParam],
+          requestBody: { required: true, ...json(ref('CallRateRequest')) },
+          responses: {
+            '200': { description: 'The stage’s rate now.', ...json(ref('CallRateSet')) },
+            '400': resRef('BadRequest'),
+            '401': resRef('Unauthorized'),
+            '404': resRef('NotFound'),
+            ...WRITE_ERRORS,
+            '500': resRef('Internal'),
+          },
+        },
+      },
+      '/api/calls/{id}': {
+        get: {
+          tags: ['calls'],
+          operationId: 'getCall',
+          summary: 'One call with its events',
+          description: 'call_request, then call_accepted / call_declined / call_cancelled / call_expired, call_connected, one call_tick per started minute, call_end. The admin token or the performer key of the call’s stage.',
+          security: STAGE_WRITE_SECURITY,
+          parameters: [{ name: 'id', in: 'path', required: true, description: 'The call id.', schema: paramSchema(callIdSchema) }],
+          responses: {
+            '200': { description: 'The call.', ...json(ref('CallDetail')) },
+            '400': resRef('BadRequest'),
+            '401': resRef('Unauthorized'),
             '404': resRef('NotFound'),
             '503': resRef('Unavailable'),
             '500': resRef('Internal'),

@@ -1,6 +1,7 @@
 // The admin namespace (/admin): admins connect with the admin token in the handshake's auth and receive, about once a
 // second while any is connected, a snapshot of the service (workers, stages, performers, consumers, listeners, the
 // mix, archives), plus the performers' audio levels as they come (throttled, volatile). They send nothing.
+import type { CallDesk } from '../calls/desk.ts';
 import type { Namespace, Server, Socket } from 'socket.io';
 import type { Archiver } from '../archive/archiver.ts';
 import { tokenMatches } from '../auth.ts';
@@ -57,6 +58,8 @@ export interface AdminServiceDeps {
   archiver: Archiver | null;
   metrics: AppMetrics;
   problems: RecentProblems;
+  /** Call-in: the calls waiting and on air per stage. */
+  calls?: Pick<CallDesk, 'counts'>;
   log: Logger;
 }
 
@@ -219,6 +222,8 @@ export class AdminService {
         performers: stageRows.reduce((n, s) => n + s.performers.length, 0),
         consumers: stageRows.reduce((n, s) => n + s.consumers, 0),
         listeners: stageRows.reduce((n, s) => n + s.listeners, 0),
+        callsWaiting: stageRows.reduce((n, s) => n + s.calls.waiting, 0),
+        callsOnAir: stageRows.reduce((n, s) => n + s.calls.onAir, 0),
         uploadQueueDepth: queueStats ? queueStats.pending + queueStats.uploading : null,
       },
       problems: [...problems],
@@ -266,6 +271,7 @@ export class AdminService {
           : null,
       endReason: mixer ? null : end?.reason ?? null,
       archive,
+      calls: this.#deps.calls?.counts().byStage.get(id) ?? { waiting: 0, onAir: 0 },
     };
   }
 

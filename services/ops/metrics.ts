@@ -7,6 +7,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { Server } from 'socket.io';
 import type { Mixer } from '../../pipelines/mixer/mixer.ts';
 import type { Archiver } from '../archive/archiver.ts';
+import type { CallDesk } from '../calls/desk.ts';
 import type { QueueStats } from '../db/archive.ts';
 import type { Logger } from '../logger.ts';
 import type { StageRegistry } from '../sfu/registry.ts';
@@ -258,6 +259,8 @@ export interface AppMetricsDeps {
   registry: StageRegistry;
   onAir: OnAir;
   archiver: Archiver | null;
+  /** Call-in: calls waiting and on air. */
+  calls?: Pick<CallDesk, 'counts'>;
   /** The Socket.IO server, once it exists (it is created after the HTTP app). */
   io: () => Server | null;
   log: Logger;
@@ -354,6 +357,32 @@ export class AppMetrics {
     perStage('performers', 'Performers joined on stage (signaling connections with a seat).', (f) => f.performers);
     perStage('mix_inputs', "Inputs fed into the stages' mixes (performers on air and any other attached sender).", (f) => f.mixInputs);
     perStage('consumers', 'mediasoup consumers in use: SFU consumers of performers plus the mixers\' PlainTransport consumers.', (f) => f.consumers);
+
+    // Call-in
+    new Gauge({
+      name: name('calls'),
+      help: 'Calls by state, all stages: waiting (in a queue) and on_air (accepted or connected).',
+      labelNames: ['state'],
+      registers,
+      collect() {
+        const c = deps.calls?.counts();
+        this.set({ state: 'waiting' }, c?.waiting ?? 0);
+        this.set({ state: 'on_air' }, c?.onAir ?? 0);
+      },
+    });
+    new Gauge({
+      name: name('stage_calls'),
+      help: 'Calls by state per stage: waiting and on_air.',
+      labelNames: ['stage', 'state'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [stage, n] of deps.calls?.counts().byStage ?? []) {
+          this.set({ stage, state: 'waiting' }, n.waiting);
+          this.set({ stage, state: 'on_air' }, n.onAir);
+        }
+      },
+    });
 
     // Listeners
     new Gauge({

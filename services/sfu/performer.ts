@@ -24,6 +24,8 @@ export interface WebRtcTransportSettings {
 export class Performer extends EventEmitter<PerformerEvents> {
   readonly id: string;
   readonly displayName: string;
+  /** caller: a listener on air through call-in, for the call's length only (their id is the call's). */
+  readonly role: 'performer' | 'caller';
   readonly joinedAt = new Date();
   /** This connection's session (a performer who resumes after a reconnect keeps their id and gets a new session). */
   readonly sessionId = crypto.randomUUID();
@@ -36,12 +38,14 @@ export class Performer extends EventEmitter<PerformerEvents> {
   #recvTransport: ms.WebRtcTransport | null = null;
   #producer: ms.Producer | null = null;
   #muted = false;
+  #serverMuted = false;
   #closed = false;
 
-  constructor(args: { id: string; displayName: string; router: ms.Router; rtc: WebRtcTransportSettings; log: Logger }) {
+  constructor(args: { id: string; displayName: string; role?: 'performer' | 'caller'; router: ms.Router; rtc: WebRtcTransportSettings; log: Logger }) {
     super();
     this.id = args.id;
     this.displayName = args.displayName;
+    this.role = args.role ?? 'performer';
     this.#router = args.router;
     this.#rtc = args.rtc;
     this.#log = args.log.child({ performerId: args.id });
@@ -59,12 +63,17 @@ export class Performer extends EventEmitter<PerformerEvents> {
     return this.#muted;
   }
 
+  /** The transport this performer sends on (null before it is made). */
+  get sendTransport(): ms.WebRtcTransport | null {
+    return this.#sendTransport;
+  }
+
   get consumerCount(): number {
     return this.#consumers.size;
   }
 
   info(): PerformerInfo {
-    return { id: this.id, displayName: this.displayName, muted: this.#muted, producerId: this.#producer?.id ?? null };
+    return { id: this.id, displayName: this.displayName, muted: this.#muted, producerId: this.#producer?.id ?? null, role: this.role };
   }
 
   async createTransport(direction: 'send' | 'recv'): Promise<TransportInfo> {
@@ -116,7 +125,7 @@ export class Performer extends EventEmitter<PerformerEvents> {
     const transport = this.#transport(transportId);
     if (transport !== this.#sendTransport) throw new RequestError('BAD_REQUEST', 'produce needs the send transport');
     if (this.#producer) throw new InvalidStateError('this performer already publishes audio');
-    const producer = await transport.produce({ kind: 'audio', rtpParameters, appData: { performerId: this.id } });
+    const producer = await transport.produce({ kind: 'audio', rtpParameters, paused: this.#serverMuted, appData: { performerId: this.id } });
     if (this.#closed) {
       producer.close();
       throw new InvalidStateError('performer closed');
@@ -168,6 +177,18 @@ export class Performer extends EventEmitter<PerformerEvents> {
     const consumer = this.#consumers.get(consumerId);
     if (!consumer) throw new RequestError('NOT_FOUND', `no consumer ${consumerId}`);
     await consumer.resume();
+  }
+
+  /**
+   * Mute on the server (a caller muted by a performer): the producer is paused, so nothing of it reaches the mix or
+   * the other performers whatever the browser sends. Shown to the others as muted.
+   */
+  async setServerMuted(muted: boolean): Promise<void> {
+    this.#assertOpen();
+    this.#serverMuted = muted;
+    const producer = this.#producer;
+    if (producer && !producer.closed) await (muted ? producer.pause() : producer.resume());
+    this.setMuted(muted);
   }
 
   /** Mute is a flag the others see; the browser keeps sending encoded silence (track.enabled=false). */

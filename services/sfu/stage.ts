@@ -187,12 +187,12 @@ export class Stage extends EventEmitter<StageEvents> {
   }
 
   /** Adds a performer, refusing past the stage's limit. */
-  addPerformer(id: string, displayName: string): Performer {
+  addPerformer(id: string, displayName: string, role: 'performer' | 'caller' = 'performer'): Performer {
     if (this.#closed) throw new InvalidStateError('stage closed');
     if (this.#performers.size >= this.#maxPerformers) {
       throw new RequestError('STAGE_FULL', `this stage is full (${this.#maxPerformers} performers)`);
     }
-    const performer = new Performer({ id, displayName, router: this.#router, rtc: this.#rtc, log: this.#log });
+    const performer = new Performer({ id, displayName, role, router: this.#router, rtc: this.#rtc, log: this.#log });
     this.#performers.set(id, performer);
     performer.on('updated', () => {
       const producer = performer.producer;

@@ -82,6 +82,8 @@ const adminStage = z.object({
   endReason: z.string().nullable(),
   /** The stage's current or last broadcast's archive; null when it never went on air (or the DB is unreachable). */
   archive: adminArchive.nullable(),
+  /** Call-in: calls waiting in the stage's queue, and callers on air (accepted or connected). */
+  calls: z.object({ waiting: z.number().int(), onAir: z.number().int() }),
 });
 export type AdminStage = z.output<typeof adminStage>;
 
@@ -105,6 +107,8 @@ const adminSnapshot = z.object({
     performers: z.number().int(),
     consumers: z.number().int(),
     listeners: z.number().int(),
+    callsWaiting: z.number().int(),
+    callsOnAir: z.number().int(),
     uploadQueueDepth: z.number().int().nullable(),
   }),
   /** Parts that could not be read for this snapshot (e.g. the database), and recent failures, as short messages. */

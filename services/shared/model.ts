@@ -11,6 +11,7 @@ export const performerInfoSchema = z.object({
   displayName: z.string(),
   muted: z.boolean(),
   producerId: z.string().nullable().meta({ description: 'The performer’s audio producer, once they publish.' }),
+  role: z.enum(['performer', 'caller']).meta({ description: 'caller: a listener on air through call-in (their id is the call’s).' }),
 });
 export type PerformerInfo = z.output<typeof performerInfoSchema>;
 

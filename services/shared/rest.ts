@@ -4,6 +4,7 @@
 import { z } from 'zod';
 import { dateTime, recordingIdSchema, stageIdSchema } from './ids.ts';
 import { performerInfoSchema, stageStatusSchema } from './model.ts';
+import { callRateSchema } from './calls.ts';
 import { timelineEventSchema } from './timeline.ts';
 
 const url = (description: string) => z.string().meta({ format: 'uri', description });
@@ -17,6 +18,8 @@ export const createStageBody = z.strictObject({
     .min(1, 'must not be empty')
     .max(120, 'must be at most 120 characters')
     .refine((s) => !/[\u0000-\u001f\u007f]/.test(s), 'must not contain control characters'),
+  /** Call-in: the per-minute rate callers are billed at (none: calls are free). The admin may change it later. */
+  callRate: callRateSchema.optional(),
 });
 export type CreateStageBody = z.input<typeof createStageBody>;
 

@@ -5,6 +5,7 @@ import { z } from 'zod';
 import { defineNamespace, type ClientToServerEvents, type RequestName, type RequestPayload, type ResponseData, type ServerToClientEvents } from './contract.ts';
 import { stageIdSchema } from './ids.ts';
 import { displayNameSchema, performerInfoSchema, stageStatusSchema, stageSummarySchema } from './model.ts';
+import { callIdSchema, callViewSchema } from './calls.ts';
 import { performerEventSchema, timelineEventSchema } from './timeline.ts';
 
 export const STAGE_NAMESPACE = '/stage';
@@ -12,30 +13,30 @@ export const STAGE_NAMESPACE = '/stage';
 /** Largest Socket.IO message the server accepts, in bytes. */
 export const MAX_MESSAGE_BYTES = 64 * 1024;
 
-const idSchema = z.string().min(1).max(128);
+export const idSchema = z.string().min(1).max(128);
 /** A resume token: what lets a reconnecting performer continue as the same performer (same track, same row). */
 const resumeTokenSchema = z.string().regex(/^[A-Za-z0-9_-]{16,64}$/, 'must be a resume token from an earlier join');
 
 // mediasoup validates these deeply itself; here only the shape is checked so that garbage never reaches it.
 const looseObject = z.looseObject({});
-const dtlsParametersSchema = z.looseObject({
+export const dtlsParametersSchema = z.looseObject({
   role: z.enum(['auto', 'client', 'server']).optional(),
   fingerprints: z.array(z.looseObject({ algorithm: z.string().max(32), value: z.string().max(256) })).min(1).max(8),
 });
-const rtpParametersSchema = z.looseObject({
+export const rtpParametersSchema = z.looseObject({
   mid: z.string().max(32).optional(),
   codecs: z.array(looseObject).min(1).max(16),
   headerExtensions: z.array(looseObject).max(32).optional(),
   encodings: z.array(looseObject).max(8).optional(),
   rtcp: looseObject.optional(),
 });
-const rtpCapabilitiesSchema = z.looseObject({
+export const rtpCapabilitiesSchema = z.looseObject({
   codecs: z.array(looseObject).max(64).optional(),
   headerExtensions: z.array(looseObject).max(64).optional(),
 });
 
 /** What mediasoup-client needs to build a transport (mediasoup's own objects, passed through). */
-const transportInfoSchema = z.object({
+export const transportInfoSchema = z.object({
   id: z.string(),
   iceParameters: z.unknown(),
   iceCandidates: z.array(z.unknown()),
@@ -87,6 +88,11 @@ export const stageContract = defineNamespace({
     stopBroadcast: { request: empty, response: onAirStatus },
     /** A chapter, track or marker on the broadcast's timeline (see timeline.ts). */
     postEvent: { request: performerEventSchema, response: z.object({ event: timelineEventSchema }) },
+    /** Call-in (performers only): take a waiting call, turn it down, mute a caller on the server, hang up. */
+    acceptCall: { request: z.strictObject({ callId: callIdSchema }), response: z.object({ call: callViewSchema }) },
+    declineCall: { request: z.strictObject({ callId: callIdSchema }), response: z.object({ call: callViewSchema }) },
+    muteCall: { request: z.strictObject({ callId: callIdSchema, muted: z.boolean() }), response: z.object({ call: callViewSchema }) },
+    hangUpCall: { request: z.strictObject({ callId: callIdSchema }), response: z.object({ call: callViewSchema }) },
   },
   events: {
     performerJoined: z.object({ performer: performerInfoSchema }),
@@ -100,6 +106,8 @@ export const stageContract = defineNamespace({
     /** Loudest performers over the last interval, in dBov (-127..0). Empty when everyone is silent. */
     audioLevels: z.object({ levels: z.array(z.object({ performerId: z.string(), volume: z.number() })) }),
     stageStatus: onAirStatus,
+    /** The stage's open calls (waiting, accepted, on air), oldest first: after the join, and on every change. */
+    callQueue: z.object({ calls: z.array(callViewSchema) }),
   },
 });
 

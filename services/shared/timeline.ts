@@ -3,7 +3,7 @@
 import { z } from 'zod';
 import { dateTime, plainText } from './ids.ts';
 
-export const EVENT_TYPES = ['chapter', 'track', 'marker', 'comment', 'speaking'] as const;
+export const EVENT_TYPES = ['chapter', 'track', 'marker', 'comment', 'speaking', 'call'] as const;
 export type TimelineEventType = (typeof EVENT_TYPES)[number];
 
 export const MAX_COMMENT_CHARS = 500;
@@ -29,7 +29,7 @@ export const timelineEventSchema = z.object({
   at: dateTime('UTC wall clock of the moment the event refers to (at the performer’s microphone).'),
   mediaTime: z.number().min(0).meta({ description: 'Seconds on the programme clock since the broadcast’s first sample.' }),
   startDate: dateTime('When it plays in the stream: the PROGRAM-DATE-TIME of mediaTime (null until the first segment exists).').nullable(),
-  /** speaking: true when the performer starts, false when they stop. */
+  /** speaking: true when the performer starts, false when they stop. call: a caller on air (name, title = topic), ended on its end. */
   data: z.object({
     title: z.string().optional(),
     artist: z.string().optional(),
@@ -39,6 +39,8 @@ export const timelineEventSchema = z.object({
     performerId: z.string().optional(),
     displayName: z.string().optional(),
     speaking: z.boolean().optional(),
+    callId: z.string().optional(),
+    ended: z.boolean().optional(),
   }),
 });
 export type TimelineEvent = z.output<typeof timelineEventSchema>;

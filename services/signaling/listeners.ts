@@ -2,7 +2,11 @@
 // comments, who is speaking) and its on-air status, and may post comments, rate-limited per connection, per address
 // and per stage. The contract is services/shared/listen.ts.
 import crypto from 'node:crypto';
+import type { types as ms } from 'mediasoup';
 import type { Server, Socket } from 'socket.io';
+import type { CallDesk } from '../calls/desk.ts';
+import type { Performer } from '../sfu/performer.ts';
+import type { CallView } from '../shared/calls.ts';
 import { RequestError } from '../errors.ts';
 import { clientAddress } from '../http/util.ts';
 import { RateLimiter } from '../limits.ts';
@@ -25,6 +29,8 @@ const LIMITS = {
 
 const roomOf = (stageId: string) => `listen:${stageId}`;
 
+type ListenSocket = Socket<ListenClientEvents, ListenServerEvents>;
+
 export class ListenerSignaling {
   readonly #stages: StageCatalog;
   readonly #registry: StageRegistry;
@@ -36,8 +42,16 @@ export class ListenerSignaling {
   readonly #subscribes = new RateLimiter({ capacity: 5, perSecond: 1 });
   readonly #onEvent: (stageId: string, event: TimelineEvent) => void;
   readonly #onStageOpened: (stage: Stage) => void;
+  readonly #calls: CallDesk;
+  /** Connections by listener id: a call's changes go to its caller's connection. */
+  readonly #sockets = new Map<string, ListenSocket>();
+  /** What each caller on air is bound to (the stage's performer events), and its undo. */
+  readonly #onCall = new Map<string, () => void>();
+  readonly #onCallChanged = (listenerId: string, call: CallView) => this.#callChanged(listenerId, call);
 
-  constructor(args: { io: Server; stages: StageCatalog; registry: StageRegistry; timeline: TimelineService; log: Logger }) {
+  constructor(args: { io: Server; stages: StageCatalog; registry: StageRegistry; timeline: TimelineService; calls: CallDesk; log: Logger }) {
+    this.#calls = args.calls;
+    this.#calls.on('changed', this.#onCallChanged);
     this.#stages = args.stages;
     this.#registry = args.registry;
     this.#timeline = args.timeline;
@@ -53,15 +67,18 @@ export class ListenerSignaling {
     this.#registry.on('stageOpened', this.#onStageOpened);
   }
 
-  #onConnection(socket: Socket<ListenClientEvents, ListenServerEvents>): void {
+  #onConnection(socket: ListenSocket): void {
     let stageId: string | null = null;
     const listenerId = crypto.randomUUID();
     const address = clientAddress(socket.handshake.address, socket.handshake.headers['x-forwarded-for']);
+    this.#sockets.set(listenerId, socket);
+    const caller = (): Performer => this.#calls.callerOf(listenerId);
     const handlers: RequestHandlers<ListenContract> = {
       subscribe: async ({ stageId: id }) => {
         this.#subscribes.takeOrThrow(socket.id, 'too many subscribes; slow down');
         const rec = await this.#stages.record(id);
         if (!rec) throw new RequestError('NOT_FOUND', `no stage ${id}`);
+        if (stageId && stageId !== id && this.#calls.callOf(listenerId)) throw new RequestError('INVALID_STATE', 'end your call before you change stages');
         if (stageId) await socket.leave(roomOf(stageId));
         stageId = id;
         await socket.join(roomOf(id));
@@ -75,11 +92,85 @@ export class ListenerSignaling {
         this.#byStage.takeOrThrow(stageId, 'too many comments on this stage');
         return { event: this.#timeline.comment(stageId, input, listenerId) };
       },
+      requestCall: async ({ name, topic }) => {
+        if (!stageId) throw new RequestError('NOT_JOINED', 'subscribe to a stage first');
+        return { call: await this.#calls.request({ stageId, listenerId, address, name, topic }) };
+      },
+      endCall: async () => {
+        this.#calls.cancel(listenerId, 'caller');
+        return {};
+      },
+      createTransport: async ({ direction }) => caller().createTransport(direction),
+      connectTransport: async ({ transportId, dtlsParameters }) => {
+        await caller().connectTransport(transportId, dtlsParameters as ms.DtlsParameters);
+        return {};
+      },
+      produce: async ({ transportId, rtpParameters }) => {
+        const producer = await caller().produce(transportId, rtpParameters as ms.RtpParameters);
+        this.#calls.produced(listenerId);
+        return { producerId: producer.id };
+      },
+      consume: async ({ producerId, rtpCapabilities }) => {
+        const performer = caller();
+        const stage = stageId ? this.#registry.get(stageId) : undefined;
+        const found = stage?.producer(producerId);
+        if (!found) throw new RequestError('NOT_FOUND', `no producer ${producerId} on this stage`);
+        const consumer = await performer.consume(found.producer, found.performerId, rtpCapabilities as ms.RtpCapabilities);
+        return { consumerId: consumer.id, producerId, performerId: found.performerId, kind: 'audio', rtpParameters: consumer.rtpParameters };
+      },
+      resumeConsumer: async ({ consumerId }) => {
+        await caller().resumeConsumer(consumerId);
+        return {};
+      },
     };
     serveRequests(socket, listenContract, handlers, this.#log);
+    socket.on('disconnect', (reason) => {
+      this.#sockets.delete(listenerId);
+      // A page that said goodbye hung up; anything else lost its connection.
+      this.#calls.listenerGone(listenerId, reason === 'client namespace disconnect' ? 'caller' : 'network');
+      this.#onCall.get(listenerId)?.();
+    });
+  }
+
+  /** A call changed: its caller hears it; an accepted call binds the caller to the stage's performers. */
+  #callChanged(listenerId: string, call: CallView): void {
+    const socket = this.#sockets.get(listenerId);
+    const waiting = this.#calls.queue(call.stageId).filter((c) => c.status === 'waiting');
+    const position = call.status === 'waiting' ? waiting.findIndex((c) => c.id === call.id) + 1 : null;
+    socket?.emit('call', { call, position });
+    if (call.status === 'waiting') return;
+    if (call.status === 'accepted' && socket && !this.#onCall.has(listenerId)) {
+      const stage = this.#registry.get(call.stageId);
+      if (!stage) return;
+      this.#onCall.set(listenerId, this.#bindCaller(socket, stage, call.id, listenerId));
+      socket.emit('callAccepted', { call, routerRtpCapabilities: stage.rtpCapabilities, performers: stage.performers.filter((p) => p.id !== call.id).map((p) => p.info()) });
+    }
+    if (call.status !== 'accepted' && call.status !== 'on_air') this.#onCall.get(listenerId)?.();
+    // Everyone still waiting on this stage moved up.
+    for (const [i, w] of this.#calls.waitingOn(call.stageId).entries()) {
+      this.#sockets.get(w.listenerId)?.emit('call', { call: w.call, position: i + 1 });
+    }
+  }
+
+  /** While on air, the caller hears of the stage's performers as a performer does; returns the undo. */
+  #bindCaller(socket: ListenSocket, stage: Stage, callId: string, listenerId: string): () => void {
+    const onJoined = (p: Performer) => p.id !== callId && socket.emit('performerJoined', { performer: p.info() });
+    const onUpdated = (p: Performer) => p.id !== callId && socket.emit('performerUpdated', { performer: p.info() });
+    const onLeft = (performerId: string, reason: string) => performerId !== callId && socket.emit('performerLeft', { performerId, reason });
+    stage.on('performerJoined', onJoined);
+    stage.on('performerUpdated', onUpdated);
+    stage.on('performerLeft', onLeft);
+    return () => {
+      stage.off('performerJoined', onJoined);
+      stage.off('performerUpdated', onUpdated);
+      stage.off('performerLeft', onLeft);
+      this.#onCall.delete(listenerId);
+    };
   }
 
   close(): void {
+    this.#calls.off('changed', this.#onCallChanged);
+    for (const undo of [...this.#onCall.values()]) undo();
     this.#timeline.off('event', this.#onEvent);
     this.#registry.off('stageOpened', this.#onStageOpened);
   }

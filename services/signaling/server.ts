@@ -3,6 +3,7 @@ import type { Server as HttpServer } from 'node:http';
 import type { types as ms } from 'mediasoup';
 import { Server, type Namespace, type Socket } from 'socket.io';
 import type { Admission } from '../admission.ts';
+import type { CallDesk } from '../calls/desk.ts';
 import type { OnAir } from '../broadcast/onAir.ts';
 import { RequestError } from '../errors.ts';
 import { DATA_HEADERS } from '../http/guards.ts';
@@ -46,6 +47,8 @@ export class SignalingServer {
   readonly #joinLimits: KeyedLimits;
   readonly #resume = new ResumeTokens();
   readonly #onStageOpened = (stage: Stage) => stage.once('@close', () => this.#resume.forgetStage(stage.id));
+  readonly #calls: CallDesk;
+  readonly #onQueue = (stageId: string) => this.#nsp.to(roomOf(stageId)).emit('callQueue', { calls: this.#calls.queue(stageId) });
   #closed = false;
 
   constructor(args: {
@@ -55,9 +58,12 @@ export class SignalingServer {
     onAir: OnAir;
     timeline: TimelineService;
     admission: Admission;
+    calls: CallDesk;
     log: Logger;
     joinsPerMinute?: number;
   }) {
+    this.#calls = args.calls;
+    this.#calls.on('queue', this.#onQueue);
     this.#registry = args.registry;
     this.#stages = args.stages;
     this.#onAir = args.onAir;
@@ -93,6 +99,12 @@ export class SignalingServer {
       if (!membership) throw new RequestError('NOT_JOINED', 'join a stage first');
       return membership;
     };
+    /** Call-in actions: a performer of this stage only (checked here, whatever the page shows). */
+    const host = (): Membership => {
+      const m = joined();
+      if (m.performer.role !== 'performer') throw new RequestError('UNAUTHORIZED', 'only a performer may take, mute or end calls');
+      return m;
+    };
 
     const handlers: RequestHandlers<StageContract> = {
       join: async ({ stageId, key, displayName, resume }) => {
@@ -116,6 +128,8 @@ export class SignalingServer {
         const performer = stage.addPerformer(resumedId ?? crypto.randomUUID(), displayName);
         membership = { stage, performer, detach: this.#bind(socket, stage, performer, () => (membership = null)) };
         await socket.join(roomOf(stageId));
+        // The call queue as it is now; every change follows (callQueue to the stage's room).
+        queueMicrotask(() => socket.emit('callQueue', { calls: this.#calls.queue(stageId) }));
         log.info('performer joined', { stageId, performerId: performer.id, resumed: resumedId !== null });
         return {
           performerId: performer.id,
@@ -167,6 +181,19 @@ export class SignalingServer {
       postEvent: async (event) => {
         const { stage, performer } = joined();
         return { event: this.#timeline.post(stage.id, event, { kind: 'performer', performerId: performer.id, displayName: performer.displayName }) };
+      },
+      acceptCall: async ({ callId }) => {
+        const { stage, performer } = host();
+        return { call: this.#calls.accept(stage.id, callId, performer.id) };
+      },
+      declineCall: async ({ callId }) => {
+        const { stage, performer } = host();
+        return { call: this.#calls.decline(stage.id, callId, performer.id) };
+      },
+      muteCall: async ({ callId, muted }) => ({ call: await this.#calls.mute(host().stage.id, callId, muted) }),
+      hangUpCall: async ({ callId }) => {
+        const { stage, performer } = host();
+        return { call: this.#calls.hangUp(stage.id, callId, performer.id) };
       },
     };
 
@@ -222,6 +249,7 @@ export class SignalingServer {
     if (this.#closed) return;
     this.#closed = true;
     this.#registry.off('stageOpened', this.#onStageOpened);
+    this.#calls.off('queue', this.#onQueue);
     this.#nsp.disconnectSockets(true);
     await new Promise<void>((resolve) => {
       // io.close() also closes the HTTP server it is attached to; the app closes that itself.

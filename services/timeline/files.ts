@@ -9,6 +9,7 @@ export const DATERANGE_CLASS: Record<string, string> = {
   chapter: 'com.stage-radio.chapter',
   track: 'com.stage-radio.track',
   marker: 'com.stage-radio.marker',
+  call: 'com.stage-radio.call',
 };
 
 export function toDateRange(e: TimelineEvent): DateRange {
@@ -31,6 +32,8 @@ export interface TimelineFile {
   events: TimelineEvent[];
   /** Who spoke when: [start, end] seconds on the programme clock. */
   speaking: { performerId: string; displayName: string; intervals: [number, number][] }[];
+  /** Callers on air (call-in): seconds on the programme clock; the caller's track is `track:<callId>`. */
+  calls: { callId: string; name: string; topic: string | null; start: number; end: number }[];
 }
 
 const r3 = (x: number) => Number(x.toFixed(3));
@@ -63,14 +66,24 @@ export function buildTimelineFile(args: {
     if (end > e.mediaTime) entry.intervals.push([r3(e.mediaTime), r3(end)]);
     speaking.set(performerId, entry);
   }
+  const calls = sorted
+    .filter((e) => e.type === 'call')
+    .map((e) => ({
+      callId: String(e.data['callId'] ?? e.authorId ?? ''),
+      name: String(e.data['name'] ?? ''),
+      topic: typeof e.data['title'] === 'string' ? e.data['title'] : null,
+      start: r3(e.mediaTime),
+      end: r3(Math.min(args.durationSeconds, e.endMediaTime ?? args.durationSeconds)),
+    }));
   return {
     version: 1,
     broadcastId: args.broadcastId,
     stageId: args.stageId,
     originDate: args.originDate,
     durationSeconds: r3(args.durationSeconds),
-    events: sorted.filter((e) => e.type !== 'speaking').map((e) => toTimelineEvent(e, args.originDate)),
+    events: sorted.filter((e) => e.type !== 'speaking' && e.type !== 'call').map((e) => toTimelineEvent(e, args.originDate)),
     speaking: [...speaking.values()],
+    calls,
   };
 }
 

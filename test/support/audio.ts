@@ -75,15 +75,16 @@ export function toneOnsets(pcm: Float32Array, freq: number, minGapSec = 0.2): nu
 
 /**
  * Ends (seconds) of bursts of one tone: the last 10 ms window (centre, as in toneOnsets) whose level is above
- * toneOnsets' threshold before at least minGapSec below it. A burst still on when pcm ends has no end.
+ * toneOnsets' threshold (or `thresholdDb`, for bursts whose level varies: a browser's auto gain) before at least
+ * minGapSec below it. A burst still on when pcm ends has no end.
  */
-export function toneEnds(pcm: Float32Array, freq: number, minGapSec = 0.2): number[] {
+export function toneEnds(pcm: Float32Array, freq: number, minGapSec = 0.2, thresholdDb?: number): number[] {
   const win = Math.round(0.01 * SAMPLE_RATE);
   const hop = Math.round(0.001 * SAMPLE_RATE);
   const levels: number[] = [];
   for (let s = 0; s + win <= pcm.length; s += hop) levels.push(toneDb(pcm, freq, s, win));
   const sorted = [...levels].sort((a, b) => b - a);
-  const threshold = (sorted[Math.floor(sorted.length * 0.05)] ?? -Infinity) - 6;
+  const threshold = thresholdDb ?? (sorted[Math.floor(sorted.length * 0.05)] ?? -Infinity) - 6;
   const ends: number[] = [];
   let last = -1;
   for (let i = 0; i < levels.length; i++) {

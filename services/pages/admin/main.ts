@@ -104,6 +104,7 @@ function renderStage(s: AdminStage): HTMLElement {
     { className: 'facts' },
     fact('On air', s.onAirSeconds === null ? '—' : duration(s.onAirSeconds)),
     fact('Listeners', String(s.listeners)),
+    fact('Calls', `${s.calls.waiting} waiting, ${s.calls.onAir} on air`),
     fact('Consumers', String(s.consumers)),
     fact('Worker', s.worker === null ? '—' : `#${s.worker}`),
     fact('Mixer lag', s.mixerLagSeconds === null ? '—' : `${s.mixerLagSeconds.toFixed(2)} s`),
@@ -156,6 +157,8 @@ function render(snap: AdminSnapshot): void {
     fact('Performers', String(t.performers)),
     fact('Consumers', String(t.consumers)),
     fact('Listeners', String(t.listeners)),
+    fact('Calls waiting', String(t.callsWaiting)),
+    fact('Callers on air', String(t.callsOnAir)),
     fact('Upload queue', t.uploadQueueDepth === null ? '?' : String(t.uploadQueueDepth)),
     fact('Up', duration(snap.uptimeSeconds)),
   );

@@ -12,6 +12,7 @@ import type { StageStatus } from '../../shared/model.ts';
 import type { StageView } from '../../shared/rest.ts';
 import type { TimelineEvent, TimelineEventType } from '../../shared/timeline.ts';
 import { requester, type ContractSocket } from '../client.ts';
+import { setupCallIn } from './call.ts';
 
 // The UMD build carries hls.js's transmuxer worker inline (started from a blob: URL, hence the CSP's worker-src blob:);
 // the ESM build would need the worker as a separate file. Its typings are those of the ESM build, hence the cast.
@@ -180,7 +181,7 @@ async function livePlaylistExists(url: string): Promise<boolean> {
 
 /** Looks for the stream and plays it. A stage that is idle (not yet live) but has a playlist is played too. */
 async function start(): Promise<void> {
-  if (!stage || !engine || attached || probing) return;
+  if (!stage || !engine || attached || probing || callIn.onAir()) return;
   probing = true;
   if (stage.status === 'live') setState('loading', 'Connecting…');
   const found = await livePlaylistExists(stage.hlsUrl);
@@ -276,6 +277,8 @@ function onHlsError(h: HlsClass, data: ErrorData): void {
 /** Brings the player in line with the stage's status and the listener's wish. */
 function update(): void {
   if (!stage || state === 'error' || state === 'ended') return;
+  // On a call the show comes through the call; the stream comes back when it ends.
+  if (callIn.onAir()) return;
   if (stage.status === 'ended') {
     // A stream still playing runs to its end (its end tag, or ENDED_STALL_MS without progress); otherwise it is over.
     if (!attached) finish();
@@ -607,6 +610,23 @@ let subscribeTimer: number | null = null;
 
 const request = requester<ListenContract>(() => socket, REQUEST_TIMEOUT_MS);
 
+// Call-in: while the caller is on air the stream is stopped (their page plays the show over WebRTC).
+const callIn = setupCallIn({
+  socket: () => socket,
+  request,
+  stopStream: () => {
+    detach();
+    if (retryTimer !== null) clearTimeout(retryTimer);
+    retryTimer = null;
+    setState('offair', 'You are on air: you hear the show through your call.');
+  },
+  resumeStream: () => {
+    if (!stage || stage.status === 'ended') return update();
+    wantPlay = true;
+    void start();
+  },
+});
+
 /** Takes the stage's timeline so far (again after every reconnection: nothing is missed). */
 async function subscribe(): Promise<void> {
   if (subscribeTimer !== null) clearTimeout(subscribeTimer);
@@ -646,6 +666,7 @@ function connectTimeline(): void {
     randomizationFactor: 0.5,
   });
   socket = s;
+  callIn.bind(s);
   s.on('connect', () => void subscribe());
   s.on('timelineEvent', ({ event }) => {
     fromSocket(event);
@@ -701,6 +722,11 @@ declare global {
       spectrum: () => { binHz: number; db: number[] };
       currentTime: () => number;
       engine: string;
+      /** Whether the player element is playing the stream. */
+      streamPlaying: () => boolean;
+      /** Call-in: the call's state (also body[data-call]), its id, and what the caller hears over WebRTC. */
+      call: () => { state: string; callId: string | null; onAir: boolean; firstPacketSentMs: number | null };
+      callHearingSpectrum: () => { binHz: number; db: number[] };
       /** The timeline as the page shows it, at the player's position (PROGRAM-DATE-TIME). */
       timeline: () => {
         playingDate: string | null;
@@ -732,6 +758,9 @@ window.listenerDebug = {
   },
   currentTime: () => audio.currentTime,
   engine: engine ?? 'none',
+  streamPlaying: () => attached && !audio.paused,
+  call: () => ({ state: callIn.state(), callId: callIn.callId(), onAir: callIn.onAir(), firstPacketSentMs: callIn.firstPacketSentMs() }),
+  callHearingSpectrum: () => callIn.hearingSpectrum(),
   timeline: () => ({
     playingDate: lastPlayingMs !== null ? new Date(lastPlayingMs).toISOString() : null,
     chapter: view.chapter?.event.data.title ?? null,

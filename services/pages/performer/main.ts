@@ -8,6 +8,7 @@
 // for 2 s, restarts ICE on that transport and keeps the same performer. Only the errors in FATAL_CODES stop it.
 import { Device, type types as mc } from 'mediasoup-client';
 import { io } from 'socket.io-client';
+import type { CallView } from '../../shared/calls.ts';
 import type { PerformerInfo, StageStatus } from '../../shared/model.ts';
 import type { StageContract, StageRequest, StageRequestName, StageResponse } from '../../shared/stage.ts';
 import { requester, type ContractSocket } from '../client.ts';
@@ -71,6 +72,9 @@ const ui = {
   eventArtist: $<HTMLInputElement>('event-artist'),
   postEvent: $<HTMLButtonElement>('post-event'),
   eventStatus: $<HTMLParagraphElement>('event-status'),
+  callQueue: $<HTMLOListElement>('call-queue'),
+  callsEmpty: $<HTMLParagraphElement>('calls-empty'),
+  callError: $<HTMLParagraphElement>('call-error'),
 };
 
 const stageId = decodeURIComponent(location.pathname.split('/').filter(Boolean)[1] ?? '');
@@ -224,9 +228,77 @@ function showError(code: string, message: string): void {
 
 function renderPerformers(): void {
   for (const r of remotes.values()) {
-    r.li.textContent = `${r.info.displayName}${r.info.muted ? ' (muted)' : ''}${r.consumer ? '' : ' (connecting)'}`;
+    const role = r.info.role === 'caller' ? ' (caller)' : '';
+    r.li.textContent = `${r.info.displayName}${role}${r.info.muted ? ' (muted)' : ''}${r.consumer ? '' : ' (connecting)'}`;
   }
 }
+
+// --- call-in: the stage's queue, live (every performer sees it; the server checks every action) ---
+
+let calls: CallView[] = [];
+
+function waitedText(fromIso: string, now: number): string {
+  const s = Math.max(0, Math.floor((now - Date.parse(fromIso)) / 1000));
+  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, '0')} s`;
+}
+
+function callButton(label: string, onClick: () => Promise<unknown>): HTMLButtonElement {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.textContent = label;
+  b.addEventListener('click', () => {
+    b.disabled = true;
+    ui.callError.textContent = '';
+    onClick().catch((err: unknown) => {
+      ui.callError.textContent = err instanceof Error ? err.message : String(err);
+      b.disabled = false;
+    });
+  });
+  return b;
+}
+
+function renderCalls(): void {
+  const now = Date.now();
+  ui.callsEmpty.hidden = calls.length > 0;
+  const items = calls.map((c) => {
+    const li = document.createElement('li');
+    li.dataset['callId'] = c.id;
+    li.dataset['status'] = c.status;
+    const who = document.createElement('strong');
+    who.textContent = c.name;
+    const what = document.createElement('span');
+    what.className = 'call-topic';
+    what.textContent = c.topic ? ` — ${c.topic}` : '';
+    const when = document.createElement('span');
+    when.className = 'call-time';
+    when.dataset['since'] = c.status === 'waiting' ? c.requestedAt : (c.connectedAt ?? c.acceptedAt ?? c.requestedAt);
+    when.dataset['label'] = c.status === 'waiting' ? 'waiting' : c.status === 'on_air' ? 'on air' : 'connecting';
+    when.textContent = ` (${when.dataset['label']} ${waitedText(when.dataset['since'], now)})`;
+    const buttons = document.createElement('span');
+    buttons.className = 'buttons';
+    if (c.status === 'waiting') {
+      buttons.append(
+        callButton('Accept', () => request('acceptCall', { callId: c.id })),
+        callButton('Decline', () => request('declineCall', { callId: c.id })),
+      );
+    } else {
+      const mute = callButton(c.muted ? 'Unmute' : 'Mute', () => request('muteCall', { callId: c.id, muted: !c.muted }));
+      mute.setAttribute('aria-pressed', String(c.muted));
+      buttons.append(mute, callButton('Hang up', () => request('hangUpCall', { callId: c.id })));
+    }
+    li.append(who, what, when, buttons);
+    return li;
+  });
+  ui.callQueue.replaceChildren(...items);
+}
+
+/** The waiting and on-air times move on every second (the list itself only when the queue changes). */
+window.setInterval(() => {
+  const now = Date.now();
+  for (const el of ui.callQueue.querySelectorAll<HTMLElement>('.call-time')) {
+    el.textContent = ` (${el.dataset['label'] ?? ''} ${waitedText(el.dataset['since'] ?? new Date().toISOString(), now)})`;
+  }
+}, 1000);
 
 function addRemote(info: PerformerInfo): void {
   let r = remotes.get(info.id);
@@ -308,6 +380,8 @@ async function openMic(): Promise<MediaStream> {
 }
 
 function teardownMedia(): void {
+  calls = [];
+  renderCalls();
   for (const w of iceWatch.values()) clearIceTimers(w);
   iceWatch.clear();
   for (const r of remotes.values()) r.li.remove();
@@ -680,6 +754,10 @@ socket.on('replaced', () => {
   showError('REPLACED', 'This performer continued in another window.');
 });
 socket.on('stageStatus', ({ status }) => showStageStatus(status));
+socket.on('callQueue', ({ calls: next }) => {
+  calls = next;
+  renderCalls();
+});
 socket.on('audioLevels', ({ levels }) => {
   const speaking = new Set(levels.filter((l) => l.volume > -50).map((l) => l.performerId));
   for (const r of remotes.values()) r.li.classList.toggle('speaking', speaking.has(r.info.id));
@@ -787,6 +865,8 @@ declare global {
       /** Joins this page has made since it loaded (each rejoin counts). */
       joins: () => number;
       remotes: () => PerformerInfo[];
+      /** The stage's open calls as this page shows them. */
+      calls: () => CallView[];
       /** Magnitude spectrum (dB) of everything this page hears, with the bin width in Hz. */
       hearingSpectrum: () => { binHz: number; db: number[] };
       sampleRate: number;
@@ -810,6 +890,7 @@ window.stageDebug = {
   performerId: () => myId,
   joins: () => joins,
   remotes: () => [...remotes.values()].map((r) => r.info),
+  calls: () => calls.map((c) => ({ ...c })),
   hearingSpectrum: () => {
     const buf = new Float32Array(hearing.frequencyBinCount);
     hearing.getFloatFrequencyData(buf);
