@@ -9,6 +9,8 @@ import { openApiDocument } from '../../services/http/openapi.ts';
 import { createLogger } from '../../services/logger.ts';
 import { TEST_ADMIN_TOKEN, startTestApp } from '../support/app.ts';
 import { waitArchived } from '../support/archive.ts';
+import { connectClient } from '../support/client.ts';
+import { listenContract } from '../../services/shared/listen.ts';
 import { ContractChecker, contract, expectConforms, isRestPath, mochaHooks, recorded, type CheckResult } from '../support/openapi.ts';
 
 /** What Express keeps of a mounted router or route (its internals; read-only introspection). */
@@ -50,6 +52,7 @@ describe('OpenAPI document', function () {
       stages: app.stages,
       onAir: app.onAir,
       timeline: app.timeline,
+      calls: app.calls,
       admission: app.admission,
       pool: app.pool,
       db: app.db,
@@ -166,6 +169,30 @@ describe('OpenAPI document', function () {
     expect(events.events.map((e) => e.type)).to.include.members(['chapter', 'track', 'marker']);
     const live = (await (await call('GET', `/api/stages/${stage.id}/recordings`)).json()) as { recordings: { status: string }[] };
     expect(live.recordings.map((r) => r.status)).to.deep.equal(['recording']);
+
+    // Call-in: a listener asks to speak; the stage's calls and that call (admin or performer key); the rate (admin).
+    const listener = await connectClient<typeof listenContract>(app.url, '/listen');
+    expect((await listener.request('subscribe', { stageId: stage.id })).ok).to.equal(true);
+    const asked = await listener.request('requestCall', { name: 'Caller', topic: 'A question' });
+    expect(asked.ok, JSON.stringify(asked)).to.equal(true);
+    const callId = asked.ok ? asked.data.call.id : '';
+    await expectError(await call('GET', `/api/stages/${stage.id}/calls`), 401, 'UNAUTHORIZED');
+    await expectError(await call('GET', `/api/stages/${stage.id}/calls`, { auth: 'Bearer wrong' }), 401, 'UNAUTHORIZED');
+    await expectError(await call('GET', '/api/stages/nosuchstage/calls', { auth: admin }), 404, 'NOT_FOUND');
+    const listedCalls = (await (await call('GET', `/api/stages/${stage.id}/calls`, { auth: key })).json()) as { calls: { id: string; status: string }[] };
+    expect(listedCalls.calls.map((c) => [c.id, c.status])).to.deep.equal([[callId, 'waiting']]);
+    const oneCall = await call('GET', `/api/calls/${callId}`, { auth: admin });
+    expect(((await oneCall.json()) as { events: { type: string }[] }).events.map((e) => e.type)).to.deep.equal(['call_request']);
+    await expectError(await call('GET', `/api/calls/${callId}`), 401, 'UNAUTHORIZED');
+    await expectError(await call('GET', '/api/calls/not-a-uuid', { auth: admin }), 400, 'BAD_REQUEST');
+    await expectError(await call('GET', '/api/calls/00000000-0000-4000-8000-000000000000', { auth: admin }), 404, 'NOT_FOUND');
+    await expectError(await call('PUT', `/api/stages/${stage.id}/call-rate`, { auth: key, body: { rate: null } }), 401, 'UNAUTHORIZED');
+    await expectError(await call('PUT', `/api/stages/${stage.id}/call-rate`, { auth: admin, body: { rate: { currency: 'euro', amountMinor: 1 } } }), 400, 'BAD_REQUEST');
+    await expectError(await call('PUT', `/api/stages/${stage.id}/call-rate`, { auth: admin, body: { rate: { currency: 'EUR', amountMinor: 1.5 } } }), 400, 'BAD_REQUEST');
+    await expectError(await call('PUT', '/api/stages/nosuchstage/call-rate', { auth: admin, body: { rate: null } }), 404, 'NOT_FOUND');
+    const rateSet = await call('PUT', `/api/stages/${stage.id}/call-rate`, { auth: admin, body: { rate: { currency: 'EUR', amountMinor: 90 } } });
+    expect(await rateSet.json()).to.deep.equal({ stageId: stage.id, rate: { currency: 'EUR', amountMinor: 90 } });
+    listener.close();
     await new Promise((r) => setTimeout(r, 3_000));
 
     const stopped = await call('POST', `/api/stages/${stage.id}/stop`, { auth: admin, body: {} });

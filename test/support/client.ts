@@ -14,8 +14,14 @@ export interface TestClient<C extends NamespaceContract = StageContract> {
   close(): void;
 }
 
-export async function connectClient<C extends NamespaceContract = StageContract>(baseUrl: string, namespace: string = '/stage'): Promise<TestClient<C>> {
-  const socket = io(`${baseUrl}${namespace}`, { transports: ['websocket'], reconnection: false, forceNew: true });
+/** `forwardedFor`: the client address the server sees (X-Forwarded-For, honoured from loopback). */
+export async function connectClient<C extends NamespaceContract = StageContract>(baseUrl: string, namespace: string = '/stage', opts: { forwardedFor?: string } = {}): Promise<TestClient<C>> {
+  const socket = io(`${baseUrl}${namespace}`, {
+    transports: ['websocket'],
+    reconnection: false,
+    forceNew: true,
+    ...(opts.forwardedFor ? { extraHeaders: { 'x-forwarded-for': opts.forwardedFor } } : {}),
+  });
   await new Promise<void>((resolve, reject) => {
     socket.once('connect', () => resolve());
     socket.once('connect_error', reject);
