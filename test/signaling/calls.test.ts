@@ -8,7 +8,7 @@ import { CallRepo } from '../../services/db/calls.ts';
 import type { CallView } from '../../services/shared/calls.ts';
 import { listenContract, type ListenContract } from '../../services/shared/listen.ts';
 import { stageContract } from '../../services/shared/stage.ts';
-import { createStage, startTestApp, transition } from '../support/app.ts';
+import { createStage, startTestApp, TEST_ADMIN_TOKEN, transition } from '../support/app.ts';
 import { eventually } from '../support/browser.ts';
 import { connectClient, type TestClient } from '../support/client.ts';
 
@@ -92,6 +92,16 @@ describe('signaling: call-in rules', function () {
     await eventually(async () => queueSeen.at(-1) ?? [], (q) => q.length === 3, 2_000);
     expect(queueSeen.at(-1)!.map((c) => c.name), 'the performer sees the queue, oldest first').to.deep.equal(['Ann', 'Bob', 'Cat']);
     const [ann, bob, cat] = queueSeen.at(-1)!;
+    // /metrics and the admin view count them.
+    const scrape = async () => (await (await fetch(`${app.url}/metrics`, { headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}` } })).text());
+    const metric = (text: string, labels: string) => Number(new RegExp(`^stage_radio_stage_calls\\{${labels}\\} (\\d+)$`, 'm').exec(text)?.[1] ?? NaN);
+    let text = await scrape();
+    expect(metric(text, `stage="${stage.id}",state="waiting"`), 'waiting, per stage').to.equal(3);
+    expect(metric(text, `stage="${stage.id}",state="on_air"`)).to.equal(0);
+    expect(Number(/^stage_radio_calls\{state="waiting"\} (\d+)$/m.exec(text)?.[1]), 'waiting, all stages').to.equal(3);
+    let snap = await app.admin.snapshot();
+    expect(snap.stages.find((s) => s.id === stage.id)?.calls).to.deep.equal({ waiting: 3, onAir: 0 });
+    expect(snap.totals).to.include({ callsWaiting: 3, callsOnAir: 0 });
 
     // A listener connection cannot act as a host: those events do not exist on /listen, and /stage needs a join.
     for (const event of ['acceptCall', 'declineCall', 'muteCall', 'hangUpCall']) {
@@ -132,6 +142,11 @@ describe('signaling: call-in rules', function () {
     expect((await bobMovesUp).position, 'Bob is next in line now').to.equal(1);
     // The caller is on the stage as a caller, holding a seat.
     expect(app.registry.get(stage.id)!.performer(ann!.id)?.role).to.equal('caller');
+    text = await scrape();
+    expect(metric(text, `stage="${stage.id}",state="waiting"`)).to.equal(2);
+    expect(metric(text, `stage="${stage.id}",state="on_air"`), 'an accepted caller counts as on air').to.equal(1);
+    snap = await app.admin.snapshot();
+    expect(snap.totals).to.include({ callsWaiting: 2, callsOnAir: 1 });
     // Her media requests work now (the transport lives for the call); Bob's do not (not accepted).
     const t = (await l1.raw('createTransport', [{ direction: 'send' }])) as { ok: boolean; data?: { id: string } };
     expect(t.ok).to.equal(true);
