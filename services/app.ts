@@ -113,6 +113,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     const orphaned = await endOrphanedBroadcasts(db, links);
     if (orphaned.stages > 0) log.warn('ended broadcasts an earlier run left on air', { count: orphaned.stages });
     if (orphaned.sessions > 0) log.info('closed performer sessions left open by an earlier run', { count: orphaned.sessions });
+    if (orphaned.calls > 0) log.warn('ended calls an earlier run left open', { count: orphaned.calls });
 
     const pages = await buildPages(config.paths.pagesDir);
 
@@ -257,6 +258,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     // can fetch the final playlist with its ENDLIST, and /healthz tells the load balancer to stop sending work.
     const shutdown = async (opts: ShutdownOptions): Promise<void> => {
       admission.drain();
+      // Calls end as the server's doing (reason server), before their broadcasts end under them.
+      calls.close();
       const ended = onAir.live().map((s) => s.broadcastId);
       try {
         await onAir.stopAll('server shutting down');

@@ -25,7 +25,7 @@ create table calls (
   -- The stage's rate when the call was taken, and the bill computed at call_end (minutes × rate).
   rate_minor integer,
   currency text,
-  bill_minor integer
+  bill_minor bigint
 );
 
 create index calls_stage_idx on calls (stage_id, requested_at desc);

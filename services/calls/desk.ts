@@ -40,6 +40,8 @@ export const DEFAULT_CALL_SETTINGS: CallDeskSettings = { queueMax: 20, requestTt
 /** A billed minute. Only tests of the desk's own arithmetic shorten it. */
 const MINUTE_MS = 60_000;
 const SWEEP_MS = 1_000;
+/** An accepted caller has this long to send their first packet (the microphone prompt, ICE, DTLS). */
+const ACCEPTED_CONNECT_MS = 30_000;
 
 type DeskEvents = {
   /** A call changed (its caller's page hears it). */
@@ -118,7 +120,15 @@ export class CallDesk extends EventEmitter<DeskEvents> {
   // ---- what a listener does ----
 
   /** A listener asks to speak. One open request per listener connection; bounded queue; limited per address. */
-  async request(args: { stageId: string; listenerId: string; address: string; name: string; topic?: string | undefined }): Promise<CallView> {
+  async request(args: {
+    stageId: string;
+    listenerId: string;
+    address: string;
+    name: string;
+    topic?: string | undefined;
+    /** Whether the listener's connection is still there and on this stage (checked after the rate is read). */
+    stillThere?: () => boolean;
+  }): Promise<CallView> {
     this.#assertOpen();
     if (this.#byListener.has(args.listenerId)) throw new InvalidStateError('you already have a call: cancel it or hang up first');
     const stage = this.#onAirStage(args.stageId);
@@ -127,7 +137,8 @@ export class CallDesk extends EventEmitter<DeskEvents> {
     }
     this.#byAddress.takeOrThrow(args.address, 'too many call requests from your address');
     const rate = await this.#rates(args.stageId);
-    // Checked again: the rate came from the database.
+    // Checked again: the rate came from the database, and the listener may have gone or moved meanwhile.
+    if (args.stillThere && !args.stillThere()) throw new InvalidStateError('the connection left the stage before the request was taken');
     if (this.#byListener.has(args.listenerId)) throw new InvalidStateError('you already have a call: cancel it or hang up first');
     if (this.#waiting(args.stageId).length >= this.#settings.queueMax) {
       throw new RequestError('QUEUE_FULL', `the call queue is full (${this.#settings.queueMax} waiting); try again later`);
@@ -192,6 +203,11 @@ export class CallDesk extends EventEmitter<DeskEvents> {
     const call = this.#byListener.get(listenerId);
     if (!call?.performer || call.performer.closed) throw new RequestError('NOT_JOINED', 'you are not on air: your call has not been accepted');
     return call.performer;
+  }
+
+  /** The stage the listener's call is on (its media requests use it, whatever the connection subscribed to since). */
+  callStageOf(listenerId: string): string | null {
+    return this.#byListener.get(listenerId)?.record.stageId ?? null;
   }
 
   /** The caller published their microphone: applies a mute, and watches for the first RTP (call_connected). */
@@ -338,6 +354,7 @@ export class CallDesk extends EventEmitter<DeskEvents> {
   }
 
   #connected(call: Call, at: Date): void {
+    if (call.record.status !== 'accepted') return;
     call.record.status = 'on_air';
     call.record.connectedAt = at.toISOString();
     call.record.minutes = 1;
@@ -371,37 +388,46 @@ export class CallDesk extends EventEmitter<DeskEvents> {
         this.#finish(call, 'expired', 'expired', 'call_expired');
         continue;
       }
-      if (status === 'on_air') {
-        while (now >= call.nextTickAt) {
-          call.record.minutes++;
-          this.#record(call, 'call_tick', new Date(call.nextTickAt), { minute: call.record.minutes });
-          call.nextTickAt += this.#minuteMs;
-        }
-      }
+      if (status === 'on_air') this.#tickUpTo(call, now);
       if (status === 'accepted' || status === 'on_air') await this.#checkRtp(call, now);
     }
   }
 
+  /** Records every started minute up to `now` (the sweep, and the call's end: a minute that began is billed). */
+  #tickUpTo(call: Call, now: number): void {
+    const connected = Date.parse(call.record.connectedAt ?? '');
+    const due = startedMinutes(connected, now, this.#minuteMs);
+    while (call.record.minutes < due) {
+      call.record.minutes++;
+      this.#record(call, 'call_tick', new Date(connected + (call.record.minutes - 1) * this.#minuteMs), { minute: call.record.minutes });
+    }
+    call.nextTickAt = connected + call.record.minutes * this.#minuteMs;
+  }
+
   /** No RTP (or no connection at all after acceptance) for rtpTimeoutMs: the caller's network is gone. */
   async #checkRtp(call: Call, now: number): Promise<void> {
-    const transport = call.performer?.sendTransport;
+    // The producer's own RTP count (kept while it is paused by a mute), not the transport's: ICE keepalives reach
+    // a transport whose audio has stopped.
+    const producer = call.performer?.producer;
     let bytes = call.lastBytes;
-    if (transport && !transport.closed) {
+    if (producer && !producer.closed) {
       try {
-        const stats = await transport.getStats();
-        bytes = stats[0]?.bytesReceived ?? bytes;
+        bytes = (await producer.getStats()).reduce((sum, s) => sum + (s.byteCount ?? 0), 0);
       } catch {
         // Closed meanwhile: the performer's close ends the call.
       }
     }
-    if (bytes !== call.lastBytes || call.muted) {
+    if (FINAL.has(call.record.status)) return;
+    if (bytes !== call.lastBytes) {
       call.lastBytes = bytes;
       call.lastBytesAt = now;
+      // mediasoup emits no RTP trace while a producer is paused: a caller muted before their first packet connects here.
+      if (call.record.status === 'accepted' && bytes > 0 && call.muted) this.#connected(call, new Date());
       return;
     }
     // Before the first RTP, the caller is given the request's time to the connect (getUserMedia, ICE, DTLS).
-    const limit = call.record.status === 'accepted' ? Math.max(this.#settings.rtpTimeoutMs, 30_000) : this.#settings.rtpTimeoutMs;
-    if (now - call.lastBytesAt >= limit && !FINAL.has(call.record.status)) {
+    const limit = call.record.status === 'accepted' ? Math.max(this.#settings.rtpTimeoutMs, ACCEPTED_CONNECT_MS) : this.#settings.rtpTimeoutMs;
+    if (now - call.lastBytesAt >= limit) {
       this.#log.warn('caller lost: no RTP', { callId: call.record.id, forMs: now - call.lastBytesAt });
       this.#finish(call, 'ended', 'network', 'call_end');
     }
@@ -411,6 +437,7 @@ export class CallDesk extends EventEmitter<DeskEvents> {
     if (FINAL.has(call.record.status)) return;
     const now = new Date();
     const wasOnAir = call.record.status === 'on_air';
+    if (wasOnAir) this.#tickUpTo(call, now.getTime());
     call.record.status = status;
     call.record.endReason = reason;
     call.record.endedAt = now.toISOString();
@@ -450,7 +477,10 @@ export class CallDesk extends EventEmitter<DeskEvents> {
     }
   }
 
-  /** Ends every open call (reason server) and stops the timer. Idempotent. */
+  /**
+   * Ends every open call (reason server) and stops the timer. Idempotent. Shutdown calls it before it ends the
+   * broadcasts, so that calls end as `server`, not `broadcast_ended`.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -463,6 +493,12 @@ export class CallDesk extends EventEmitter<DeskEvents> {
     }
     this.removeAllListeners();
   }
+}
+
+/** Minutes begun between a call's connection and `nowMs`: 1 from the first instant, 2 from one minute on, and so on. */
+export function startedMinutes(connectedAtMs: number, nowMs: number, minuteMs = MINUTE_MS): number {
+  if (!Number.isFinite(connectedAtMs) || nowMs < connectedAtMs) return 0;
+  return Math.floor((nowMs - connectedAtMs) / minuteMs) + 1;
 }
 
 /**

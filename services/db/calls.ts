@@ -150,6 +150,27 @@ export class CallRepo {
     return r && r.call_rate_minor !== null && r.call_currency !== null ? { currency: r.call_currency, amountMinor: Number(r.call_rate_minor) } : null;
   }
 
+  /**
+   * Calls an earlier run left open (it crashed or was killed): a request is cancelled, a call ended, both with reason
+   * server and a call_end / call_cancelled event; a call on air is billed for the minutes it was ticked.
+   */
+  async closeAllOpen(): Promise<number> {
+    const { rows } = await this.db.query<{ id: string; status: string; minutes: number }>(
+      `update calls set status = case when status = 'waiting' then 'cancelled' else 'ended' end, end_reason = 'server',
+         ended_at = now(), bill_minor = case when rate_minor is null then null else minutes * rate_minor end
+       where status in ('waiting', 'accepted', 'on_air') returning id, status, minutes`,
+    );
+    for (const r of rows) {
+      await this.db.query(
+        `insert into call_events (call_id, seq, type, at, data)
+         select $1::text, coalesce(max(seq), 0) + 1, $2::text, now(), $3::jsonb from call_events where call_id = $1::text
+         on conflict (call_id, seq) do nothing`,
+        [r.id, r.status === 'cancelled' ? 'call_cancelled' : 'call_end', JSON.stringify({ reason: 'server', minutes: Number(r.minutes) })],
+      );
+    }
+    return rows.length;
+  }
+
   async setRate(stageId: string, rate: { currency: string; amountMinor: number } | null): Promise<boolean> {
     const { rows } = await this.db.query<{ id: string }>(
       'update stages set call_rate_minor = $2, call_currency = $3 where id = $1 returning id',

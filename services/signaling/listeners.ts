@@ -94,7 +94,8 @@ export class ListenerSignaling {
       },
       requestCall: async ({ name, topic }) => {
         if (!stageId) throw new RequestError('NOT_JOINED', 'subscribe to a stage first');
-        return { call: await this.#calls.request({ stageId, listenerId, address, name, topic }) };
+        const on = stageId;
+        return { call: await this.#calls.request({ stageId: on, listenerId, address, name, topic, stillThere: () => socket.connected && stageId === on }) };
       },
       endCall: async () => {
         this.#calls.cancel(listenerId, 'caller');
@@ -112,7 +113,8 @@ export class ListenerSignaling {
       },
       consume: async ({ producerId, rtpCapabilities }) => {
         const performer = caller();
-        const stage = stageId ? this.#registry.get(stageId) : undefined;
+        const callStage = this.#calls.callStageOf(listenerId);
+        const stage = callStage ? this.#registry.get(callStage) : undefined;
         const found = stage?.producer(producerId);
         if (!found) throw new RequestError('NOT_FOUND', `no producer ${producerId} on this stage`);
         const consumer = await performer.consume(found.producer, found.performerId, rtpCapabilities as ms.RtpCapabilities);

@@ -152,6 +152,8 @@ export function setupCallIn(host: CallHost) {
   async function onAccepted({ call: c, routerRtpCapabilities, performers }: { call: CallView; routerRtpCapabilities: unknown; performers: PerformerInfo[] }): Promise<void> {
     call = c;
     const my = ++generation;
+    known.clear();
+    for (const p of performers) known.set(p.id, p);
     const current = () => {
       if (my !== generation) throw new Failed('superseded');
     };
@@ -159,13 +161,19 @@ export function setupCallIn(host: CallHost) {
     try {
       ctx ??= new AudioContext();
       void ctx.resume();
+      let stream: MediaStream;
       try {
         // Voice processing on: the echo canceller removes what this page plays (the performers) from the microphone.
-        mic = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 } });
+        stream = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 } });
       } catch {
         throw new Failed('Your microphone could not be opened, so the call was ended. Allow the microphone and call again.');
       }
-      current();
+      if (my !== generation) {
+        // The call ended while the prompt was open: the microphone is released at once.
+        for (const t of stream.getTracks()) t.stop();
+        return;
+      }
+      mic = stream;
       micAnalyser = ctx.createAnalyser();
       ctx.createMediaStreamSource(mic).connect(micAnalyser);
       hearing = ctx.createAnalyser();
@@ -205,7 +213,8 @@ export function setupCallIn(host: CallHost) {
       producer = await send.produce({ track, codecOptions: { opusStereo: false, opusDtx: false, opusFec: true }, stopTracks: false });
       current();
       watchFirstPacket(producer);
-      for (const p of performers) addRemote(p);
+      // Everyone known now (the snapshot, and whoever joined or published while the microphone was being opened).
+      for (const p of known.values()) addRemote(p);
       setState('on-air', onAirText());
       // Nobody to hear yet (no performer publishes): hand over after a moment anyway.
       handoverTimer = window.setTimeout(() => {
@@ -244,7 +253,12 @@ export function setupCallIn(host: CallHost) {
     });
   }
 
+  /** The stage's performers as last heard of (kept from the accept on, whatever the call's state). */
+  const known = new Map<string, PerformerInfo>();
+
   function addRemote(info: PerformerInfo): void {
+    known.set(info.id, info);
+    if (!recvTransport) return; // consumed once the receive transport exists
     let r = remotes.get(info.id);
     if (!r) {
       r = { consumer: null, audio: null, source: null };
@@ -284,6 +298,7 @@ export function setupCallIn(host: CallHost) {
   }
 
   function dropRemote(id: string): void {
+    known.delete(id);
     const r = remotes.get(id);
     if (!r) return;
     r.consumer?.close();
@@ -303,6 +318,7 @@ export function setupCallIn(host: CallHost) {
 
   function teardown(): void {
     generation++;
+    known.clear();
     if (handoverTimer !== null) clearTimeout(handoverTimer);
     handoverTimer = null;
     for (const id of [...remotes.keys()]) dropRemote(id);
@@ -348,14 +364,19 @@ export function setupCallIn(host: CallHost) {
   function bind(s: ContractSocket<ListenContract>): void {
     s.on('call', onCall);
     s.on('callAccepted', (a) => void onAccepted(a));
-    s.on('performerJoined', ({ performer }) => state === 'on-air' && addRemote(performer));
-    s.on('performerUpdated', ({ performer }) => state === 'on-air' && addRemote(performer));
+    s.on('performerJoined', ({ performer }) => call && addRemote(performer));
+    s.on('performerUpdated', ({ performer }) => call && addRemote(performer));
     s.on('performerLeft', ({ performerId }) => dropRemote(performerId));
     s.on('disconnect', () => {
       // The server ends a call whose connection is gone.
       if (call) finish('Your call was cut off (the connection was lost).');
     });
   }
+
+  // Leaving the page is the caller hanging up (not a lost network): the connection says goodbye.
+  window.addEventListener('pagehide', () => {
+    if (call) host.socket()?.disconnect();
+  });
 
   setState('none', '');
   return {

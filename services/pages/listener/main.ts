@@ -186,6 +186,7 @@ async function start(): Promise<void> {
   if (stage.status === 'live') setState('loading', 'Connecting…');
   const found = await livePlaylistExists(stage.hlsUrl);
   probing = false;
+  if (callIn.onAir()) return; // a call took over meanwhile: the stream stays off
   if (!wantPlay || attached || !stage || stage.status === 'ended') return update();
   if (!found) {
     // Live but no playlist yet: the mix is starting, look again soon. Idle: the next status poll looks again.
@@ -611,10 +612,13 @@ let subscribeTimer: number | null = null;
 const request = requester<ListenContract>(() => socket, REQUEST_TIMEOUT_MS);
 
 // Call-in: while the caller is on air the stream is stopped (their page plays the show over WebRTC).
+/** Whether the listener wanted the stream when a call took over (it comes back after the call only if so). */
+let wantedBeforeCall = false;
 const callIn = setupCallIn({
   socket: () => socket,
   request,
   stopStream: () => {
+    wantedBeforeCall = wantPlay || attached;
     detach();
     if (retryTimer !== null) clearTimeout(retryTimer);
     retryTimer = null;
@@ -622,8 +626,9 @@ const callIn = setupCallIn({
   },
   resumeStream: () => {
     if (!stage || stage.status === 'ended') return update();
-    wantPlay = true;
-    void start();
+    wantPlay = wantedBeforeCall;
+    if (wantPlay) void start();
+    else update();
   },
 });
 
