@@ -89,7 +89,7 @@ describe('e2e: call-in', function () {
     await caller.waitForFunction(() => document.body.dataset['state'] === 'playing', null, { timeout: 30_000 });
     expect(await caller.evaluate(() => window.listenerDebug.streamPlaying()), 'the listener plays the stream before the call').to.equal(true);
 
-    await caller.getByLabel('Your name').first().fill('Carla');
+    await caller.getByLabel('Name on air').fill('Carla');
     await caller.getByLabel('Topic (optional)').fill('Weekend weather');
     await caller.getByRole('button', { name: 'Request to speak' }).click();
     await caller.waitForFunction(() => document.body.dataset['call'] === 'waiting', null, { timeout: 5_000 });

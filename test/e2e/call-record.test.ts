@@ -76,7 +76,7 @@ describe('e2e: a call’s record', function () {
     const page = await browser.newPage();
     page.on('pageerror', (err) => process.stderr.write(`[caller page] ${err.message}\n`));
     await page.goto(`${app.url}/listen/${stageId}`);
-    await page.getByLabel('Your name').first().fill(name);
+    await page.getByLabel('Name on air').fill(name);
     await page.getByRole('button', { name: 'Request to speak' }).click();
     await page.waitForFunction(() => document.body.dataset['call'] === 'waiting', null, { timeout: 10_000 });
     const callId = (await page.evaluate(() => window.listenerDebug.call().callId))!;
