@@ -157,6 +157,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     const broadcasts: BroadcastServices = {
       settings: {
         slots: config.stage.maxPerformers,
+        rtcPorts: { min: config.mediasoup.rtcMinPort, max: config.mediasoup.rtcMaxPort },
         segmentSeconds: config.hls.segmentSeconds,
         partSeconds: config.hls.partSeconds,
         lowLatency: config.hls.lowLatency,

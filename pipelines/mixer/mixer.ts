@@ -38,6 +38,8 @@ export interface MixerOptions {
   log: Log;
   /** Where each performer's isolated track is recorded (`<performerId>.opus`); none when unset. */
   tracksDir?: string;
+  /** UDP ports FFmpeg's inputs must not use: the mediasoup workers' RTC port range. */
+  avoidPorts?: readonly { min: number; max: number }[];
 }
 
 interface Feed {
@@ -127,7 +129,7 @@ export class Mixer {
     const log = opts.log.child({ component: 'mixer' });
     await fs.mkdir(opts.outDir, { recursive: true });
     if (opts.tracksDir) await fs.mkdir(opts.tracksDir, { recursive: true });
-    const ports = await reserveRtpPorts(opts.slots);
+    const ports = await reserveRtpPorts(opts.slots, opts.avoidPorts);
     const sdpPath = path.join(opts.outDir, '.mix.sdp');
     await fs.writeFile(sdpPath, buildMixerSdp(ports));
     const mixer = new Mixer(router, opts, ports, sdpPath, log);

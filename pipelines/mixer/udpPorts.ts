@@ -35,8 +35,13 @@ export async function waitForBoundPorts(ports: readonly number[], timeoutMs: num
   return false;
 }
 
-/** Finds n free even UDP ports on loopback whose odd neighbour (FFmpeg's RTCP port) is free too. */
-export async function reserveRtpPorts(n: number): Promise<number[]> {
+/**
+ * Finds n free even UDP ports on loopback whose odd neighbour (FFmpeg's RTCP port) is free too, outside the `avoid`
+ * ranges: the mediasoup workers' RTC ports lie inside Linux's ephemeral range, and a worker that takes one of ours
+ * between this check and FFmpeg's bind would keep it for good (FFmpeg then fails to bind at every restart).
+ */
+export async function reserveRtpPorts(n: number, avoid: readonly { min: number; max: number }[] = []): Promise<number[]> {
+  const avoided = (p: number) => avoid.some((r) => p >= r.min && p <= r.max);
   const held: dgram.Socket[] = [];
   const ports: number[] = [];
   const bind = (port: number) =>
@@ -49,11 +54,11 @@ export async function reserveRtpPorts(n: number): Promise<number[]> {
       s.bind(port, '127.0.0.1', () => resolve(s));
     });
   try {
-    for (let tries = 0; ports.length < n && tries < n * 50; tries++) {
+    for (let tries = 0; ports.length < n && tries < n * 200; tries++) {
       const a = await bind(0);
       if (!a) continue;
       const p = a.address().port;
-      if (p % 2 !== 0 || p >= 65535) {
+      if (p % 2 !== 0 || p >= 65535 || avoided(p) || avoided(p + 1)) {
         held.push(a);
         continue;
       }

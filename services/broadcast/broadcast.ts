@@ -92,6 +92,7 @@ export class Broadcast extends EventEmitter<BroadcastEvents> {
         stageId: stage.id,
         outDir: hlsDir,
         slots: s.slots,
+        ...(s.rtcPorts ? { avoidPorts: [s.rtcPorts] } : {}),
         segmentSeconds: s.segmentSeconds,
         partSeconds: s.partSeconds,
         lowLatency: s.lowLatency,

@@ -33,6 +33,8 @@ export interface UsageTicks {
 export interface BroadcastSettings {
   /** Mixer inputs: the stage's performer limit. */
   slots: number;
+  /** The mediasoup workers' RTC ports: the mix's own UDP inputs stay out of them. */
+  rtcPorts?: { min: number; max: number };
   segmentSeconds: number;
   partSeconds: number;
   lowLatency: boolean;
