@@ -82,8 +82,16 @@ describe('e2e: a performer who reloads the page resumes as the same performer', 
     // The reload shows in her track as one break in the bursts' 1 s rhythm (the page's microphone starts its file
     // again): her bursts are there on both sides of it, in the same track.
     // (A burst already sounding when the track began is cut: its onset is not one.)
+    // Likewise after the reload: when the new page's stream starts during one of its bursts, that cut burst shows as
+    // an onset less than a period before the next one; it belongs to the break (the rhythm resumes at the next).
     const onsets = toneOnsets(pcm, 440).filter((t) => t > 0.5);
-    const breaks = onsets.slice(1).map((t, i) => ({ from: onsets[i]!, to: t })).filter((g) => Math.abs(g.to - g.from - 1) > 0.15);
+    const irregular = onsets.slice(1).map((t, i) => ({ from: onsets[i]!, to: t })).filter((g) => Math.abs(g.to - g.from - 1) > 0.15);
+    const breaks = irregular.reduce<{ from: number; to: number }[]>((out, g) => {
+      const last = out.at(-1);
+      if (last && last.to === g.from && g.to - g.from < 1 - 0.15) last.to = g.to;
+      else out.push({ ...g });
+      return out;
+    }, []);
     expect(breaks, `one break in the rhythm (onsets ${onsets.map((t) => t.toFixed(2)).join(' ')})`).to.have.length(1);
     const gap = breaks[0]!;
     const before = onsets.filter((t) => t <= gap.from);
