@@ -1,5 +1,6 @@
 // The documentation's screenshots, made from the real pages: `npm run docs:screenshots` writes docs/call-queue.png
-// (a performer page with a caller on air and two waiting). Real app, real Chromium, fake microphones.
+// (a performer page with a caller on air and two waiting) and docs/encoder-panel.png (its encoder panel while an
+// OBS-shaped WHIP publisher publishes). Real app, real Chromium, fake microphones, node-datachannel for the encoder.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createStage, startTestApp, transition } from '../test/support/app.ts';
@@ -7,6 +8,7 @@ import { BrowserSet, launchPerformerBrowser } from '../test/support/browser.ts';
 import { connectClient } from '../test/support/client.ts';
 import { pulseWav, TempDir } from '../test/support/media.ts';
 import type { ListenContract } from '../services/shared/listen.ts';
+import { WhipPublisher } from '../test/support/whip.ts';
 
 const DOCS = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'docs');
 
@@ -23,7 +25,7 @@ try {
 
   const caller = await callerBrowser.newPage();
   await caller.goto(`${app.url}/listen/${stage.id}`);
-  await caller.getByLabel('Your name').first().fill('Carla');
+  await caller.getByLabel('Name on air').fill('Carla');
   await caller.getByLabel('Topic (optional)').fill('The new tram line');
   await caller.getByRole('button', { name: 'Request to speak' }).click();
   await host.locator('#call-queue li[data-status="waiting"]').waitFor();
@@ -42,6 +44,20 @@ try {
   const section = host.locator('section.calls');
   await section.screenshot({ path: path.join(DOCS, 'call-queue.png') });
   console.log(`wrote ${path.join(DOCS, 'call-queue.png')}`);
+
+  const obs = new WhipPublisher();
+  try {
+    const res = await obs.publish(`${app.url}/whip/${stage.id}?name=Studio%20OBS`, stage.performerKey);
+    if (res.status !== 201 || !(await obs.opened())) throw new Error(`WHIP publish failed: ${res.status} ${res.answer}`);
+    await obs.startAudio({ freq: 330, levelDb: -14 });
+    await host.waitForFunction(() => document.getElementById('encoder-state')?.dataset['state'] === 'publishing', null, { timeout: 15_000 });
+    await host.locator('section.encoder details').evaluate((d) => ((d as HTMLDetailsElement).open = true));
+    await new Promise((r) => setTimeout(r, 2500));
+    await host.locator('section.encoder').screenshot({ path: path.join(DOCS, 'encoder-panel.png') });
+    console.log(`wrote ${path.join(DOCS, 'encoder-panel.png')}`);
+  } finally {
+    await obs.close();
+  }
 } finally {
   for (const c of clients) c.close();
   await callerBrowser.close();

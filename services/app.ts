@@ -28,6 +28,7 @@ import { StageRegistry } from './sfu/registry.ts';
 import { WorkerPool } from './sfu/workerPool.ts';
 import { ListenerSignaling } from './signaling/listeners.ts';
 import { CallDesk, storedRates } from './calls/desk.ts';
+import { WhipIngest } from './whip/ingest.ts';
 import { SignalingServer } from './signaling/server.ts';
 import { StageCatalog } from './stages/catalog.ts';
 import { StageLinks } from './stages/links.ts';
@@ -57,6 +58,8 @@ export interface App {
   readonly listeners: ListenerSignaling;
   /** Call-in: every stage's call queue and calls on air. */
   readonly calls: CallDesk;
+  /** WHIP ingest: encoders publishing into stages. */
+  readonly whip: WhipIngest;
   /** Prometheus metrics (GET /metrics) and the listener estimate. */
   readonly metrics: AppMetrics;
   /** The /admin namespace (live snapshots for the /admin page). */
@@ -191,6 +194,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     const sessions = new SessionRecorder({ registry, writes });
     cleanups.push(() => sessions.close());
     const stages = new StageCatalog({ db, registry, admission, links, log });
+    const whip = new WhipIngest({ registry, stages, admission, settings: { rtpTimeoutMs: config.whip.rtpTimeoutMs, attemptsPerMinute: config.rateLimits.joinPerMinute }, log });
+    cleanups.push(() => whip.close());
     const onAir = new OnAir({ catalog: stages, registry, admission });
 
     await archiver.start();
@@ -209,6 +214,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       onAir,
       timeline,
       calls,
+      whip: { ingest: whip, iceServers: config.whip.iceServers },
       admission,
       pool,
       db,
@@ -314,6 +320,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       signaling,
       listeners,
       calls,
+      whip,
       liveOrigin: web.live,
       metrics,
       admin,

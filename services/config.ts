@@ -61,6 +61,11 @@ export const ENV_SCHEMA = z
     CALL_REQUEST_TTL_SECONDS: z.coerce.number({ error: 'must be a number of seconds 5-3600' }).min(5).max(3600).default(120),
     CALL_RTP_TIMEOUT_SECONDS: z.coerce.number({ error: 'must be a number of seconds 2-120' }).min(2).max(120).default(10),
     CALL_REQUESTS_PER_MINUTE: z.coerce.number({ error: 'must be a whole number 1-1000' }).int().min(1).max(1000).default(5),
+    WHIP_RTP_TIMEOUT_SECONDS: z.coerce.number({ error: 'must be a number of seconds 2-120' }).min(2).max(120).default(10),
+    WHIP_ICE_SERVERS: z
+      .string()
+      .regex(/^(stuns?|turns?):[^\s,<>"]+(,(stuns?|turns?):[^\s,<>"]+)*$/, 'must be comma-separated stun:/turn: URLs')
+      .optional(),
     RATE_LIMIT_JOIN_PER_MINUTE: z.coerce.number({ error: 'must be a whole number 1-100000' }).int().min(1).max(100_000).default(30),
     RATE_LIMIT_WRITE_PER_MINUTE: z.coerce.number({ error: 'must be a whole number 1-100000' }).int().min(1).max(100_000).default(120),
   })
@@ -98,6 +103,8 @@ export interface Config {
   stage: { maxPerformers: number; rejoinWaitSeconds: number };
   /** Call-in (docs/calls.md): the queue per stage, how long a request waits, when a silent caller is lost, requests per address. */
   calls: { queueMax: number; requestTtlMs: number; rtpTimeoutMs: number; requestsPerMinute: number };
+  /** WHIP ingest (docs/whip.md): when a silent publisher is removed, and ICE servers to offer in Link headers. */
+  whip: { rtpTimeoutMs: number; iceServers: string[] };
   /** Where database writes held through an outage are journaled (replayed at the next start). */
   journalDir: string;
   cdn: { dir: string; publicHlsBaseUrl: string | null };
@@ -179,6 +186,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       rtpTimeoutMs: env.CALL_RTP_TIMEOUT_SECONDS * 1000,
       requestsPerMinute: env.CALL_REQUESTS_PER_MINUTE,
     },
+    whip: { rtpTimeoutMs: env.WHIP_RTP_TIMEOUT_SECONDS * 1000, iceServers: env.WHIP_ICE_SERVERS?.split(',') ?? [] },
     journalDir: path.resolve(env.JOURNAL_DIR ?? path.join(PROJECT_ROOT, 'data', 'journal')),
     cdn: {
       dir: path.resolve(env.CDN_DIR ?? path.join(PROJECT_ROOT, 'cdn')),

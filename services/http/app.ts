@@ -17,7 +17,7 @@ import type { PageBundle } from '../pages/bundle.ts';
 import type { WorkerPool } from '../sfu/workerPool.ts';
 import { HTTP_STATUS, type ErrorCode } from '../shared/errors.ts';
 import { stageIdSchema } from '../shared/ids.ts';
-import { createStageBody, emptyBody, type Health, type StageCreated, type StageTransition, type StageView } from '../shared/rest.ts';
+import { createStageBody, emptyBody, type EncoderList, type Health, type StageCreated, type StageTransition, type StageView } from '../shared/rest.ts';
 import { performerEventSchema, type TimelineEvent, type TimelineSnapshot } from '../shared/timeline.ts';
 import type { StageCatalog } from '../stages/catalog.ts';
 import type { TimelineService } from '../timeline/service.ts';
@@ -26,6 +26,8 @@ import { LIVE_MAX_BUFFERED, type LiveFastPath, LiveHolds, type LivePlaylists, li
 import { LiveFileCache } from './liveCache.ts';
 import { openApiJson } from './openapi.ts';
 import { callsRouter } from './calls.ts';
+import { whipRouter } from './whip.ts';
+import type { WhipIngest } from '../whip/ingest.ts';
 import { recordingsRouter } from './recordings.ts';
 import { parseWith, wrap } from './util.ts';
 
@@ -38,6 +40,8 @@ export interface HttpDeps {
   timeline: TimelineService;
   /** Call-in (REST: a stage's calls, one call, the rate). */
   calls?: CallDesk;
+  /** WHIP ingest at /whip (docs/whip.md), and the ICE servers its answers name in Link headers. */
+  whip?: { ingest: WhipIngest; iceServers: readonly string[] };
   admission: Admission;
   pool: WorkerPool;
   db: Db;
@@ -197,6 +201,20 @@ export function createHttpApp(deps: HttpDeps): express.Express {
     }),
   );
 
+  // The stage's WHIP publishers (OBS…) with their state and level, for the performer page's encoder panel.
+  if (deps.whip) {
+    const ingest = deps.whip.ingest;
+    api.get(
+      '/stages/:id/encoders',
+      wrap(async (req, res) => {
+        const id = stageIdParam(req);
+        const admin = await authorizeStage(req, res, id);
+        if (admin && !(await deps.stages.record(id))) throw new RequestError('NOT_FOUND', 'no such stage');
+        const body: EncoderList = { stageId: id, whipUrl: deps.stages.links.urls(id).whipUrl, encoders: ingest.view(id) };
+        res.json(body);
+      }),
+    );
+  }
   if (deps.calls) api.use(callsRouter({ calls: deps.calls, stages: deps.stages, db: deps.db, authorizeStage, requireAdmin }));
   if (deps.archiver) api.use(recordingsRouter({ archiver: deps.archiver, stages: deps.stages, db: deps.db, downloadTtlSeconds: deps.downloadTtlSeconds }));
 
@@ -283,6 +301,10 @@ export function createHttpApp(deps: HttpDeps): express.Express {
     res.send(asset.body);
   });
   app.get('/', (_req, res) => res.type('text').send('stage-radio: see /healthz, /api/stages/<id>, /stage/<id>?key=<performerKey>\n'));
+
+  if (deps.whip) {
+    app.use('/whip', whipRouter({ ...deps.whip, onError: (err) => log.error('WHIP request failed', { error: err instanceof Error ? err.stack : String(err) }) }));
+  }
 
   app.use('/live', liveRouter(deps.cdnDir, { cache: deps.liveCache, holds: deps.liveHolds, livePlaylists: deps.livePlaylists, onPlaylist: listenerSeen(deps) }));
 

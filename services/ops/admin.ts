@@ -248,6 +248,7 @@ export class AdminService {
     const performers = (stage?.performers ?? []).map((p) => ({
       id: p.id,
       displayName: p.displayName,
+      role: p.role,
       muted: p.muted,
       publishing: p.producer !== null && !p.producer.closed,
       onAir: mixer?.attached.has(p.id) ?? false,

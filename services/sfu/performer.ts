@@ -12,6 +12,8 @@ type PerformerEvents = {
   '@close': [reason: string];
 };
 
+export type PerformerRole = PerformerInfo['role'];
+
 export interface WebRtcTransportSettings {
   listenIp: string;
   announcedIp: string | undefined;
@@ -24,8 +26,11 @@ export interface WebRtcTransportSettings {
 export class Performer extends EventEmitter<PerformerEvents> {
   readonly id: string;
   readonly displayName: string;
-  /** caller: a listener on air through call-in, for the call's length only (their id is the call's). */
-  readonly role: 'performer' | 'caller';
+  /**
+   * caller: a listener on air through call-in, for the call's length only (their id is the call's); encoder: a WHIP
+   * publisher (OBS, GStreamer…), one send transport only.
+   */
+  readonly role: PerformerRole;
   readonly joinedAt = new Date();
   /** This connection's session (a performer who resumes after a reconnect keeps their id and gets a new session). */
   readonly sessionId = crypto.randomUUID();
@@ -41,7 +46,7 @@ export class Performer extends EventEmitter<PerformerEvents> {
   #serverMuted = false;
   #closed = false;
 
-  constructor(args: { id: string; displayName: string; role?: 'performer' | 'caller'; router: ms.Router; rtc: WebRtcTransportSettings; log: Logger }) {
+  constructor(args: { id: string; displayName: string; role?: PerformerRole; router: ms.Router; rtc: WebRtcTransportSettings; log: Logger }) {
     super();
     this.id = args.id;
     this.displayName = args.displayName;

@@ -5,7 +5,7 @@ import type { BroadcastServices } from '../broadcast/services.ts';
 import type { Db } from '../db/db.ts';
 import type { Logger } from '../logger.ts';
 import { InvalidStateError, RequestError } from '../errors.ts';
-import { Performer, type WebRtcTransportSettings } from './performer.ts';
+import { Performer, type PerformerRole, type WebRtcTransportSettings } from './performer.ts';
 import type { PoolWorker } from './workerPool.ts';
 
 /** Opus 48 kHz stereo is the only codec a stage routes. */
@@ -47,6 +47,8 @@ export class Stage extends EventEmitter<StageEvents> {
   #router: ms.Router;
   #levelObserver: ms.AudioLevelObserver;
   #broadcast: Broadcast | null = null;
+  /** The AudioLevelObserver's last report (performers above -70 dBov; empty when all are quiet). */
+  #lastLevels: readonly { performerId: string; volume: number }[] = [];
   #starting: Promise<Broadcast> | null = null;
   #rebuilding = false;
   #ready: Promise<void> = Promise.resolve();
@@ -97,6 +99,7 @@ export class Stage extends EventEmitter<StageEvents> {
 
   #watchMedia(): void {
     const onLevels = (levels: { performerId: string; volume: number }[]) => {
+      this.#lastLevels = levels;
       this.#broadcast?.levels(levels);
       this.emit('audioLevels', levels);
     };
@@ -174,6 +177,11 @@ export class Stage extends EventEmitter<StageEvents> {
     return this.#router.rtpCapabilities;
   }
 
+  /** The last audio levels (dBov) of the stage's performers above -70 dBov. */
+  get levels(): readonly { performerId: string; volume: number }[] {
+    return this.#lastLevels;
+  }
+
   get performers(): Performer[] {
     return [...this.#performers.values()];
   }
@@ -187,7 +195,7 @@ export class Stage extends EventEmitter<StageEvents> {
   }
 
   /** Adds a performer, refusing past the stage's limit. */
-  addPerformer(id: string, displayName: string, role: 'performer' | 'caller' = 'performer'): Performer {
+  addPerformer(id: string, displayName: string, role: PerformerRole = 'performer'): Performer {
     if (this.#closed) throw new InvalidStateError('stage closed');
     if (this.#performers.size >= this.#maxPerformers) {
       throw new RequestError('STAGE_FULL', `this stage is full (${this.#maxPerformers} performers)`);

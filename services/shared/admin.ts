@@ -38,6 +38,8 @@ export type AdminWorker = z.output<typeof adminWorker>;
 const adminPerformer = z.object({
   id: z.string(),
   displayName: z.string(),
+  /** performer (a browser), caller (call-in) or encoder (WHIP: OBS…). */
+  role: z.enum(['performer', 'caller', 'encoder']),
   muted: z.boolean(),
   /** Has an audio producer. */
   publishing: z.boolean(),

@@ -11,7 +11,9 @@ export const performerInfoSchema = z.object({
   displayName: z.string(),
   muted: z.boolean(),
   producerId: z.string().nullable().meta({ description: 'The performer’s audio producer, once they publish.' }),
-  role: z.enum(['performer', 'caller']).meta({ description: 'caller: a listener on air through call-in (their id is the call’s).' }),
+  role: z
+    .enum(['performer', 'caller', 'encoder'])
+    .meta({ description: 'caller: a listener on air through call-in (their id is the call’s); encoder: a WHIP publisher (OBS, GStreamer…).' }),
 });
 export type PerformerInfo = z.output<typeof performerInfoSchema>;
 

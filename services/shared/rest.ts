@@ -36,6 +36,7 @@ export const stageUrlsSchema = z.object({
   performerUrl: url('The performer page, with the key.'),
   listenUrl: url('The public listener page.'),
   hlsUrl: url('The live HLS playlist (PUBLIC_HLS_BASE_URL when set).'),
+  whipUrl: url('Where an encoder (OBS, GStreamer…) publishes with WHIP, the performer key as its Bearer token (docs/whip.md).'),
 });
 export type StageUrls = z.output<typeof stageUrlsSchema>;
 
@@ -64,6 +65,19 @@ export const stageTransitionSchema = stageViewSchema.extend({
   changed: z.boolean().meta({ description: 'false when the stage already was in the asked state (a no-op).' }),
 });
 export type StageTransition = z.output<typeof stageTransitionSchema>;
+
+/** A WHIP publisher (OBS…) on a stage, as its performer page shows it (GET /api/stages/:id/encoders). */
+export const encoderViewSchema = z.object({
+  id: z.string().meta({ description: 'The WHIP session (its Location) and the performer id.' }),
+  name: z.string(),
+  state: z.enum(['connecting', 'publishing']).meta({ description: 'connecting: answered, no audio yet; publishing: its RTP arrives.' }),
+  since: dateTime(),
+  levelDbov: z.number().nullable().meta({ description: 'Its audio level, dBov (-127..0); null when quiet or not known.' }),
+  levelKnown: z.boolean().meta({ description: 'Whether the encoder sends audio levels (the ssrc-audio-level RTP header extension: browsers do, OBS does not).' }),
+});
+export type EncoderView = z.output<typeof encoderViewSchema>;
+export const encoderListSchema = z.object({ stageId: stageIdSchema, whipUrl: z.string(), encoders: z.array(encoderViewSchema) });
+export type EncoderList = z.output<typeof encoderListSchema>;
 
 export const eventPostedSchema = z.object({ event: timelineEventSchema });
 

@@ -20,6 +20,7 @@ export class StageLinks {
       performerUrl: `${base}/stage/${encodeURIComponent(id)}${performerKey ? `?key=${encodeURIComponent(performerKey)}` : ''}`,
       listenUrl: `${base}/listen/${encodeURIComponent(id)}`,
       hlsUrl: `${this.#hlsBase()}/${encodeURIComponent(id)}/index.m3u8`,
+      whipUrl: `${base}/whip/${encodeURIComponent(id)}`,
     };
   }
 

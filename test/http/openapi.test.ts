@@ -53,6 +53,7 @@ describe('OpenAPI document', function () {
       onAir: app.onAir,
       timeline: app.timeline,
       calls: app.calls,
+      whip: { ingest: app.whip, iceServers: [] },
       admission: app.admission,
       pool: app.pool,
       db: app.db,
@@ -193,6 +194,12 @@ describe('OpenAPI document', function () {
     const rateSet = await call('PUT', `/api/stages/${stage.id}/call-rate`, { auth: admin, body: { rate: { currency: 'EUR', amountMinor: 90 } } });
     expect(await rateSet.json()).to.deep.equal({ stageId: stage.id, rate: { currency: 'EUR', amountMinor: 90 } });
     listener.close();
+
+    // The encoder panel's view: the stage's WHIP publishers (none here).
+    const encoders = await call('GET', `/api/stages/${stage.id}/encoders`, { auth: key });
+    expect(await encoders.json()).to.deep.equal({ stageId: stage.id, whipUrl: `${app.url}/whip/${stage.id}`, encoders: [] });
+    await expectError(await call('GET', `/api/stages/${stage.id}/encoders`), 401, 'UNAUTHORIZED');
+    await expectError(await call('GET', '/api/stages/nosuchstage/encoders', { auth: admin }), 404, 'NOT_FOUND');
     await new Promise((r) => setTimeout(r, 3_000));
 
     const stopped = await call('POST', `/api/stages/${stage.id}/stop`, { auth: admin, body: {} });
@@ -260,7 +267,7 @@ describe('OpenAPI document', function () {
     expect(get(404, { ok: false, error: { code: 'NOT_FOUND', message: '' } }).violations.join('\n')).to.match(/\/error\/message must NOT have fewer than 1 characters/);
     expect(c.check({ method: 'GET', url: 'http://127.0.0.1:1/api/stages/abcdef', status: 200, headers: json }).violations.join('\n')).to.match(/not valid JSON/);
     // A 201 without its Location header; an undocumented method or path that is not the router's 404.
-    const created = { ...view, performerKey: 'k', performerUrl: 'http://x/stage/abcdef?key=k' };
+    const created = { ...view, performerKey: 'k', performerUrl: 'http://x/stage/abcdef?key=k', whipUrl: 'http://x/whip/abcdef' };
     const { performers: _p, startedAt: _s, endedAt: _e, ...createdBody } = created;
     expect(get(201, createdBody, { ...json, location: '/api/stages/abcdef' }, '/api/stages', 'POST').violations).to.deep.equal([]);
     expect(get(201, createdBody, json, '/api/stages', 'POST').violations.join('\n')).to.match(/missing required header Location/);

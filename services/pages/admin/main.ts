@@ -132,7 +132,7 @@ function renderStage(s: AdminStage): HTMLElement {
         const row = el(
           'tr',
           {},
-          el('td', { text: p.displayName }),
+          el('td', { text: p.role === 'performer' ? p.displayName : `${p.displayName} (${p.role === 'caller' ? 'caller' : 'encoder'})` }),
           el('td', { text: p.muted ? 'muted' : '' }),
           el('td', { text: p.onAir ? 'on air' : p.publishing ? 'publishing' : 'joining' }),
           el('td', { className: 'num', text: String(p.consumers) }),

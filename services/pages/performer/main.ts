@@ -9,6 +9,7 @@
 import { Device, type types as mc } from 'mediasoup-client';
 import { io } from 'socket.io-client';
 import type { CallView } from '../../shared/calls.ts';
+import type { EncoderList } from '../../shared/rest.ts';
 import type { PerformerInfo, StageStatus } from '../../shared/model.ts';
 import type { StageContract, StageRequest, StageRequestName, StageResponse } from '../../shared/stage.ts';
 import { requester, type ContractSocket } from '../client.ts';
@@ -75,6 +76,13 @@ const ui = {
   callQueue: $<HTMLOListElement>('call-queue'),
   callsEmpty: $<HTMLParagraphElement>('calls-empty'),
   callError: $<HTMLParagraphElement>('call-error'),
+  whipUrl: $<HTMLElement>('whip-url'),
+  whipToken: $<HTMLElement>('whip-token'),
+  copyWhipUrl: $<HTMLButtonElement>('copy-whip-url'),
+  copyWhipToken: $<HTMLButtonElement>('copy-whip-token'),
+  encoderState: $<HTMLParagraphElement>('encoder-state'),
+  encoderLevel: $<HTMLMeterElement>('encoder-level'),
+  encoderLevelLabel: $<HTMLLabelElement>('encoder-level-label'),
 };
 
 const stageId = decodeURIComponent(location.pathname.split('/').filter(Boolean)[1] ?? '');
@@ -228,7 +236,7 @@ function showError(code: string, message: string): void {
 
 function renderPerformers(): void {
   for (const r of remotes.values()) {
-    const role = r.info.role === 'caller' ? ' (caller)' : '';
+    const role = r.info.role === 'caller' ? ' (caller)' : r.info.role === 'encoder' ? ' (encoder)' : '';
     r.li.textContent = `${r.info.displayName}${role}${r.info.muted ? ' (muted)' : ''}${r.consumer ? '' : ' (connecting)'}`;
   }
 }
@@ -857,6 +865,57 @@ function drawMeter(): void {
 }
 requestAnimationFrame(drawMeter);
 
+// --- "Use OBS or another encoder": the WHIP URL and token, and what the stage's encoders are doing (polled) ---
+
+const ENCODER_POLL_MS = 1000;
+let encoders: EncoderList['encoders'] = [];
+
+function copyButton(button: HTMLButtonElement, text: () => string): void {
+  button.addEventListener('click', () => {
+    void navigator.clipboard?.writeText(text()).then(
+      () => {
+        button.textContent = 'Copied';
+        window.setTimeout(() => (button.textContent = 'Copy'), 1500);
+      },
+      () => undefined,
+    );
+  });
+}
+
+function showEncoders(list: EncoderList): void {
+  ui.whipUrl.textContent = list.whipUrl;
+  encoders = list.encoders;
+  const publishing = encoders.filter((e) => e.state === 'publishing');
+  const state = publishing.length > 0 ? 'publishing' : encoders.length > 0 ? 'connecting' : 'waiting';
+  ui.encoderState.dataset['state'] = state;
+  ui.encoderState.textContent =
+    state === 'publishing' ? `Publishing: ${publishing.map((e) => e.name).join(', ')} (in the mix and on stage).`
+    : state === 'connecting' ? `${encoders.map((e) => e.name).join(', ')} connected, waiting for audio…`
+    : 'Waiting for an encoder…';
+  const level = Math.max(-127, ...publishing.map((e) => e.levelDbov ?? -127));
+  ui.encoderLevel.value = Math.max(-70, level);
+  // The level comes from the RTP audio-level extension, which OBS does not send (browsers do).
+  const unknown = publishing.length > 0 && publishing.every((e) => !e.levelKnown);
+  ui.encoderLevelLabel.hidden = unknown;
+  if (unknown) ui.encoderState.textContent += ' Its level is not shown: this encoder sends no audio level.';
+}
+
+async function pollEncoders(): Promise<void> {
+  try {
+    const res = await fetch(`/api/stages/${encodeURIComponent(stageId)}/encoders`, { headers: { authorization: `Bearer ${key}` }, cache: 'no-store' });
+    if (res.ok) showEncoders((await res.json()) as EncoderList);
+  } catch {
+    // the next poll tries again
+  } finally {
+    window.setTimeout(() => void pollEncoders(), ENCODER_POLL_MS);
+  }
+}
+
+ui.whipUrl.textContent = `${location.origin}/whip/${encodeURIComponent(stageId)}`;
+ui.whipToken.textContent = key;
+copyButton(ui.copyWhipUrl, () => ui.whipUrl.textContent ?? '');
+copyButton(ui.copyWhipToken, () => key);
+
 /** Read-only hooks for automated tests and diagnostics. */
 declare global {
   interface Window {
@@ -867,6 +926,8 @@ declare global {
       remotes: () => PerformerInfo[];
       /** The stage's open calls as this page shows them. */
       calls: () => CallView[];
+      /** The stage's WHIP encoders as the panel shows them. */
+      encoders: () => EncoderList['encoders'];
       /** Magnitude spectrum (dB) of everything this page hears, with the bin width in Hz. */
       hearingSpectrum: () => { binHz: number; db: number[] };
       sampleRate: number;
@@ -891,6 +952,7 @@ window.stageDebug = {
   joins: () => joins,
   remotes: () => [...remotes.values()].map((r) => r.info),
   calls: () => calls.map((c) => ({ ...c })),
+  encoders: () => encoders.map((e) => ({ ...e })),
   hearingSpectrum: () => {
     const buf = new Float32Array(hearing.frequencyBinCount);
     hearing.getFloatFrequencyData(buf);
@@ -918,4 +980,7 @@ window.stageDebug = {
 };
 
 if (!stageId || !key) showError('UNAUTHORIZED', 'missing stage id or key');
-else setState('idle', 'Ready. Enter your name and join.');
+else {
+  setState('idle', 'Ready. Enter your name and join.');
+  void pollEncoders();
+}
