@@ -22,13 +22,14 @@ describe('REST API', function () {
     const res = await fetch(`${app.url}/api/stages`, { method: 'POST', headers: admin, body: JSON.stringify({ title: '  Morning show ' }) });
     expect(res.status).to.equal(201);
     const body = (await res.json()) as Record<string, string>;
-    expect(Object.keys(body).sort()).to.deep.equal(['hlsUrl', 'id', 'listenUrl', 'performerKey', 'performerUrl', 'status', 'title']);
+    expect(Object.keys(body).sort()).to.deep.equal(['hlsUrl', 'id', 'listenUrl', 'performerKey', 'performerUrl', 'status', 'title', 'whipUrl']);
     expect(body['title']).to.equal('Morning show');
     expect(body['status']).to.equal('idle');
     expect(res.headers.get('location')).to.equal(`/api/stages/${body['id']}`);
     expect(Buffer.from(body['performerKey']!, 'base64url').length * 8, 'key bits').to.be.at.least(128);
     expect(body['performerUrl']).to.equal(`${app.url}/stage/${body['id']}?key=${body['performerKey']}`);
     expect(body['listenUrl']).to.equal(`${app.url}/listen/${body['id']}`);
+    expect(body['whipUrl'], 'where an encoder publishes (WHIP)').to.equal(`${app.url}/whip/${body['id']}`);
     expect(body['hlsUrl'], 'HLS URL points at the configured CDN').to.equal(`https://cdn.example.test/live/${body['id']}/index.m3u8`);
 
     const rec = await new StageRepo(app.db).get(body['id']!);
