@@ -38,28 +38,54 @@ export function mixerInputOptions(): string[] {
 }
 
 /**
- * The loudness chain, with no lookahead beyond the limiter's 5 ms (loudnorm would add 3 s of delay): a gentle
- * downward expander below -50 dBFS (room noise is not lifted), a levelling compressor (20:1 above -40 dBFS) with
- * make-up gain to about -16 LUFS, and a limiter at -2 dBFS so nothing clips after AAC. Measured on a steady tone:
- * -30 dBFS in → -16.6 LUFS, -6 dBFS in → -15.4 LUFS (stereo out); see docs/decisions.md.
+ * Each performer's levelling, before the mix (docs/decisions.md, "On-air sound"), from label `from` to label `to`
+ * (`i` keeps the inner labels apart). A gate first: below -62 dBFS RMS a slot is room noise, cut by up to 60 dB, so the
+ * levelling after it never lifts noise and a performer who stops talking does not swell. Then a leveller: 20:1 from
+ * -60 dBFS with 36 dB of make-up, so voices from -40 to -1 dBFS peak come out alike. Its detector charges in
+ * milliseconds (attack 10 ms) and lets go over seconds (release 9 s), so it rides the voice's level and holds it
+ * through pauses; it hears the slot 10 ms ahead of what it levels (a lookahead: `adelay` on the levelled path), so the
+ * first instant of a voice after silence, when the gain is still at its most, is never lifted (without it, a
+ * performer's first packet came out 36 dB too loud for a few milliseconds: a click the limiter turned into a splash).
  */
-export const LOUDNESS_CHAIN = [
-  'agate=threshold=0.003:ratio=2:range=0.06:attack=10:release=250',
-  'acompressor=threshold=0.01:ratio=20:attack=5:release=300:makeup=12:knee=2',
-  'volume=1.7dB',
-  'alimiter=limit=0.79:attack=5:release=50:level=disabled',
-].join(',');
+export function slotLeveller(i: number, from: string, to: string): string {
+  return (
+    `[${from}]agate=threshold=0.0008:ratio=10:range=0.001:attack=5:release=300:detection=rms,asplit=2[lk${i}][la${i}];` +
+    `[la${i}]adelay=delays=10:all=1[ld${i}];` +
+    `[ld${i}][lk${i}]sidechaincompress=threshold=0.001:ratio=20:attack=10:release=9000:makeup=64:knee=4:detection=rms[${to}]`
+  );
+}
+
+/** K-weighting (ITU-R BS.1770, as EBU R128 measures loudness): the RLB high-pass at 38 Hz, +4 dB above 1.7 kHz. */
+const K_WEIGHTING = 'highpass=f=38:t=q:w=0.5,highshelf=f=1682:g=4:t=q:w=0.7071';
 
 /**
- * amix of every slot (no normalization: an absent slot is silence, not a reason to turn the others down), then the
- * loudness chain; `asetpts=N/SR/TB` stamps the mix by its sample count, so the encoder sees one gapless line. Without
- * it the first two frames of a run were 64 samples apart (the RTP inputs' 960-sample Opus frames against amix's
- * first frame), and the first fragment was 0.19333 s: longer than PART-TARGET, which players refuse. The relays
- * (rtp.ts) keep every input gapless in real time, so the sample count is the programme clock.
+ * The programme's master, after the mix: a 20:1 leveller whose detector hears as loudness is measured (K-weighted RMS,
+ * attack and release alike at 2 s, so that speech with its pauses and steady music read alike) with the make-up that
+ * puts speech, music and both together at -16 LUFS integrated; then a limiter at -2.5 dBFS (5 ms of lookahead: the
+ * whole chain's delay) behind a 15 kHz low-pass (the band the AAC keeps at 128 kb/s: the limiter sees what the encoder
+ * will rebuild, so its overshoot stays small), which keeps the AAC's true peak under -1 dBTP. The slots are stereo
+ * (FFmpeg decodes each RTP Opus stream as two channels), and so is the mix. `from` labels the mix; the chain's output
+ * is left unlabelled.
+ */
+export function masterChain(from: string): string {
+  return (
+    `[${from}]asplit=2[${from}m][${from}k];[${from}k]${K_WEIGHTING}[${from}s];` +
+    `[${from}m][${from}s]sidechaincompress=threshold=0.01:ratio=20:attack=2000:release=2000:makeup=12:knee=6:detection=rms,` +
+    'lowpass=f=15000,alimiter=limit=0.75:attack=5:release=50:level=disabled'
+  );
+}
+
+/**
+ * Each slot levelled, then amix of every slot (no normalization: an absent slot is silence, not a reason to turn the
+ * others down), then the master; `asetpts=N/SR/TB` stamps the mix by its sample count, so the encoder sees one
+ * gapless line. Without it the first two frames of a run were 64 samples apart (the RTP inputs' 960-sample Opus
+ * frames against amix's first frame), and the first fragment was 0.19333 s: longer than PART-TARGET, which players
+ * refuse. The relays (rtp.ts) keep every input gapless in real time, so the sample count is the programme clock.
  */
 export function mixerFilter(inputs: number): string {
-  const labels = Array.from({ length: inputs }, (_, i) => `[0:a:${i}]`).join('');
-  return `${labels}amix=inputs=${inputs}:normalize=0:dropout_transition=0,${LOUDNESS_CHAIN},asetpts=N/SR/TB[mix]`;
+  const slots = Array.from({ length: inputs }, (_, i) => `${slotLeveller(i, `0:a:${i}`, `lv${i}`)};`).join('');
+  const labels = Array.from({ length: inputs }, (_, i) => `[lv${i}]`).join('');
+  return `${slots}${labels}amix=inputs=${inputs}:normalize=0:dropout_transition=0[sum];${masterChain('sum')},asetpts=N/SR/TB[mix]`;
 }
 
 /**

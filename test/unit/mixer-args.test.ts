@@ -27,12 +27,17 @@ describe('mixer SDP and FFmpeg arguments', () => {
     expect(mixerInputOptions()).to.deep.equal(['-protocol_whitelist', 'file,rtp,udp', '-probesize', '32', '-analyzeduration', '0']);
   });
 
-  it('filter: amix of every slot without normalization, then the loudness chain', () => {
-    expect(mixerFilter(3)).to.equal(
-      '[0:a:0][0:a:1][0:a:2]amix=inputs=3:normalize=0:dropout_transition=0,' +
-        'agate=threshold=0.003:ratio=2:range=0.06:attack=10:release=250,' +
-        'acompressor=threshold=0.01:ratio=20:attack=5:release=300:makeup=12:knee=2,' +
-        'volume=1.7dB,alimiter=limit=0.79:attack=5:release=50:level=disabled,asetpts=N/SR/TB[mix]',
+  it('filter: each slot gated and levelled (10 ms lookahead), amix without normalization, then the K-weighted master and the limiter', () => {
+    const slot = (i: number) =>
+      `[0:a:${i}]agate=threshold=0.0008:ratio=10:range=0.001:attack=5:release=300:detection=rms,asplit=2[lk${i}][la${i}];` +
+      `[la${i}]adelay=delays=10:all=1[ld${i}];` +
+      `[ld${i}][lk${i}]sidechaincompress=threshold=0.001:ratio=20:attack=10:release=9000:makeup=64:knee=4:detection=rms[lv${i}];`;
+    expect(mixerFilter(2)).to.equal(
+      slot(0) + slot(1) +
+        '[lv0][lv1]amix=inputs=2:normalize=0:dropout_transition=0[sum];' +
+        '[sum]asplit=2[summ][sumk];[sumk]highpass=f=38:t=q:w=0.5,highshelf=f=1682:g=4:t=q:w=0.7071[sums];' +
+        '[summ][sums]sidechaincompress=threshold=0.01:ratio=20:attack=2000:release=2000:makeup=12:knee=6:detection=rms,' +
+        'lowpass=f=15000,alimiter=limit=0.75:attack=5:release=50:level=disabled,asetpts=N/SR/TB[mix]',
     );
   });
 
