@@ -6,8 +6,10 @@ import type { BaselineResult, CostResult } from './cost.ts';
 import type { IngestLatency, OnAirLatency } from './latency.ts';
 import type { HeldReloads, LlCost } from './llhls.ts';
 import type { OriginResult } from './origin.ts';
+import type { SoundBench } from './sound.ts';
 
 export interface BenchResults {
+  sound: SoundBench | null;
   cost: CostResult | null;
   baseline: BaselineResult | null;
   ingest: IngestLatency | null;
@@ -30,6 +32,29 @@ const met = (ok: boolean | null) => (ok === null ? '—' : ok ? 'yes' : '**no**'
 export function tableRows(r: BenchResults): Row[] {
   const rows: Row[] = [];
   const c = r.cost;
+  const snd = r.sound;
+  if (snd) {
+    // Against a whole stage's cost at 1 stage in this run, when it was measured.
+    const stage = c?.points[0]?.coresPerStage;
+    const share = stage ? snd.addedCores / stage : null;
+    rows.push([
+      'Sound chain: CPU it adds per stage',
+      `${snd.addedCores >= 0 ? '+' : ''}${f3(snd.addedCores)} cores${share !== null ? ` (${(share * 100).toFixed(1)} % of a stage)` : ''}`,
+      '≤ +15 % of a stage',
+      met(share === null ? null : share <= 0.15),
+      `the mixer's FFmpeg (${snd.slots} Opus slots, the graph, AAC 128k) offline on ${snd.programmeSeconds} s of a 4-performer programme, ${snd.rounds} rounds of each chain alternately: ` +
+        `${snd.current.median.toFixed(4)} cores per stage (rounds ${snd.current.coresPerStage.map((x) => x.toFixed(4)).join(', ')}) against ${snd.previous.median.toFixed(4)} with the chain before (${snd.previous.coresPerStage.map((x) => x.toFixed(4)).join(', ')}), ` +
+        `${(snd.current.median / snd.previous.median).toFixed(2)}× the FFmpeg's cost` +
+        (stage ? `; a stage at 1 stage on air cost ${f3(stage)} cores in this run` : ''),
+    ]);
+    rows.push([
+      'Sound chain: delay it adds',
+      `${snd.current.delayMs.toFixed(1)} ms`,
+      '≤ 100 ms',
+      met(snd.current.delayMs <= 100),
+      `where the programme best matches the slot it carries (cross-correlation, searched to 500 ms); the chain before: ${snd.previous.delayMs.toFixed(1)} ms`,
+    ]);
+  }
   if (c) {
     for (const p of c.points) {
       const s = p.perStage;

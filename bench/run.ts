@@ -1,7 +1,7 @@
 // `npm run bench [-- --quick] [-- --browser | --no-browser]`: runs the benchmarks, prints a table, writes
 // bench/results/<timestamp>.{json,md,svg}. A benchmark reports; nothing fails because the machine is slow.
 //
-// Order: (1) cost per stage, alone on the machine (as far as this run goes), with the baseline side by side at 1 stage;
+// Order: (0) the sound chain's cost and delay against the chain before it, offline FFmpeg alone; (1) cost per stage, alone on the machine (as far as this run goes), with the baseline side by side at 1 stage;
 // (2) the latencies (server side, then in Chromium) and the held LL-HLS reloads, alone too: a listener's latency on a
 // machine busy with other work measures that work; (3) the archive broadcasts start in a process of their own and,
 // while they run, the baseline at more stages and the origin are measured; (4) the archive's stop → archived when its
@@ -14,6 +14,7 @@ import path from 'node:path';
 import type { App } from '../services/app.ts';
 import { loadConfig } from '../services/config.ts';
 import { startTestApp } from '../test/support/app.ts';
+import { TempDir } from '../test/support/media.ts';
 import { benchArchiveInChild } from './archive.ts';
 import { benchBrowserLatency } from './browser.ts';
 import { benchBaseline, benchCost, onAirStage, PERFORMER_TONES } from './cost.ts';
@@ -22,6 +23,7 @@ import { benchHeldReloads, benchLlCost } from './llhls.ts';
 import { benchOrigin } from './origin.ts';
 import { costSvg, markdownTable, tableRows, type BenchResults } from './report.ts';
 import { RtpSender } from './sender.ts';
+import { benchSound } from './sound.ts';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -32,8 +34,8 @@ const elapsed = () => ((performance.now() - t0) / 1000).toFixed(0).padStart(4);
 const log = (s: string) => process.stderr.write(`[bench ${elapsed()} s] ${s}\n`);
 
 const plan = quick
-  ? { costKs: [1, 5], baselineKs: [5], warmup: 5, baselineWarmup: 3, window: 10, idle: 5, markers: 10, onAirRuns: 3, listenSeconds: 20, originSeconds: 5, archiveSeconds: 60, heldConnections: 1000, heldRounds: 2, llStages: 2, llWindows: 2 }
-  : { costKs: [1, 5, 10, 20, 30], baselineKs: [10], warmup: 5, baselineWarmup: 5, window: 20, idle: 10, markers: 20, onAirRuns: 5, listenSeconds: 40, originSeconds: 10, archiveSeconds: 600, heldConnections: 5000, heldRounds: 5, llStages: 3, llWindows: 5 };
+  ? { soundSeconds: 30, soundRounds: 3, costKs: [1, 5], baselineKs: [5], warmup: 5, baselineWarmup: 3, window: 10, idle: 5, markers: 10, onAirRuns: 3, listenSeconds: 20, originSeconds: 5, archiveSeconds: 60, heldConnections: 1000, heldRounds: 2, llStages: 2, llWindows: 2 }
+  : { soundSeconds: 60, soundRounds: 7, costKs: [1, 5, 10, 20, 30], baselineKs: [10], warmup: 5, baselineWarmup: 5, window: 20, idle: 10, markers: 20, onAirRuns: 5, listenSeconds: 40, originSeconds: 10, archiveSeconds: 600, heldConnections: 5000, heldRounds: 5, llStages: 3, llWindows: 5 };
 const ORIGIN_CONNECTIONS = 1000;
 
 function ffmpegVersion(): string {
@@ -57,7 +59,7 @@ const machine = {
 
 const started = new Date();
 const phases: Record<string, number> = {};
-const results: BenchResults = { cost: null, baseline: null, ingest: null, onAir: null, browser: null, origin: null, held: null, llCost: null, archive: null, errors: {} };
+const results: BenchResults = { sound: null, cost: null, baseline: null, ingest: null, onAir: null, browser: null, origin: null, held: null, llCost: null, archive: null, errors: {} };
 
 /** Runs one measure; a failure is reported in the table, and the other measures go on. */
 async function measure<T>(name: string, fn: () => Promise<T>): Promise<T | null> {
@@ -87,9 +89,19 @@ const startArchive = () => {
 try {
   await sender.prepare([...PERFORMER_TONES, 0], [{ freq: MARKER_HZ, seconds: MARKER_SECONDS }]);
 
-  // (1) Cost per stage.
-  // The app's settings as startTestApp configures it (the defaults): the mixer's slot count, segments, bitrate.
+  // (0) The sound chain against the one before it.
   const defaults = loadConfig({});
+  const soundDir = new TempDir();
+  try {
+    results.sound = await measure('sound chain', async () =>
+      benchSound({ dir: soundDir, slots: defaults.stage.maxPerformers, seconds: plan.soundSeconds, rounds: plan.soundRounds, log }),
+    );
+  } finally {
+    soundDir.remove();
+  }
+
+  // (1) Cost per stage.
+  // The app's settings as startTestApp configures it (the defaults, above): the mixer's slot count, segments, bitrate.
   const slots = defaults.stage.maxPerformers;
   results.cost = await measure('cost per stage', () =>
     benchCost({

@@ -59,19 +59,17 @@ export function slotLeveller(i: number, from: string, to: string): string {
 const K_WEIGHTING = 'highpass=f=38:t=q:w=0.5,highshelf=f=1682:g=4:t=q:w=0.7071';
 
 /**
- * The programme's master, after the mix: a 20:1 leveller whose detector hears as loudness is measured (K-weighted RMS,
- * attack and release alike at 2 s, so that speech with its pauses and steady music read alike) with the make-up that
- * puts speech, music and both together at -16 LUFS integrated; then a limiter at -2.5 dBFS (5 ms of lookahead: the
- * whole chain's delay) behind a 15 kHz low-pass (the band the AAC keeps at 128 kb/s: the limiter sees what the encoder
- * will rebuild, so its overshoot stays small), which keeps the AAC's true peak under -1 dBTP. The slots are stereo
- * (FFmpeg decodes each RTP Opus stream as two channels), and so is the mix. `from` labels the mix; the chain's output
- * is left unlabelled.
+ * The programme's master, after the mix: a 20:1 leveller whose detector hears as loudness is measured (the mix in mono,
+ * K-weighted; RMS with attack and release alike at 2 s, so that speech with its pauses, steady music and a tone read
+ * alike) with the make-up that puts them at -16 LUFS integrated; then a limiter at -2.5 dBFS (5 ms of lookahead),
+ * which keeps the AAC's true peak under -1 dBTP. The slots are stereo (FFmpeg decodes each RTP Opus stream as two
+ * channels), and so is the mix. `from` labels the mix; the chain's output is left unlabelled.
  */
 export function masterChain(from: string): string {
   return (
-    `[${from}]asplit=2[${from}m][${from}k];[${from}k]${K_WEIGHTING}[${from}s];` +
+    `[${from}]asplit=2[${from}m][${from}k];[${from}k]pan=mono|c0=0.5*c0+0.5*c1,${K_WEIGHTING}[${from}s];` +
     `[${from}m][${from}s]sidechaincompress=threshold=0.01:ratio=20:attack=2000:release=2000:makeup=12:knee=6:detection=rms,` +
-    'lowpass=f=15000,alimiter=limit=0.75:attack=5:release=50:level=disabled'
+    'alimiter=limit=0.75:attack=5:release=50:level=disabled'
   );
 }
 

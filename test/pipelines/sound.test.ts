@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import { mixerFilter } from '../../pipelines/mixer/ffmpegArgs.ts';
 import { SAMPLE_RATE, median } from '../support/audio.ts';
 import {
-  atPeak, concat, filterOffline, loudness, mixOffline, music, pinkNoise, rmsOf, silence, slotsInput, speech, sum,
+  atPeak, bestLag, concat, filterOffline, loudness, mixOffline, music, pinkNoise, rmsOf, silence, slotsInput, speech, sum,
   type Loudness, type Pcm,
 } from '../support/corpus.ts';
 import { TempDir } from '../support/media.ts';
@@ -194,32 +194,3 @@ describe('pipeline: on-air sound on speech and music (offline, the mixer\'s own 
     expect(lagSec, 'delay (s)').to.be.within(0, 0.1);
   });
 });
-
-/**
- * The lag (samples, 0 … maxLag) at which `b` best matches `a` (normalized cross-correlation), over `length` samples
- * from `from`: first on 4× decimated signals, then at full rate around the best.
- */
-function bestLag(a: Pcm, b: Pcm, from: number, length: number, maxLag: number): number {
-  const corr = (x: Pcm, y: Pcm, f: number, n: number, lag: number, step: number) => {
-    let xy = 0, yy = 0;
-    for (let i = f; i < f + n; i += step) {
-      const yv = y[i + lag] ?? 0;
-      xy += x[i]! * yv;
-      yy += yv * yv;
-    }
-    return xy / Math.sqrt(yy + 1e-30);
-  };
-  let best = 0;
-  let bestC = -Infinity;
-  for (let lag = 0; lag <= maxLag; lag += 4) {
-    const c = corr(a, b, from, length, lag, 4);
-    if (c > bestC) [best, bestC] = [lag, c];
-  }
-  let fine = best;
-  bestC = -Infinity;
-  for (let lag = Math.max(0, best - 8); lag <= best + 8; lag++) {
-    const c = corr(a, b, from, length, lag, 1);
-    if (c > bestC) [fine, bestC] = [lag, c];
-  }
-  return fine;
-}

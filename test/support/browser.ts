@@ -42,11 +42,15 @@ export async function launchPerformerBrowser(micWav: string, opts: { grantMic?: 
   });
 }
 
-/** Opens the performer page and joins; resolves once the page says it is publishing. */
-export async function joinAsPerformer(browser: Browser, performerUrl: string, name: string): Promise<Page> {
+/**
+ * Opens the performer page and joins; resolves once the page says it is publishing. With `raw` (the default) the page's
+ * raw=1 turns the browser's voice processing off, so the fake microphone's file arrives as it is; `raw: false` keeps the
+ * defaults a performer gets (echo cancellation, noise suppression, auto gain).
+ */
+export async function joinAsPerformer(browser: Browser, performerUrl: string, name: string, opts: { raw?: boolean } = {}): Promise<Page> {
   const page = await browser.newPage();
   page.on('pageerror', (err) => process.stderr.write(`[page ${name}] ${err.message}\n`));
-  await page.goto(`${performerUrl}&name=${encodeURIComponent(name)}&raw=1`);
+  await page.goto(`${performerUrl}&name=${encodeURIComponent(name)}${opts.raw === false ? '' : '&raw=1'}`);
   await page.getByRole('button', { name: 'Join stage' }).click();
   await page.waitForFunction(() => document.body.dataset['state'] === 'publishing', null, { timeout: 15_000 });
   return page;

@@ -125,9 +125,9 @@ export function music(dir: TempDir, name: string, spec: MusicSpec): Pcm {
   return loopTo(decodeToPcm(f), spec.seconds);
 }
 
-/** Writes PCM as a 48 kHz mono float WAV. */
-export function writeWav(file: string, pcm: Pcm): string {
-  execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'f32le', '-ar', String(SAMPLE_RATE), '-ac', '1', '-i', 'pipe:0', '-c:a', 'pcm_f32le', file], {
+/** Writes PCM as a 48 kHz mono WAV: float, or 16-bit (what Chromium's fake microphone plays). */
+export function writeWav(file: string, pcm: Pcm, codec: 'pcm_f32le' | 'pcm_s16le' = 'pcm_f32le'): string {
+  execFileSync('ffmpeg', ['-v', 'error', '-y', '-f', 'f32le', '-ar', String(SAMPLE_RATE), '-ac', '1', '-i', 'pipe:0', '-c:a', codec, file], {
     input: Buffer.from(pcm.buffer, pcm.byteOffset, pcm.byteLength),
   });
   return file;
@@ -183,4 +183,33 @@ export function filterOffline(input: string, filter: string): Pcm {
   const r = spawnSync('ffmpeg', ['-v', 'error', '-i', input, '-filter_complex', filter, '-map', '[mix]', '-ac', '1', '-f', 'f32le', '-'], { maxBuffer: 1 << 30 });
   if (r.status !== 0) throw new Error(`the filter failed offline: ${r.stderr.toString()}`);
   return new Float32Array(r.stdout.buffer, r.stdout.byteOffset, r.stdout.length / 4);
+}
+
+/**
+ * The lag (samples, 0 … maxLag) at which `b` best matches `a` (normalized cross-correlation), over `length` samples
+ * from `from`: first on 4× decimated signals, then at full rate around the best.
+ */
+export function bestLag(a: Pcm, b: Pcm, from: number, length: number, maxLag: number): number {
+  const corr = (x: Pcm, y: Pcm, f: number, n: number, lag: number, step: number) => {
+    let xy = 0, yy = 0;
+    for (let i = f; i < f + n; i += step) {
+      const yv = y[i + lag] ?? 0;
+      xy += x[i]! * yv;
+      yy += yv * yv;
+    }
+    return xy / Math.sqrt(yy + 1e-30);
+  };
+  let best = 0;
+  let bestC = -Infinity;
+  for (let lag = 0; lag <= maxLag; lag += 4) {
+    const c = corr(a, b, from, length, lag, 4);
+    if (c > bestC) [best, bestC] = [lag, c];
+  }
+  let fine = best;
+  bestC = -Infinity;
+  for (let lag = Math.max(0, best - 8); lag <= best + 8; lag++) {
+    const c = corr(a, b, from, length, lag, 1);
+    if (c > bestC) [fine, bestC] = [lag, c];
+  }
+  return fine;
 }

@@ -35,9 +35,9 @@ describe('mixer SDP and FFmpeg arguments', () => {
     expect(mixerFilter(2)).to.equal(
       slot(0) + slot(1) +
         '[lv0][lv1]amix=inputs=2:normalize=0:dropout_transition=0[sum];' +
-        '[sum]asplit=2[summ][sumk];[sumk]highpass=f=38:t=q:w=0.5,highshelf=f=1682:g=4:t=q:w=0.7071[sums];' +
+        '[sum]asplit=2[summ][sumk];[sumk]pan=mono|c0=0.5*c0+0.5*c1,highpass=f=38:t=q:w=0.5,highshelf=f=1682:g=4:t=q:w=0.7071[sums];' +
         '[summ][sums]sidechaincompress=threshold=0.01:ratio=20:attack=2000:release=2000:makeup=12:knee=6:detection=rms,' +
-        'lowpass=f=15000,alimiter=limit=0.75:attack=5:release=50:level=disabled,asetpts=N/SR/TB[mix]',
+        'alimiter=limit=0.75:attack=5:release=50:level=disabled,asetpts=N/SR/TB[mix]',
     );
   });
 
