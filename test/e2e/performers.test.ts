@@ -1,7 +1,7 @@
 // Browser performers on one stage hear each other through mediasoup: real Chromium, fake mics playing tones.
 import { expect } from 'chai';
 import type { App } from '../../services/app.ts';
-import { createStage, startTestApp } from '../support/app.ts';
+import { createStage, startTestApp, transition } from '../support/app.ts';
 import { BrowserSet, eventually, hearsAt } from '../support/browser.ts';
 import { TempDir } from '../support/media.ts';
 
@@ -68,5 +68,21 @@ describe('e2e: performers hear each other', function () {
     const bAfter = await eventually(() => hearsAt(b, [440, 880]), (l) => absent(l, 0), 5000);
     expect(absent(bAfter, 0), `Ann is no longer heard: ${bAfter}`).to.equal(true);
     expect(bAfter[1], 'Cat is still heard').to.be.greaterThan(HEARD_DB);
+  });
+
+  it("the performer page shows the stage's title and its real on-air state from the first paint, before joining", async () => {
+    const stage = await createStage(app, 'Morning show');
+    const read = async () => {
+      const page = await browsers.listener();
+      await page.goto(stage.performerUrl);
+      await page.waitForFunction(() => document.getElementById('stage-title')?.textContent === 'Morning show', null, { timeout: 10_000 });
+      const shown = { title: await page.locator('#stage-title').textContent(), onAir: await page.locator('#on-air').textContent(), state: await page.evaluate(() => document.body.dataset['state']) };
+      await page.close();
+      return shown;
+    };
+    expect(await read(), 'an idle stage, nobody joined').to.deep.equal({ title: 'Morning show', onAir: 'Off air', state: 'idle' });
+    await browsers.performer(stage.performerUrl, 440, 'Ann');
+    await transition(app, stage.id, 'start');
+    expect(await read(), 'the stage on air, the page not joined').to.deep.equal({ title: 'Morning show', onAir: 'On air', state: 'idle' });
   });
 });

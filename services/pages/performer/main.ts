@@ -9,7 +9,7 @@
 import { Device, type types as mc } from 'mediasoup-client';
 import { io } from 'socket.io-client';
 import type { CallView } from '../../shared/calls.ts';
-import type { EncoderList } from '../../shared/rest.ts';
+import type { EncoderList, StageView } from '../../shared/rest.ts';
 import type { PerformerInfo, StageStatus } from '../../shared/model.ts';
 import type { StageContract, StageRequest, StageRequestName, StageResponse } from '../../shared/stage.ts';
 import { requester, type ContractSocket } from '../client.ts';
@@ -979,8 +979,28 @@ window.stageDebug = {
   },
 };
 
+/**
+ * The stage's public view (GET /api/stages/:id), so that the page shows the stage's title and its real on-air state
+ * from the first paint, before anyone joins; the join's answer and the stage's events take over from there.
+ */
+async function showStageBeforeJoin(): Promise<void> {
+  try {
+    const res = await fetch(`/api/stages/${encodeURIComponent(stageId)}`, { cache: 'no-store' });
+    if (!res.ok) return;
+    const view = (await res.json()) as StageView;
+    // Joined meanwhile: the join's answer is newer.
+    if (state !== 'idle') return;
+    ui.title.textContent = view.title;
+    document.title = `${view.title} · stage`;
+    showStageStatus(view.status);
+  } catch {
+    // Not reachable now: the join says what is wrong.
+  }
+}
+
 if (!stageId || !key) showError('UNAUTHORIZED', 'missing stage id or key');
 else {
   setState('idle', 'Ready. Enter your name and join.');
+  void showStageBeforeJoin();
   void pollEncoders();
 }
