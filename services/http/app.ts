@@ -13,7 +13,7 @@ import { RequestError } from '../errors.ts';
 import { KeyedLimits } from '../limits.ts';
 import type { Logger } from '../logger.ts';
 import type { AppMetrics } from '../ops/metrics.ts';
-import type { PageBundle } from '../pages/bundle.ts';
+import { pickEncoding, type Encoded, type PageBundle } from '../pages/bundle.ts';
 import type { WorkerPool } from '../sfu/workerPool.ts';
 import { HTTP_STATUS, type ErrorCode } from '../shared/errors.ts';
 import { stageIdSchema } from '../shared/ids.ts';
@@ -281,10 +281,18 @@ export function createHttpApp(deps: HttpDeps): express.Express {
   // hls.js plays through a blob: MediaSource, fetches the HLS origin, and runs its transmuxer in a blob: worker.
   const hls = deps.hlsOrigin ? ` ${deps.hlsOrigin}` : '';
   const csp = `default-src 'self'; media-src 'self' blob:${hls}; connect-src 'self' ws: wss:${hls}; worker-src 'self' blob:; style-src 'self' 'unsafe-inline'`;
-  const page = (html: string, permissions?: string) => (_req: Request, res: Response) => {
+  /** A compressed body when the client takes one (brotli, then gzip), made once at start-up (pages/bundle.ts). */
+  const sendEncoded = (req: Request, res: Response, e: Encoded) => {
+    const { body, encoding } = pickEncoding(e, req.headers['accept-encoding']);
+    res.setHeader('Vary', 'Accept-Encoding');
+    if (encoding) res.setHeader('Content-Encoding', encoding);
+    res.send(body);
+  };
+  const page = (html: Encoded, permissions?: string) => (req: Request, res: Response) => {
     res.setHeader('Content-Security-Policy', csp + PAGE_CSP_EXTRA);
     if (permissions) res.setHeader('Permissions-Policy', permissions);
-    res.type('html').send(html);
+    res.type('html');
+    sendEncoded(req, res, html);
   };
   app.get('/stage/:id', page(deps.pages.performerHtml, PERFORMER_PERMISSIONS));
   // The listener page asks for the microphone only when a call it requested is accepted (call-in).
@@ -297,8 +305,9 @@ export function createHttpApp(deps: HttpDeps): express.Express {
       sendError(res, 'NOT_FOUND', 'no such asset');
       return;
     }
-    res.type(asset.type).setHeader('Cache-Control', 'no-cache');
-    res.send(asset.body);
+    // Content-hashed names never change content: cached for a year without revalidation. Plain names revalidate.
+    res.type(asset.type).setHeader('Cache-Control', asset.immutable ? 'public, max-age=31536000, immutable' : 'no-cache');
+    sendEncoded(req, res, asset);
   });
   app.get('/', (_req, res) => res.type('text').send('stage-radio: see /healthz, /api/stages/<id>, /stage/<id>?key=<performerKey>\n'));
 

@@ -5,6 +5,7 @@ import { Validator } from '@seriousme/openapi-schema-validator';
 import { expect } from 'chai';
 import type { App } from '../../services/app.ts';
 import { createHttpApp } from '../../services/http/app.ts';
+import { encode } from '../../services/pages/bundle.ts';
 import { openApiDocument } from '../../services/http/openapi.ts';
 import { createLogger } from '../../services/logger.ts';
 import { TEST_ADMIN_TOKEN, startTestApp } from '../support/app.ts';
@@ -57,7 +58,7 @@ describe('OpenAPI document', function () {
       admission: app.admission,
       pool: app.pool,
       db: app.db,
-      pages: { performerHtml: '', listenerHtml: '', adminHtml: '', assets: new Map() },
+      pages: { performerHtml: encode(''), listenerHtml: encode(''), adminHtml: encode(''), assets: new Map() },
       log: createLogger('error'),
       cdnDir: app.config.cdn.dir,
       hlsOrigin: null,

@@ -1,4 +1,6 @@
 // REST API per DESIGN.md, against a real app: stage creation, lookup, health, and bad input.
+import http from 'node:http';
+import zlib from 'node:zlib';
 import { expect } from 'chai';
 import type { App } from '../../services/app.ts';
 import { PerformerSessionRepo, StageRepo } from '../../services/db/repositories.ts';
@@ -110,15 +112,67 @@ describe('REST API', function () {
     expect((await fetch(`${app.url}/healthz`)).status, 'still healthy').to.equal(200);
   });
 
-  it('serves the performer page and its bundled script', async () => {
+  it('serves the pages and their scripts compressed (brotli or gzip), under content-hashed names cached for a year, with source maps', async () => {
     const stage = await createStage(app);
-    const page = await fetch(stage.performerUrl);
+    const page = await rawGet(stage.performerUrl, 'gzip, deflate, br');
     expect(page.status).to.equal(200);
-    const html = await page.text();
+    expect(page.headers['content-encoding'], 'the page, compressed').to.equal('br');
+    expect(page.headers['vary']).to.match(/accept-encoding/i);
+    const html = (await (await fetch(stage.performerUrl)).text());
     expect(html).to.include('Join stage');
-    expect(html).to.include('/assets/performer.js');
-    const js = await fetch(`${app.url}/assets/performer.js`);
-    expect(js.headers.get('content-type')).to.match(/javascript/);
-    expect((await js.text()).length).to.be.greaterThan(100_000);
+    const script = /\/assets\/(performer\.[0-9a-f]{10}\.js)/.exec(html)?.[1];
+    const style = /\/assets\/(style\.[0-9a-f]{10}\.css)/.exec(html)?.[1];
+    expect(script, 'the script by a content-hashed name').to.be.a('string');
+    expect(style, 'the stylesheet by a content-hashed name').to.be.a('string');
+
+    const plain = await rawGet(`${app.url}/assets/${script!}`, '');
+    const br = await rawGet(`${app.url}/assets/${script!}`, 'br');
+    const gzip = await rawGet(`${app.url}/assets/${script!}`, 'gzip;q=1, br;q=0');
+    expect(plain.headers['content-type']).to.match(/javascript/);
+    expect(plain.headers['content-encoding'], 'no encoding asked, none given').to.equal(undefined);
+    expect(plain.body.length).to.be.greaterThan(100_000);
+    expect(br.headers['content-encoding']).to.equal('br');
+    expect(gzip.headers['content-encoding'], 'br refused with q=0: gzip').to.equal('gzip');
+    expect(br.body.length, 'brotli at most a third of the script').to.be.below(plain.body.length / 3);
+    expect(zlib.brotliDecompressSync(br.body).equals(plain.body), 'brotli decodes to the script').to.equal(true);
+    expect(zlib.gunzipSync(gzip.body).equals(plain.body), 'gzip decodes to the script').to.equal(true);
+    expect(plain.headers['cache-control'], 'a hashed name is cached for good').to.equal('public, max-age=31536000, immutable');
+
+    const map = /\/\/# sourceMappingURL=(\S+)\s*$/.exec(plain.body.toString())?.[1];
+    expect(map, 'the script names its source map').to.equal(`${script!}.map`);
+    const sourceMap = (await (await fetch(`${app.url}/assets/${map!}`)).json()) as { version: number; sources: string[] };
+    expect(sourceMap.version).to.equal(3);
+    expect(sourceMap.sources.some((s) => s.endsWith('performer/main.ts')), 'the map reaches the page\'s source').to.equal(true);
+
+    const unhashed = await rawGet(`${app.url}/assets/performer.js`, '');
+    expect(unhashed.status, 'the plain name still answers').to.equal(200);
+    expect(unhashed.headers['cache-control'], 'and revalidates').to.equal('no-cache');
+    expect(unhashed.body.equals(plain.body)).to.equal(true);
+  });
+
+  it('the listener page weighs less than half over the wire, compressed, than it did uncompressed', async () => {
+    const stage = await createStage(app);
+    const listenUrl = `${app.url}/listen/${stage.id}`;
+    const html = await (await fetch(listenUrl)).text();
+    const assets = [...html.matchAll(/\/assets\/([\w.-]+)/g)].map((m) => `${app.url}/assets/${m[1]!}`);
+    expect(assets.length, 'the script and the stylesheet').to.equal(2);
+    const weigh = async (accept: string) => (await Promise.all([listenUrl, ...assets].map((u) => rawGet(u, accept)))).reduce((n, r) => n + r.body.length, 0);
+    const before = await weigh('');
+    const after = await weigh('gzip, deflate, br');
+    console.log(`      listener page over the wire: ${(before / 1024).toFixed(0)} KiB uncompressed, ${(after / 1024).toFixed(0)} KiB with brotli (${((after / before) * 100).toFixed(0)} %)`);
+    expect(after, 'bytes with compression').to.be.below(before / 2);
   });
 });
+
+/** A GET whose body is what came over the wire (fetch would decode it). */
+function rawGet(url: string, acceptEncoding: string): Promise<{ status: number; headers: http.IncomingHttpHeaders; body: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { headers: acceptEncoding ? { 'accept-encoding': acceptEncoding } : {} }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+  });
+}
