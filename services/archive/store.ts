@@ -321,6 +321,23 @@ interface SdkErrorShape {
   $metadata?: { httpStatusCode?: number };
 }
 
+/** The first Node.js major the AWS SDK's releases after January 2027 support. */
+const SDK_NODE_MAJOR = 22;
+
+/**
+ * On an older Node.js the SDK prints an eight-line NodeVersionSupportWarning on stderr when a client is made. Said
+ * once in the service's log instead, as one structured line; `AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED` set by
+ * the operator is left alone.
+ */
+function sayNodeSupportOnce(log: Logger): void {
+  if (process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] !== undefined) return;
+  process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] = 'true';
+  const major = Number(process.versions.node.split('.')[0]);
+  if (major < SDK_NODE_MAJOR) {
+    log.warn(`Node.js ${process.version} is past its end of life; the AWS SDK's releases after January 2027 need Node.js ${SDK_NODE_MAJOR} or later (24 LTS is recommended)`);
+  }
+}
+
 function sdkStatus(err: unknown): number | undefined {
   return typeof err === 'object' && err !== null ? (err as SdkErrorShape).$metadata?.httpStatusCode : undefined;
 }
@@ -386,6 +403,7 @@ export class S3Store implements ObjectStore {
     if (cfg.accessKeyId !== null && cfg.secretAccessKey !== null) {
       clientConfig.credentials = { accessKeyId: cfg.accessKeyId, secretAccessKey: cfg.secretAccessKey };
     }
+    sayNodeSupportOnce(this.log);
     this.client = new S3Client(clientConfig);
   }
 
