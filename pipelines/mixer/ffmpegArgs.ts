@@ -37,6 +37,9 @@ export function mixerInputOptions(): string[] {
   ];
 }
 
+/** The slots' lookahead (ms): what the levelled path is delayed by, against what its leveller hears. */
+export const SLOT_LOOKAHEAD_MS = 10;
+
 /**
  * Each performer's levelling, before the mix (docs/decisions.md, "On-air sound"), from label `from` to label `to`
  * (`i` keeps the inner labels apart). A gate first: below -62 dBFS RMS a slot is room noise, cut by up to 60 dB, so the
@@ -50,7 +53,7 @@ export function mixerInputOptions(): string[] {
 export function slotLeveller(i: number, from: string, to: string): string {
   return (
     `[${from}]agate=threshold=0.0008:ratio=10:range=0.001:attack=5:release=300:detection=rms,asplit=2[lk${i}][la${i}];` +
-    `[la${i}]adelay=delays=10:all=1[ld${i}];` +
+    `[la${i}]adelay=delays=${SLOT_LOOKAHEAD_MS}:all=1[ld${i}];` +
     `[ld${i}][lk${i}]sidechaincompress=threshold=0.001:ratio=20:attack=10:release=9000:makeup=64:knee=4:detection=rms[${to}]`
   );
 }
@@ -75,15 +78,19 @@ export function masterChain(from: string): string {
 
 /**
  * Each slot levelled, then amix of every slot (no normalization: an absent slot is silence, not a reason to turn the
- * others down), then the master; `asetpts=N/SR/TB` stamps the mix by its sample count, so the encoder sees one
+ * others down), then the master, less the lookahead's first samples; `asetpts=N/SR/TB` stamps the mix by its sample count, so the encoder sees one
  * gapless line. Without it the first two frames of a run were 64 samples apart (the RTP inputs' 960-sample Opus
  * frames against amix's first frame), and the first fragment was 0.19333 s: longer than PART-TARGET, which players
  * refuse. The relays (rtp.ts) keep every input gapless in real time, so the sample count is the programme clock.
  */
-export function mixerFilter(inputs: number): string {
+export function mixerFilter(inputs: number, opts: { compensateLookahead?: boolean } = {}): string {
   const slots = Array.from({ length: inputs }, (_, i) => `${slotLeveller(i, `0:a:${i}`, `lv${i}`)};`).join('');
   const labels = Array.from({ length: inputs }, (_, i) => `[lv${i}]`).join('');
-  return `${slots}${labels}amix=inputs=${inputs}:normalize=0:dropout_transition=0[sum];${masterChain('sum')},asetpts=N/SR/TB[mix]`;
+  // The lookahead's first milliseconds are silence the slots' delay put in front: cut, so that the programme clock's
+  // sample N is what came in at N (tracks and the mix stay as aligned as before the lookahead). The wall-clock delay
+  // is unchanged. `compensateLookahead: false` keeps them, to measure that delay.
+  const trim = opts.compensateLookahead === false ? '' : `atrim=start_sample=${(SLOT_LOOKAHEAD_MS * RATE) / 1000},`;
+  return `${slots}${labels}amix=inputs=${inputs}:normalize=0:dropout_transition=0[sum];${masterChain('sum')},${trim}asetpts=N/SR/TB[mix]`;
 }
 
 /**

@@ -27,7 +27,7 @@ describe('mixer SDP and FFmpeg arguments', () => {
     expect(mixerInputOptions()).to.deep.equal(['-protocol_whitelist', 'file,rtp,udp', '-probesize', '32', '-analyzeduration', '0']);
   });
 
-  it('filter: each slot gated and levelled (10 ms lookahead), amix without normalization, then the K-weighted master and the limiter', () => {
+  it('filter: each slot gated and levelled (10 ms lookahead), amix without normalization, then the K-weighted master and the limiter; the lookahead’s samples cut from the programme clock', () => {
     const slot = (i: number) =>
       `[0:a:${i}]agate=threshold=0.0008:ratio=10:range=0.001:attack=5:release=300:detection=rms,asplit=2[lk${i}][la${i}];` +
       `[la${i}]adelay=delays=10:all=1[ld${i}];` +
@@ -37,7 +37,7 @@ describe('mixer SDP and FFmpeg arguments', () => {
         '[lv0][lv1]amix=inputs=2:normalize=0:dropout_transition=0[sum];' +
         '[sum]asplit=2[summ][sumk];[sumk]pan=mono|c0=0.5*c0+0.5*c1,highpass=f=38:t=q:w=0.5,highshelf=f=1682:g=4:t=q:w=0.7071[sums];' +
         '[summ][sums]sidechaincompress=threshold=0.01:ratio=20:attack=2000:release=2000:makeup=12:knee=6:detection=rms,' +
-        'alimiter=limit=0.75:attack=5:release=50:level=disabled,asetpts=N/SR/TB[mix]',
+        'alimiter=limit=0.75:attack=5:release=50:level=disabled,atrim=start_sample=480,asetpts=N/SR/TB[mix]',
     );
   });
 
