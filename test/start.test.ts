@@ -69,6 +69,18 @@ describe('npm start (embedded defaults)', function () {
       if (!refused) await new Promise((r) => setTimeout(r, 100));
     }
     expect(refused, 'port 8080 closed after SIGTERM').to.equal(true);
+    // npm may exit before the service it ran has finished closing (the embedded database writes its last files after
+    // the port is closed): the whole process group we started must be gone, and only then is its data removed.
+    const groupAlive = () => {
+      try {
+        process.kill(-child!.pid!, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    for (let i = 0; i < 100 && groupAlive(); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(groupAlive(), 'every process of the service gone within 10 s of SIGTERM').to.equal(false);
     if (!hadData) fs.rmSync(dataDir, { recursive: true, force: true });
   });
 });
