@@ -5,7 +5,6 @@
 // ticks. Services the tree uses (database writes, the archive, the usage meter, the timeline bus) are made here and
 // handed down; nothing below imports this file.
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { Admission } from './admission.ts';
 import { Archiver } from './archive/archiver.ts';
@@ -18,6 +17,7 @@ import { openDb, type Db } from './db/index.ts';
 import { WriteBehind } from './db/writeBehind.ts';
 import { WRITE_EXECUTORS } from './db/writes.ts';
 import { createRequestListener } from './http/app.ts';
+import { listenPlainAndTls, loadTls, type TlsIdentity } from './http/tls.ts';
 import type { LiveFastPath } from './http/live.ts';
 import type { Logger } from './logger.ts';
 import { AdminService } from './ops/admin.ts';
@@ -31,7 +31,7 @@ import { CallDesk, storedRates } from './calls/desk.ts';
 import { WhipIngest } from './whip/ingest.ts';
 import { SignalingServer } from './signaling/server.ts';
 import { StageCatalog } from './stages/catalog.ts';
-import { StageLinks } from './stages/links.ts';
+import { StageLinks, requestOrigin } from './stages/links.ts';
 import { SessionRecorder } from './stages/sessions.ts';
 import { TimelineService } from './timeline/service.ts';
 import { UsageMeter } from './usage.ts';
@@ -43,6 +43,10 @@ const JOURNAL_REPLAY_WAIT_MS = 30_000;
 export interface App {
   readonly config: Config;
   readonly url: string;
+  /** The same port over HTTPS (https://localhost:PORT), or null when TLS is off or no certificate could be had. */
+  readonly secureUrl: string | null;
+  /** The certificate served on the port, if any. */
+  readonly tls: TlsIdentity | null;
   readonly port: number;
   readonly db: Db;
   readonly admission: Admission;
@@ -112,13 +116,15 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     }
 
     let baseUrl = config.http.publicUrl ?? '';
-    const links = new StageLinks({ baseUrl: () => baseUrl, publicHlsBaseUrl: config.cdn.publicHlsBaseUrl, cdnDir: config.cdn.dir });
+    // PUBLIC_URL wins; without it, the origin of the request being answered (http or https, the address used).
+    const links = new StageLinks({ baseUrl: () => config.http.publicUrl ?? requestOrigin.getStore() ?? baseUrl, publicHlsBaseUrl: config.cdn.publicHlsBaseUrl, cdnDir: config.cdn.dir });
     const orphaned = await endOrphanedBroadcasts(db, links);
     if (orphaned.stages > 0) log.warn('ended broadcasts an earlier run left on air', { count: orphaned.stages });
     if (orphaned.sessions > 0) log.info('closed performer sessions left open by an earlier run', { count: orphaned.sessions });
     if (orphaned.calls > 0) log.warn('ended calls an earlier run left open', { count: orphaned.calls });
 
     const pages = await buildPages(config.paths.pagesDir);
+    const tls = await loadTls(config.tls, log);
 
     const pool = await WorkerPool.create(
       {
@@ -237,28 +243,19 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     io = signaling.io;
     admin = new AdminService({ io: signaling.io, adminToken: config.adminToken, pool, registry, stages, onAir, archiver, metrics, problems, calls, log });
     const adminService = admin;
-    cleanups.push(
-      () =>
-        new Promise<void>((resolve) => {
-          server.close(() => resolve());
-          server.closeAllConnections();
-        }),
-    );
+    let closeListener: () => Promise<void> = async () => {};
+    cleanups.push(() => closeListener());
     cleanups.push(() => signaling.close());
     cleanups.push(() => listeners.close());
     cleanups.push(() => adminService.close());
 
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      // A deep accept queue: a thousand players reconnecting at once must queue, not have their SYNs dropped.
-      server.listen(config.http.port, config.http.host, LISTEN_BACKLOG, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    const port = (server.address() as AddressInfo).port;
+    // A deep accept queue: a thousand players reconnecting at once must queue, not have their SYNs dropped.
+    const listening = await listenPlainAndTls(server, tls, { port: config.http.port, host: config.http.host, backlog: LISTEN_BACKLOG, log });
+    closeListener = listening.close;
+    const port = listening.address.port;
     const localHost = config.http.host === '0.0.0.0' || config.http.host === '::' ? 'localhost' : config.http.host;
     baseUrl = config.http.publicUrl ?? `http://${localHost}:${port}`;
+    const secureUrl = tls ? `https://${localHost}:${port}` : null;
 
     let closing: Promise<void> | null = null;
     // Broadcasts end while the HTTP server and the sockets are still up: performers get `stageStatus: ended`, players
@@ -306,6 +303,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     return {
       config,
       url: baseUrl,
+      secureUrl,
+      tls,
       port,
       db,
       admission,

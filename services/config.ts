@@ -4,6 +4,7 @@ import crypto from 'node:crypto';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import { machineNames, type TlsConfig } from './http/tls.ts';
 
 const PROJECT_ROOT = path.resolve(import.meta.dirname, '..');
 
@@ -17,6 +18,14 @@ export const ENV_SCHEMA = z
     PORT: port.default(8080),
     HOST: z.string().min(1).default('0.0.0.0'),
     PUBLIC_URL: httpUrl.optional(),
+    TLS: z.enum(['auto', 'off']).default('auto'),
+    TLS_CERT_FILE: z.string().min(1).optional(),
+    TLS_KEY_FILE: z.string().min(1).optional(),
+    TLS_DIR: z.string().min(1).optional(),
+    TLS_HOSTNAMES: z
+      .string()
+      .regex(/^[A-Za-z0-9.:-]+(,[A-Za-z0-9.:-]+)*$/, 'must be comma-separated host names or IP addresses')
+      .optional(),
     ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
     LOG_LEVEL: z.enum(['error', 'warn', 'info', 'http', 'verbose', 'debug', 'silly']).default('info'),
     RTC_LISTEN_IP: ipv4.default('0.0.0.0'),
@@ -76,6 +85,9 @@ export const ENV_SCHEMA = z
     if (env.RTC_MIN_PORT > env.RTC_MAX_PORT) {
       ctx.addIssue({ code: 'custom', path: ['RTC_MIN_PORT'], message: 'must not be greater than RTC_MAX_PORT' });
     }
+    if ((env.TLS_CERT_FILE === undefined) !== (env.TLS_KEY_FILE === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [env.TLS_CERT_FILE === undefined ? 'TLS_CERT_FILE' : 'TLS_KEY_FILE'], message: 'is required when the other TLS_*_FILE is set' });
+    }
     const s3Set = [env.S3_ENDPOINT, env.S3_ACCESS_KEY_ID, env.S3_SECRET_ACCESS_KEY].some((v) => v !== undefined);
     if (s3Set && env.S3_BUCKET === undefined) {
       ctx.addIssue({ code: 'custom', path: ['S3_BUCKET'], message: 'is required when any other S3_* variable is set' });
@@ -86,6 +98,8 @@ export type Env = z.input<typeof ENV_SCHEMA>;
 
 export interface Config {
   http: { port: number; host: string; publicUrl: string | null };
+  /** HTTPS on the same port as HTTP (docs/https.md): off, given files, or a self-signed certificate kept in a folder. */
+  tls: TlsConfig;
   adminToken: string;
   /** True when ADMIN_TOKEN was not set and a random one was generated for this run. */
   adminTokenGenerated: boolean;
@@ -165,6 +179,20 @@ export function loadConfig(source: Record<string, string | undefined> = process.
   const announcedIp = env.RTC_ANNOUNCED_IP ?? (listenIp === '0.0.0.0' ? '127.0.0.1' : undefined);
   return {
     http: { port: env.PORT, host: env.HOST, publicUrl: env.PUBLIC_URL?.replace(/\/+$/, '') ?? null },
+    tls:
+      env.TLS === 'off'
+        ? { mode: 'off' }
+        : env.TLS_CERT_FILE !== undefined && env.TLS_KEY_FILE !== undefined
+          ? { mode: 'files', certFile: path.resolve(env.TLS_CERT_FILE), keyFile: path.resolve(env.TLS_KEY_FILE) }
+          : {
+              mode: 'self-signed',
+              dir: path.resolve(env.TLS_DIR ?? path.join(PROJECT_ROOT, 'data', 'tls')),
+              names: machineNames([
+                ...(env.TLS_HOSTNAMES?.split(',') ?? []),
+                ...(env.PUBLIC_URL ? [new URL(env.PUBLIC_URL).hostname.replace(/^\[|\]$/g, '')] : []),
+                ...(env.RTC_ANNOUNCED_IP ? [env.RTC_ANNOUNCED_IP] : []),
+              ]),
+            },
     adminToken: env.ADMIN_TOKEN ?? crypto.randomBytes(24).toString('base64url'),
     adminTokenGenerated: env.ADMIN_TOKEN === undefined,
     logLevel: env.LOG_LEVEL,

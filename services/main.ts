@@ -24,6 +24,12 @@ const banner = [
   `  admin token: ${config.adminToken}${config.adminTokenGenerated ? '   (generated for this run; set ADMIN_TOKEN to keep one)' : ''}`,
   `  create a stage:  curl -s -X POST ${app.url}/api/stages -H 'Authorization: Bearer ${config.adminToken}' -H 'Content-Type: application/json' -d '{"title":"My show"}'`,
   `  then open its performerUrl in a browser. Health: ${app.url}/healthz`,
+  ...(app.secureUrl && app.tls
+    ? [
+        `  HTTPS on the same port (performers on other computers need it for the microphone): ${app.secureUrl}`,
+        `  certificate: ${app.tls.certFile}${app.tls.source === 'self-signed' ? ' (self-signed)' : ''}, SHA-256 ${app.tls.fingerprint256}`,
+      ]
+    : ['  HTTPS: off (TLS=off, or no certificate could be made: see the log)']),
   `  database: ${config.db.kind === 'postgres' ? 'PostgreSQL (DATABASE_URL)' : `embedded PGlite (${config.db.dataDir ?? 'in memory'})`}`,
   '',
 ].join('\n');

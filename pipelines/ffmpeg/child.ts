@@ -5,7 +5,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
-export type MediaProgram = 'ffmpeg' | 'ffprobe';
+/** The external programs the runner starts: the media tools, and openssl for the service's self-signed certificate. */
+export type MediaProgram = 'ffmpeg' | 'ffprobe' | 'openssl';
 
 /**
  * The wrappers need util-linux's setpriv and setsid. Where they are missing, the program runs plain: a one-shot still
@@ -13,7 +14,7 @@ export type MediaProgram = 'ffmpeg' | 'ffprobe';
  */
 export const CHILD_WRAPPED = fs.existsSync('/usr/bin/setpriv') && fs.existsSync('/usr/bin/setsid');
 
-/** What to execute for `program`: its wrapper script (ffmpeg-child.sh, ffprobe-child.sh), or the program itself. */
+/** What to execute for `program`: its wrapper script (ffmpeg-child.sh, ffprobe-child.sh, openssl-child.sh), or the program itself. */
 export function childCommand(program: MediaProgram): string {
   return CHILD_WRAPPED ? path.join(import.meta.dirname, `${program}-child.sh`) : program;
 }

@@ -2,7 +2,7 @@
 // one-shot runs, probe.ts what ffprobe tells, supervised.ts the long-running, restarted FFmpeg.
 export { CHILD_WRAPPED, FFMPEG_SIGNALLED_STATUS, MediaChild, STOP_GRACE_MS, StderrTail, childCommand, describeExit, spawnChild, stopChild } from './child.ts';
 export type { ChildExit, MediaProgram, SpawnOptions, WatchOptions } from './child.ts';
-export { FfmpegRunError, MAX_STDOUT_BYTES, runFfmpeg, runFfprobe } from './run.ts';
+export { FfmpegRunError, MAX_STDOUT_BYTES, runFfmpeg, runFfprobe, runOpenssl } from './run.ts';
 export type { FfmpegRunErrorInit, RunOptions } from './run.ts';
 export { PROBE_TIMEOUT_MS, probeDuration, probeDurationArgs } from './probe.ts';
 export type { ProbeOptions } from './probe.ts';

@@ -83,6 +83,11 @@ export function runFfprobe(opts: RunOptions): Promise<string> {
   return runChild('ffprobe', opts);
 }
 
+/** Runs openssl to the end (making a certificate); resolves with its stdout. */
+export function runOpenssl(opts: RunOptions): Promise<string> {
+  return runChild('openssl', opts);
+}
+
 async function runChild(program: MediaProgram, opts: RunOptions): Promise<string> {
   const args = [...opts.args];
   const log = (opts.log ?? silentLog).child({ program });

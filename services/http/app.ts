@@ -20,6 +20,7 @@ import { stageIdSchema } from '../shared/ids.ts';
 import { createStageBody, emptyBody, type EncoderList, type Health, type StageCreated, type StageTransition, type StageView } from '../shared/rest.ts';
 import { performerEventSchema, type TimelineEvent, type TimelineSnapshot } from '../shared/timeline.ts';
 import type { StageCatalog } from '../stages/catalog.ts';
+import { originOf, requestOrigin } from '../stages/links.ts';
 import type { TimelineService } from '../timeline/service.ts';
 import { PAGE_CSP_EXTRA, PERFORMER_PERMISSIONS, securityHeaders, writeLimits } from './guards.ts';
 import { LIVE_MAX_BUFFERED, type LiveFastPath, LiveHolds, type LivePlaylists, liveFastPath, liveRouter } from './live.ts';
@@ -113,6 +114,12 @@ export function createHttpApp(deps: HttpDeps): express.Express {
   app.disable('x-powered-by');
   app.set('trust proxy', 'loopback');
   app.use(securityHeaders({ hsts: deps.hsts ?? false }));
+  // The links this request's answers hand out follow its scheme and address (StageLinks; PUBLIC_URL still wins).
+  app.use((req, _res, next) => {
+    const origin = originOf((req.socket as { encrypted?: boolean }).encrypted === true, req.headers.host);
+    if (origin) requestOrigin.run(origin, next);
+    else next();
+  });
 
   const requireAdmin = (req: Request, res: Response, next: NextFunction) => {
     const token = bearerToken(req.get('authorization'));

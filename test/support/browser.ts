@@ -26,7 +26,8 @@ export async function launchBrowser(opts: { autoplay?: boolean } = {}): Promise<
   });
 }
 
-export async function launchPerformerBrowser(micWav: string, opts: { grantMic?: boolean } = {}): Promise<Browser> {
+/** `args`: more Chromium switches (a host-resolver rule, a certificate pin). */
+export async function launchPerformerBrowser(micWav: string, opts: { grantMic?: boolean; args?: string[] } = {}): Promise<Browser> {
   return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -38,6 +39,7 @@ export async function launchPerformerBrowser(micWav: string, opts: { grantMic?: 
       '--use-fake-device-for-media-stream',
       `--use-file-for-fake-audio-capture=${micWav}`,
       '--allow-loopback-in-peer-connection',
+      ...(opts.args ?? []),
     ],
   });
 }

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { ConfigError, ENV_SCHEMA, loadConfig } from '../../services/config.ts';
@@ -58,6 +59,17 @@ describe('config', () => {
     // Checks across variables run once each variable is valid on its own.
     expect(() => loadConfig({ RTC_MIN_PORT: '50000', RTC_MAX_PORT: '40000' })).to.throw(ConfigError, /RTC_MIN_PORT: must not be greater than RTC_MAX_PORT/);
     expect(() => loadConfig({ S3_ENDPOINT: 'http://s3:9000' })).to.throw(ConfigError, /S3_BUCKET: is required/);
+    expect(() => loadConfig({ TLS_CERT_FILE: '/etc/ssl/cert.pem' })).to.throw(ConfigError, /TLS_KEY_FILE: is required when the other TLS_\*_FILE is set/);
+    expect(() => loadConfig({ TLS_HOSTNAMES: 'radio.lan, bad name' })).to.throw(ConfigError, /TLS_HOSTNAMES: must be comma-separated/);
+  });
+
+  it('TLS: a self-signed certificate for this machine and the configured names by default; given files; or off', () => {
+    const auto = loadConfig({ TLS_HOSTNAMES: 'radio.lan,192.168.1.20', PUBLIC_URL: 'https://radio.example.org' });
+    expect(auto.tls.mode).to.equal('self-signed');
+    if (auto.tls.mode !== 'self-signed') return;
+    expect(auto.tls.names).to.include.members(['localhost', '127.0.0.1', 'radio.lan', '192.168.1.20', 'radio.example.org', os.hostname().toLowerCase()]);
+    expect(loadConfig({ TLS_CERT_FILE: 'c.pem', TLS_KEY_FILE: 'k.pem' }).tls).to.deep.equal({ mode: 'files', certFile: path.resolve('c.pem'), keyFile: path.resolve('k.pem') });
+    expect(loadConfig({ TLS: 'off', TLS_CERT_FILE: 'c.pem', TLS_KEY_FILE: 'k.pem' }).tls).to.deep.equal({ mode: 'off' });
   });
 
   it('README.md lists every setting the config reads', () => {

@@ -11,6 +11,7 @@ import type { CallView } from '../../shared/calls.ts';
 import type { ListenContract, ListenRequest, ListenRequestName, ListenResponse } from '../../shared/listen.ts';
 import type { PerformerInfo } from '../../shared/model.ts';
 import type { ContractSocket, Request } from '../client.ts';
+import { explainInsecureOrigin } from '../secure.ts';
 
 export type CallState = 'none' | 'waiting' | 'connecting' | 'on-air' | 'ended';
 
@@ -67,13 +68,17 @@ export function setupCallIn(host: CallHost) {
     throw new Failed(res.error.message);
   }
 
+  // A call needs the microphone: on an insecure origin, say where to call from instead of failing after the host takes it.
+  const insecure = explainInsecureOrigin($<HTMLParagraphElement>('call-insecure'), 'Calling in');
+  ui.ask.disabled = insecure;
+
   function setState(next: CallState, text: string): void {
     state = next;
     document.body.dataset['call'] = next;
     ui.status.textContent = text;
     ui.live.hidden = next === 'none' || next === 'ended';
     ui.form.hidden = !ui.live.hidden;
-    ui.ask.disabled = false;
+    ui.ask.disabled = insecure;
     ui.end.textContent = next === 'waiting' ? 'Cancel' : 'Hang up';
   }
 
@@ -102,7 +107,7 @@ export function setupCallIn(host: CallHost) {
       }
     } catch (err) {
       ui.error.textContent = err instanceof Error ? err.message : String(err);
-      ui.ask.disabled = false;
+      ui.ask.disabled = insecure;
     }
   }
 

@@ -13,6 +13,7 @@ import type { EncoderList, StageView } from '../../shared/rest.ts';
 import type { PerformerInfo, StageStatus } from '../../shared/model.ts';
 import type { StageContract, StageRequest, StageRequestName, StageResponse } from '../../shared/stage.ts';
 import { requester, type ContractSocket } from '../client.ts';
+import { explainInsecureOrigin } from '../secure.ts';
 
 type PageState = 'idle' | 'joining' | 'publishing' | 'error';
 /**
@@ -207,11 +208,14 @@ function showStageStatus(status: StageStatus): void {
   ui.postEvent.disabled = state !== 'publishing' || status !== 'live';
 }
 
+/** On an insecure origin the microphone cannot be had: the page says so and where to go instead, and cannot join. */
+const insecure = explainInsecureOrigin($<HTMLParagraphElement>('insecure'), 'Joining the stage');
+
 function setState(next: PageState, status: string): void {
   state = next;
   document.body.dataset['state'] = next;
   ui.status.textContent = status;
-  ui.join.disabled = next === 'joining' || next === 'publishing';
+  ui.join.disabled = next === 'joining' || next === 'publishing' || insecure;
   ui.leave.disabled = !wantOnStage;
   ui.mute.disabled = next !== 'publishing';
   showStageStatus(stageStatus);
@@ -999,7 +1003,11 @@ async function showStageBeforeJoin(): Promise<void> {
 }
 
 if (!stageId || !key) showError('UNAUTHORIZED', 'missing stage id or key');
-else {
+else if (insecure) {
+  setState('idle', 'Open this page over HTTPS to join.');
+  void showStageBeforeJoin();
+  void pollEncoders();
+} else {
   setState('idle', 'Ready. Enter your name and join.');
   void showStageBeforeJoin();
   void pollEncoders();
