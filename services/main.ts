@@ -22,7 +22,8 @@ const banner = [
   '',
   `  stage-radio is running at ${app.url}`,
   `  admin token: ${config.adminToken}${config.adminTokenGenerated ? '   (generated for this run; set ADMIN_TOKEN to keep one)' : ''}`,
-  `  create a stage:  curl -s -X POST ${app.url}/api/stages -H 'Authorization: Bearer ${config.adminToken}' -H 'Content-Type: application/json' -d '{"title":"My show"}'`,
+  `  make and run shows in the admin page: ${app.url}/admin#token=${config.adminToken}`,
+  `  or create a stage with curl:  curl -s -X POST ${app.url}/api/stages -H 'Authorization: Bearer ${config.adminToken}' -H 'Content-Type: application/json' -d '{"title":"My show"}'`,
   `  then open its performerUrl in a browser. Health: ${app.url}/healthz`,
   ...(app.secureUrl && app.tls
     ? [

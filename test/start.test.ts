@@ -1,6 +1,8 @@
 // `npm start` with no configuration at all: it serves the performer page and prints the admin token and URLs.
 import { spawn, type ChildProcess } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
+import https from 'node:https';
 import path from 'node:path';
 import { expect } from 'chai';
 import { TempDir } from './support/media.ts';
@@ -46,6 +48,18 @@ describe('npm start (embedded defaults)', function () {
     expect(token.length).to.be.at.least(24);
     expect(out).to.include('generated for this run');
     expect(out).to.include('/api/stages');
+    expect(out).to.include(`/admin#token=${token}`);
+    // HTTPS on the same port, with the self-signed certificate made at this first start, whose fingerprint it prints.
+    expect(out).to.match(/HTTPS on the same port .*: https:\/\/localhost:8080/);
+    const certPem = fs.readFileSync(path.join(dataDir, 'tls', 'cert.pem'));
+    expect(out).to.include(new crypto.X509Certificate(certPem).fingerprint256);
+    const secure = await new Promise<number>((resolve, reject) =>
+      https.get('https://localhost:8080/healthz', { ca: certPem }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      }).on('error', reject),
+    );
+    expect(secure, 'GET https://localhost:8080/healthz, verified against the printed certificate').to.equal(200);
 
     const created = await fetch('http://localhost:8080/api/stages', {
       method: 'POST',

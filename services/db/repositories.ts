@@ -70,6 +70,12 @@ export class StageRepo {
     return rows[0] ? stageFromRow(rows[0]) : null;
   }
 
+  /** The newest stages first, at most `limit`. */
+  async list(limit: number): Promise<Stage[]> {
+    const { rows } = await this.db.query<StageRow>(`select ${STAGE_COLUMNS} from stages order by created_at desc, id limit $1`, [limit]);
+    return rows.map(stageFromRow);
+  }
+
   async listByStatus(status: StageStatus): Promise<Stage[]> {
     const { rows } = await this.db.query<StageRow>(`select ${STAGE_COLUMNS} from stages where status = $1 order by created_at`, [status]);
     return rows.map(stageFromRow);

@@ -17,7 +17,7 @@ import { pickEncoding, type Encoded, type PageBundle } from '../pages/bundle.ts'
 import type { WorkerPool } from '../sfu/workerPool.ts';
 import { HTTP_STATUS, type ErrorCode } from '../shared/errors.ts';
 import { stageIdSchema } from '../shared/ids.ts';
-import { createStageBody, emptyBody, type EncoderList, type Health, type StageCreated, type StageTransition, type StageView } from '../shared/rest.ts';
+import { createStageBody, emptyBody, type EncoderList, type Health, type StageCreated, type StageList, type StageTransition, type StageView } from '../shared/rest.ts';
 import { performerEventSchema, type TimelineEvent, type TimelineSnapshot } from '../shared/timeline.ts';
 import type { StageCatalog } from '../stages/catalog.ts';
 import { originOf, requestOrigin } from '../stages/links.ts';
@@ -149,6 +149,15 @@ export function createHttpApp(deps: HttpDeps): express.Express {
       const created: StageCreated = await deps.stages.create(title);
       if (callRate) await new CallRepo(deps.db).setRate(created.id, callRate);
       res.status(201).location(`/api/stages/${created.id}`).json(created);
+    }),
+  );
+
+  api.get(
+    '/stages',
+    requireAdmin,
+    wrap(async (_req, res) => {
+      const body: StageList = await deps.stages.list();
+      res.json(body);
     }),
   );
 

@@ -19,6 +19,7 @@ import {
   recordingListSchema,
   recordingViewSchema,
   stageCreatedSchema,
+  stageListSchema,
   stageTransitionSchema,
   stageViewSchema,
 } from '../shared/rest.ts';
@@ -95,6 +96,7 @@ function buildDocument(): Json {
       Performer: performerInfoSchema,
       StageCreated: stageCreatedSchema,
       StageView: stageViewSchema,
+      StageList: stageListSchema,
       StageTransition: stageTransitionSchema,
       TimelineEvent: timelineEventSchema,
       EventPosted: eventPostedSchema,
@@ -147,6 +149,18 @@ function buildDocument(): Json {
     ],
     paths: {
       '/api/stages': {
+        get: {
+          tags: ['stages'],
+          operationId: 'listStages',
+          summary: 'Every stage, newest first (the admin page’s list)',
+          security: [{ adminToken: [] }],
+          responses: {
+            '200': { description: 'The stages.', ...json(ref('StageList')) },
+            '401': resRef('Unauthorized'),
+            '503': resRef('Unavailable'),
+            '500': resRef('Internal'),
+          },
+        },
         post: {
           tags: ['stages'],
           operationId: 'createStage',

@@ -61,6 +61,25 @@ export const stageViewSchema = z.object({
 });
 export type StageView = z.output<typeof stageViewSchema>;
 
+/** One stage in the admin's list (GET /api/stages): no performer link, since only the key's hash is stored. */
+export const stageListItemSchema = z.object({
+  id: stageIdSchema,
+  title: z.string(),
+  status: stageStatusSchema,
+  performers: z.number().int().min(0).meta({ description: 'Performers on the stage now.' }),
+  createdAt: dateTime(),
+  startedAt: dateTime().nullable(),
+  endedAt: dateTime().nullable(),
+  listenUrl: url('The public listener page.'),
+  hlsUrl: url('The live HLS playlist.'),
+});
+export type StageListItem = z.output<typeof stageListItemSchema>;
+export const STAGE_LIST_MAX = 200;
+export const stageListSchema = z.object({
+  stages: z.array(stageListItemSchema).meta({ description: `Newest first, at most ${STAGE_LIST_MAX}.` }),
+});
+export type StageList = z.output<typeof stageListSchema>;
+
 export const stageTransitionSchema = stageViewSchema.extend({
   changed: z.boolean().meta({ description: 'false when the stage already was in the asked state (a no-op).' }),
 });

@@ -9,7 +9,7 @@ import { RequestError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { StageRegistry } from '../sfu/registry.ts';
 import type { StageSummary } from '../shared/model.ts';
-import type { StageCreated, StageView } from '../shared/rest.ts';
+import { STAGE_LIST_MAX, type StageCreated, type StageList, type StageView } from '../shared/rest.ts';
 import type { StageLinks } from './links.ts';
 
 export class StageCatalog {
@@ -54,6 +54,27 @@ export class StageCatalog {
       listenUrl,
       startedAt: rec.startedAt?.toISOString() ?? null,
       endedAt: rec.endedAt?.toISOString() ?? null,
+    };
+  }
+
+  /** The newest stages first (the admin's list). */
+  async list(): Promise<StageList> {
+    const recs = await this.#repo.list(STAGE_LIST_MAX);
+    return {
+      stages: recs.map((rec) => {
+        const { hlsUrl, listenUrl } = this.links.urls(rec.id);
+        return {
+          id: rec.id,
+          title: rec.title,
+          status: rec.status,
+          performers: this.#registry.get(rec.id)?.performers.length ?? 0,
+          createdAt: rec.createdAt.toISOString(),
+          startedAt: rec.startedAt?.toISOString() ?? null,
+          endedAt: rec.endedAt?.toISOString() ?? null,
+          listenUrl,
+          hlsUrl,
+        };
+      }),
     };
   }
 

@@ -146,6 +146,9 @@ describe('OpenAPI document', function () {
     const key = `Bearer ${stage.performerKey}`;
 
     expect((await call('GET', `/api/stages/${stage.id}`)).status).to.equal(200);
+    expect((await call('GET', '/api/stages', { auth: admin })).status).to.equal(200);
+    await expectError(await call('GET', '/api/stages'), 401, 'UNAUTHORIZED');
+    await expectError(await call('GET', '/api/stages', { auth: key }), 401, 'UNAUTHORIZED');
     await expectError(await call('GET', '/api/stages/nosuchstage'), 404, 'NOT_FOUND');
     await expectError(await call('GET', `/api/stages/${encodeURIComponent('bad id!')}`), 400, 'BAD_REQUEST');
     const before = await call('GET', `/api/stages/${stage.id}/events`);

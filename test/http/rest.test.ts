@@ -5,6 +5,7 @@ import { expect } from 'chai';
 import type { App } from '../../services/app.ts';
 import { PerformerSessionRepo, StageRepo } from '../../services/db/repositories.ts';
 import { keyMatches } from '../../services/auth.ts';
+import type { StageList } from '../../services/shared/rest.ts';
 import { TEST_ADMIN_TOKEN, createStage, startTestApp } from '../support/app.ts';
 import { connectClient } from '../support/client.ts';
 
@@ -67,6 +68,22 @@ describe('REST API', function () {
     expect(closed!.leftAt).to.be.instanceOf(Date);
     expect(closed!.leftAt!.getTime()).to.be.at.least(closed!.joinedAt.getTime());
     expect(closed!.leaveReason).to.equal('disconnected');
+  });
+
+  it('GET /api/stages lists every stage newest first for the admin, without performer links; refuses without the admin token', async () => {
+    const a = await createStage(app, 'Listed first');
+    const b = await createStage(app, 'Listed second');
+    expect((await fetch(`${app.url}/api/stages`)).status).to.equal(401);
+    expect((await fetch(`${app.url}/api/stages`, { headers: { authorization: 'Bearer not-the-admin-token-at-all' } })).status).to.equal(401);
+    const res = await fetch(`${app.url}/api/stages`, { headers: { authorization: `Bearer ${TEST_ADMIN_TOKEN}` } });
+    expect(res.status).to.equal(200);
+    const { stages } = (await res.json()) as StageList;
+    const ids = stages.map((s) => s.id);
+    expect(ids).to.include.members([a.id, b.id]);
+    expect(ids.indexOf(b.id), 'newest first').to.be.lessThan(ids.indexOf(a.id));
+    const item = stages.find((s) => s.id === a.id)!;
+    expect(item).to.include({ title: 'Listed first', status: 'idle', performers: 0, listenUrl: `${app.url}/listen/${a.id}`, hlsUrl: `https://cdn.example.test/live/${a.id}/index.m3u8` });
+    expect(JSON.stringify(stages)).to.not.include(a.performerKey);
   });
 
   it('GET /healthz reports workers, the database, held writes and recent problems', async () => {

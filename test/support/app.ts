@@ -19,6 +19,8 @@ export async function startTestApp(env: Record<string, string> = {}): Promise<Ap
     HOST: '127.0.0.1',
     ADMIN_TOKEN: TEST_ADMIN_TOKEN,
     PGLITE_DIR: 'memory',
+    // One self-signed certificate for every test app on the machine, made by the first (not in the clone's data/).
+    TLS_DIR: path.join(os.tmpdir(), 'stage-radio-test-tls'),
     RTC_LISTEN_IP: '127.0.0.1',
     LOG_LEVEL: process.env['TEST_LOG_LEVEL'] ?? 'error',
     ...env,

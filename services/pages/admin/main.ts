@@ -4,6 +4,8 @@
 // Bundled by esbuild for the browser. For automation: document.body.dataset.state = login|connecting|live|error and
 // window.adminDebug.
 import { io, type Socket } from 'socket.io-client';
+import type { StageListItem } from '../../shared/rest.ts';
+import { setupShows } from './shows.ts';
 import type { AdminConnectErrorData, AdminLevel, AdminServerEvents, AdminSnapshot, AdminStage, AdminWorker } from '../../shared/admin.ts';
 
 type PageState = 'login' | 'connecting' | 'live' | 'error';
@@ -27,6 +29,7 @@ const ui = {
   problems: $<HTMLParagraphElement>('problems'),
 };
 
+const shows = setupShows();
 let socket: Socket<AdminServerEvents, Record<string, never>> | null = null;
 let snapshot: AdminSnapshot | null = null;
 /** Per stage, the latest levels (from `audioLevels` or the snapshot, whichever is newer). */
@@ -205,11 +208,16 @@ function connect(token: string): void {
     reconnectionDelayMax: 8_000,
   });
   socket = s;
-  s.on('connect', () => setState('live', 'Connected'));
+  s.on('connect', () => {
+    setState('live', 'Connected');
+    // The token is good: the shows are read with it too.
+    shows.setToken(token);
+  });
   s.on('connect_error', (err: Error & { data?: unknown }) => {
     if (isAuthError(err.data)) {
       // Refused by the server: retrying with the same token would be refused again.
       disconnect();
+      shows.setToken(null);
       snapshot = null;
       ui.dashboard.hidden = true;
       setState('error', '', `Refused: ${err.data.message}`);
@@ -260,6 +268,8 @@ declare global {
       /** The latest level of every performer reported (dBov), by performer id. */
       levels: () => Record<string, number>;
       state: () => string;
+      /** The stages of the shows list, as last read. */
+      shows: () => StageListItem[];
     };
   }
 }
@@ -272,4 +282,5 @@ window.adminDebug = {
     return out;
   },
   state: () => document.body.dataset['state'] ?? '',
+  shows: () => shows.list(),
 };
