@@ -114,9 +114,10 @@ export function createHttpApp(deps: HttpDeps): express.Express {
   app.disable('x-powered-by');
   app.set('trust proxy', 'loopback');
   app.use(securityHeaders({ hsts: deps.hsts ?? false }));
-  // The links this request's answers hand out follow its scheme and address (StageLinks; PUBLIC_URL still wins).
+  // The links this request's answers hand out follow its scheme and address (StageLinks; PUBLIC_URL still wins). The
+  // scheme is the connection's, or X-Forwarded-Proto from a proxy on this machine (trust proxy: loopback).
   app.use((req, _res, next) => {
-    const origin = originOf((req.socket as { encrypted?: boolean }).encrypted === true, req.headers.host);
+    const origin = originOf(req.protocol === 'https', req.headers.host);
     if (origin) requestOrigin.run(origin, next);
     else next();
   });

@@ -231,11 +231,26 @@ describe('deployment files (docker-compose.yml, infra/Dockerfile, infra/nginx/ng
       expect(config.adminTokenGenerated).to.equal(false);
     });
 
-    it('listens on the published HTTP port and PUBLIC_URL points at it', () => {
+    it('publishes the app\'s port, and PUBLIC_URL points at nginx\'s published TLS port (the public entry)', () => {
       const http = portsOf(svc('app'), 'app').find((p) => p.protocol === 'tcp' && p.container[0] === config.http.port);
       expect(http, `a tcp port publishing container port ${config.http.port}`).to.not.equal(undefined);
       const publicUrl = new URL(config.http.publicUrl ?? 'http://missing');
-      expect(Number(publicUrl.port || 80)).to.equal(http?.host[0]);
+      expect(publicUrl.protocol).to.equal('https:');
+      const entry = portsOf(svc('nginx'), 'nginx').find((p) => p.host[0] === Number(publicUrl.port || 443));
+      expect(entry, `nginx publishes port ${publicUrl.port}`).to.not.equal(undefined);
+      expect(nginxConf).to.match(new RegExp(`listen\\s+${entry?.container[0]}\\s+ssl\\s*;`));
+    });
+
+    it('nginx serves the certificate the app keeps: the app\'s TLS folder is a volume nginx mounts read-only where nginx.conf reads it', () => {
+      expect(config.tls.mode).to.equal('self-signed');
+      const tls = config.tls;
+      if (tls.mode !== 'self-signed') return;
+      const appTls = mountsOf(svc('app'), 'app').find((m) => path.posix.resolve(m.target) === tls.dir.replace(ROOT, '/app'));
+      expect(appTls, `a volume at the app's TLS_DIR (${tls.dir})`).to.not.equal(undefined);
+      const nginxTls = mountsOf(svc('nginx'), 'nginx').find((m) => m.source === appTls?.source);
+      expect(nginxTls?.readOnly).to.equal(true);
+      expect(nginxConf).to.include(`ssl_certificate ${nginxTls?.target}/cert.pem;`);
+      expect(nginxConf).to.include(`ssl_certificate_key ${nginxTls?.target}/key.pem;`);
     });
 
     it('publishes exactly the RTC UDP port range, with identical host and container ports', () => {
@@ -319,7 +334,7 @@ describe('deployment files (docker-compose.yml, infra/Dockerfile, infra/nginx/ng
       const hls = new URL(`${config.cdn.publicHlsBaseUrl ?? 'http://missing'}/s1/index.m3u8`);
       const nginxHttp = portsOf(svc('nginx'), 'nginx').find((p) => p.host[0] === Number(hls.port || 80));
       expect(nginxHttp, `nginx publishes port ${hls.port}`).to.not.equal(undefined);
-      expect(nginxConf).to.match(new RegExp(`listen\\s+${nginxHttp?.container[0]}\\s*;`));
+      expect(nginxConf).to.match(new RegExp(`listen\\s+${nginxHttp?.container[0]}(\\s+ssl)?\\s*;`));
 
       // The live location: the whitelisted names under /live/<stageId>/ (everything else under /live/ is a 404).
       const live = /location\s+~\s+"\^\/live\/[^"]*"\s*\{[^}]*?\broot\s+([^\s;]+);/.exec(nginxConf);
