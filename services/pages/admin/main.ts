@@ -6,6 +6,10 @@
 import { io, type Socket } from 'socket.io-client';
 import type { StageListItem } from '../../shared/rest.ts';
 import { setupShows } from './shows.ts';
+import { formatDuration, setupLanguage, t } from '../i18n/index.ts';
+
+// The page in the reader's language (en, ja) before anything else is shown.
+setupLanguage();
 import type { AdminConnectErrorData, AdminLevel, AdminServerEvents, AdminSnapshot, AdminStage, AdminWorker } from '../../shared/admin.ts';
 
 type PageState = 'login' | 'connecting' | 'live' | 'error';
@@ -57,12 +61,10 @@ function fact(term: string, value: string): HTMLElement {
   return el('div', {}, el('dt', { text: term }), el('dd', { text: value }));
 }
 
+/** h:mm:ss, always with the hours (on air and uptime run for hours). */
 function duration(seconds: number): string {
   const s = Math.max(0, Math.floor(seconds));
-  const h = Math.floor(s / 3600);
-  const m = Math.floor((s % 3600) / 60);
-  const pad = (n: number) => String(n).padStart(2, '0');
-  return `${h}:${pad(m)}:${pad(s % 60)}`;
+  return s < 3600 ? `0:${formatDuration(s).padStart(5, '0')}` : formatDuration(s);
 }
 
 function renderWorkers(workers: AdminWorker[]): void {
@@ -76,7 +78,7 @@ function renderWorkers(workers: AdminWorker[]): void {
         el('td', { className: 'num', text: String(w.pid) }),
         el('td', { className: 'num', text: w.cpuPercent === null ? '…' : `${w.cpuPercent.toFixed(1)} %` }),
         el('td', { className: 'num', text: String(w.routers) }),
-        el('td', { text: w.alive ? 'running' : 'down' }),
+        el('td', { text: t(w.alive ? 'admin.running' : 'admin.down') }),
       );
       row.dataset['worker'] = String(w.index);
       return row;
@@ -87,39 +89,39 @@ function renderWorkers(workers: AdminWorker[]): void {
 function archiveText(s: AdminStage): string {
   const a = s.archive;
   if (!a) return '—';
-  const seg = `${a.segments.uploaded}/${a.segments.queued} segments uploaded`;
+  const seg = t('admin.segmentsUploaded', { uploaded: a.segments.uploaded, queued: a.segments.queued });
   return a.error ? `${a.status}: ${a.error}` : `${a.status} (${seg})`;
 }
 
 function ffmpegText(s: AdminStage): string {
   const f = s.ffmpeg;
   if (!f) return '—';
-  const restarts = `${f.restarts} restart${f.restarts === 1 ? '' : 's'}`;
-  return f.failure ? `failed after ${restarts}: ${f.failure}` : `pid ${f.pid ?? '…'}, ${restarts}`;
+  const restarts = t(f.restarts === 1 ? 'admin.restart' : 'admin.restarts', { n: f.restarts });
+  return f.failure ? t('admin.failedAfter', { restarts, failure: f.failure }) : `pid ${f.pid ?? '…'}, ${restarts}`;
 }
 
 function renderStage(s: AdminStage): HTMLElement {
-  const badge = el('span', { className: 'badge', text: s.status });
+  const badge = el('span', { className: 'badge', text: s.status === 'live' || s.status === 'idle' || s.status === 'ended' ? t(`status.${s.status}`) : s.status });
   badge.dataset['status'] = s.status;
   const head = el('h3', {}, el('span', { text: s.title ?? '(unknown)' }), badge, el('span', { className: 'id', text: s.id }));
   const facts = el(
     'dl',
     { className: 'facts' },
-    fact('On air', s.onAirSeconds === null ? '—' : duration(s.onAirSeconds)),
-    fact('Listeners', String(s.listeners)),
-    fact('Calls', `${s.calls.waiting} waiting, ${s.calls.onAir} on air`),
-    fact('Consumers', String(s.consumers)),
-    fact('Worker', s.worker === null ? '—' : `#${s.worker}`),
-    fact('Mixer lag', s.mixerLagSeconds === null ? '—' : `${s.mixerLagSeconds.toFixed(2)} s`),
+    fact(t('status.live'), s.onAirSeconds === null ? '—' : duration(s.onAirSeconds)),
+    fact(t('admin.listeners'), String(s.listeners)),
+    fact(t('admin.calls'), t('admin.callsValue', { waiting: s.calls.waiting, onAir: s.calls.onAir })),
+    fact(t('admin.consumers'), String(s.consumers)),
+    fact(t('admin.worker'), s.worker === null ? '—' : `#${s.worker}`),
+    fact(t('admin.mixerLag'), s.mixerLagSeconds === null ? '—' : `${s.mixerLagSeconds.toFixed(2)} s`),
     fact('FFmpeg', ffmpegText(s)),
-    fact('Archive', archiveText(s)),
+    fact(t('admin.archive'), archiveText(s)),
   );
-  if (s.endReason) facts.append(fact('Ended', s.endReason));
-  if (s.otherMixInputs > 0) facts.append(fact('Other mix inputs', String(s.otherMixInputs)));
+  if (s.endReason) facts.append(fact(t('status.ended'), s.endReason));
+  if (s.otherMixInputs > 0) facts.append(fact(t('admin.otherInputs'), String(s.otherMixInputs)));
   const table = el(
     'table',
     {},
-    el('thead', {}, el('tr', {}, ...['Performer', 'Muted', 'On air', 'Consumers', 'Level'].map((h) => el('th', { text: h })))),
+    el('thead', {}, el('tr', {}, ...(['admin.performer', 'admin.muted', 'admin.onAir', 'admin.consumers', 'admin.level'] as const).map((h) => el('th', { text: t(h) })))),
     el(
       'tbody',
       {},
@@ -131,11 +133,11 @@ function renderStage(s: AdminStage): HTMLElement {
         meter.high = -12;
         meter.optimum = -20;
         meter.value = METER_MIN_DB;
-        const level = el('span', { className: 'level', text: 'silent' });
+        const level = el('span', { className: 'level', text: t('admin.silent') });
         const row = el(
           'tr',
           {},
-          el('td', { text: p.role === 'performer' ? p.displayName : `${p.displayName} (${p.role === 'caller' ? 'caller' : 'encoder'})` }),
+          el('td', { text: p.role === 'performer' ? p.displayName : `${p.displayName}${t(p.role === 'caller' ? 'performer.role.caller' : 'performer.role.encoder')}` }),
           el('td', { text: p.muted ? 'muted' : '' }),
           el('td', { text: p.onAir ? 'on air' : p.publishing ? 'publishing' : 'joining' }),
           el('td', { className: 'num', text: String(p.consumers) }),
@@ -146,24 +148,24 @@ function renderStage(s: AdminStage): HTMLElement {
       }),
     ),
   );
-  table.setAttribute('aria-label', `Performers of ${s.title ?? s.id}`);
-  const section = el('section', { className: 'stage' }, head, facts, s.performers.length > 0 ? table : el('p', { text: 'No performer on stage.' }));
+  table.setAttribute('aria-label', t('admin.performersOf', { title: s.title ?? s.id }));
+  const section = el('section', { className: 'stage' }, head, facts, s.performers.length > 0 ? table : el('p', { text: t('admin.noPerformer') }));
   section.dataset['stageId'] = s.id;
   return section;
 }
 
 function render(snap: AdminSnapshot): void {
   ui.dashboard.hidden = false;
-  const t = snap.totals;
+  const sum = snap.totals;
   ui.totals.replaceChildren(
-    fact('Stages live', String(t.stagesLive)),
-    fact('Performers', String(t.performers)),
-    fact('Consumers', String(t.consumers)),
-    fact('Listeners', String(t.listeners)),
-    fact('Calls waiting', String(t.callsWaiting)),
-    fact('Callers on air', String(t.callsOnAir)),
-    fact('Upload queue', t.uploadQueueDepth === null ? '?' : String(t.uploadQueueDepth)),
-    fact('Up', duration(snap.uptimeSeconds)),
+    fact(t('admin.stagesLive'), String(sum.stagesLive)),
+    fact(t('admin.performers'), String(sum.performers)),
+    fact(t('admin.consumers'), String(sum.consumers)),
+    fact(t('admin.listeners'), String(sum.listeners)),
+    fact(t('admin.callsWaiting'), String(sum.callsWaiting)),
+    fact(t('admin.callersOnAir'), String(sum.callsOnAir)),
+    fact(t('admin.uploadQueue'), sum.uploadQueueDepth === null ? '?' : String(sum.uploadQueueDepth)),
+    fact(t('admin.up'), duration(snap.uptimeSeconds)),
   );
   renderWorkers(snap.workers);
   ui.noStages.hidden = snap.stages.length > 0;
@@ -182,7 +184,7 @@ function renderLevels(stageId: string): void {
     const meter = row.querySelector('meter');
     const text = row.querySelector<HTMLElement>('.level');
     if (meter) meter.value = v === undefined ? METER_MIN_DB : Math.max(METER_MIN_DB, v);
-    if (text) text.textContent = v === undefined ? 'silent' : `${v.toFixed(1)} dB`;
+    if (text) text.textContent = v === undefined ? t('admin.silent') : `${v.toFixed(1)} dB`;
   }
 }
 
@@ -200,7 +202,7 @@ function disconnect(): void {
 
 function connect(token: string): void {
   disconnect();
-  setState('connecting', 'Connecting…');
+  setState('connecting', t('admin.connecting'));
   const s: Socket<AdminServerEvents, Record<string, never>> = io('/admin', {
     auth: { token },
     transports: ['websocket'],
@@ -209,7 +211,7 @@ function connect(token: string): void {
   });
   socket = s;
   s.on('connect', () => {
-    setState('live', 'Connected');
+    setState('live', t('admin.connected'));
     // The token is good: the shows are read with it too.
     shows.setToken(token);
   });
@@ -220,15 +222,16 @@ function connect(token: string): void {
       shows.setToken(null);
       snapshot = null;
       ui.dashboard.hidden = true;
-      setState('error', '', `Refused: ${err.data.message}`);
+      const code = err.data.code;
+      setState('error', '', code === 'UNAUTHORIZED' || code === 'RATE_LIMITED' ? t(`admin.refused.${code}`) : t('admin.refused', { message: err.data.message }));
       ui.token.focus();
       return;
     }
-    setState('connecting', `Cannot reach the server (${err.message}); retrying…`);
+    setState('connecting', t('admin.unreachable', { message: err.message }));
   });
   s.on('disconnect', (reason) => {
     if (socket !== s) return;
-    setState('connecting', 'Connection lost; reconnecting…');
+    setState('connecting', t('admin.lost'));
     // The server closed it (a restart, say): Socket.IO does not retry that on its own.
     if (reason === 'io server disconnect') retryTimer = setTimeout(() => s.connect(), SERVER_RETRY_MS);
   });
@@ -256,7 +259,7 @@ if (fromFragment) {
   history.replaceState(null, '', location.pathname + location.search);
   connect(fromFragment);
 } else {
-  setState('login', 'Enter the admin token (ADMIN_TOKEN).');
+  setState('login', t('admin.enterToken'));
   ui.token.focus();
 }
 

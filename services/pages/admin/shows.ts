@@ -3,6 +3,7 @@
 // REST API with the admin token (GET/POST /api/stages, /start, /stop, /api/stages/:id/recordings).
 // For automation: each row has data-stage and data-status; window.adminDebug.shows().
 import type { ErrorBody } from '../../shared/errors.ts';
+import { formatDateTime, formatDuration, t } from '../i18n/index.ts';
 import type { CreateStageBody, RecordingList, RecordingView, StageCreated, StageList, StageListItem } from '../../shared/rest.ts';
 
 /** The list is read again this often while the page is connected (and at once after every action). */
@@ -45,7 +46,6 @@ export function setupShows(): Shows {
   let timer: ReturnType<typeof setInterval> | null = null;
   /** Stages whose recordings are shown, and what was last read. */
   const open = new Map<string, RecordingView[] | null>();
-  const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
 
   async function api<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
     if (!token) throw new ApiError('not connected');
@@ -69,15 +69,15 @@ export function setupShows(): Shows {
     const amount = ui.rate.value.trim();
     const currency = ui.currency.value.trim().toUpperCase();
     if (!amount && !currency) return undefined;
-    if (!/^[A-Z]{3}$/.test(currency)) throw new ApiError('Currency: give a three-letter code such as EUR.');
+    if (!/^[A-Z]{3}$/.test(currency)) throw new ApiError(t('shows.error.currencyCode'));
     let digits: number;
     try {
       digits = new Intl.NumberFormat('en', { style: 'currency', currency }).resolvedOptions().maximumFractionDigits ?? 2;
     } catch {
-      throw new ApiError(`Currency: ${currency} is not a currency code.`);
+      throw new ApiError(t('shows.error.currencyUnknown', { currency }));
     }
     const value = Number(amount);
-    if (!amount || !Number.isFinite(value) || value < 0) throw new ApiError('Amount: give the price of a started minute, such as 0.50.');
+    if (!amount || !Number.isFinite(value) || value < 0) throw new ApiError(t('shows.error.amount'));
     return { currency, amountMinor: Math.round(value * 10 ** digits) };
   }
 
@@ -116,8 +116,8 @@ export function setupShows(): Shows {
       const text = $(button.dataset['copy']!).textContent ?? '';
       void navigator.clipboard.writeText(text).then(
         () => {
-          button.textContent = 'Copied';
-          setTimeout(() => (button.textContent = 'Copy'), 1500);
+          button.textContent = t('common.copied');
+          setTimeout(() => (button.textContent = t('common.copy')), 1500);
         },
         () => {
           // No clipboard (an insecure origin): select the text for a manual copy.
@@ -157,46 +157,41 @@ export function setupShows(): Shows {
     render();
   }
 
-  function duration(seconds: number | null): string {
-    if (seconds === null) return '';
-    const s = Math.round(seconds);
-    return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
-  }
-
   function recordingItem(r: RecordingView): HTMLLIElement {
     const li = el('li');
     li.dataset['recording'] = r.id;
     li.dataset['status'] = r.status;
-    const when = `${dateFormat.format(new Date(r.startedAt))}${r.durationSeconds !== null ? `, ${duration(r.durationSeconds)}` : ''}`;
-    li.append(`${when}: ${r.status}${r.status === 'archived' ? '' : ` (${r.segments.uploaded}/${r.segments.count} segments uploaded)`} `);
+    const when = `${formatDateTime(r.startedAt)}${r.durationSeconds !== null ? `, ${formatDuration(Math.round(r.durationSeconds))}` : ''}`;
+    const status = t(`shows.archive.${r.status}`);
+    li.append(`${when}: ${status}${r.status === 'archived' ? '' : ` (${t('admin.segmentsUploaded', { uploaded: r.segments.uploaded, queued: r.segments.count })})`} `);
     if (r.error) li.append(el('span', { className: 'warning', textContent: r.error }));
     const uploaded = r.files.filter((f) => f.state === 'uploaded');
     const audio = uploaded.find((f) => f.kind === 'audio');
-    if (audio) li.append(el('a', { href: audio.url, download: '', className: 'download', textContent: 'Download audio' }), ' ');
+    if (audio) li.append(el('a', { href: audio.url, download: '', className: 'download', textContent: t('shows.downloadAudio') }), ' ');
     for (const f of uploaded.filter((f) => f.kind === 'track' || f.kind === 'timeline' || f.kind === 'chapters')) {
-      const label = f.kind === 'track' ? `Track: ${f.displayName ?? f.performerId ?? ''}` : f.kind === 'timeline' ? 'Timeline' : 'Chapters';
+      const label = f.kind === 'track' ? t('shows.trackOf', { name: f.displayName ?? f.performerId ?? '' }) : t(f.kind === 'timeline' ? 'shows.timeline' : 'shows.chapters');
       li.append(el('a', { href: f.url, download: '', textContent: label }), ' ');
     }
     return li;
   }
 
   function row(s: StageListItem): HTMLTableRowElement[] {
-    const badge = el('span', { className: 'badge', textContent: s.status });
+    const badge = el('span', { className: 'badge', textContent: t(`status.${s.status}`) });
     badge.dataset['status'] = s.status;
     const actions = el('td', { className: 'actions' });
-    if (s.status === 'idle') actions.append(el('button', { type: 'button', textContent: 'Start', onclick: () => void transition(s, 'start') }));
-    if (s.status === 'live') actions.append(el('button', { type: 'button', textContent: 'Stop', onclick: () => void transition(s, 'stop') }));
-    actions.append(el('a', { href: s.listenUrl, target: '_blank', rel: 'noopener', textContent: 'Listen' }));
+    if (s.status === 'idle') actions.append(el('button', { type: 'button', textContent: t('shows.start'), onclick: () => void transition(s, 'start') }));
+    if (s.status === 'live') actions.append(el('button', { type: 'button', textContent: t('shows.stop'), onclick: () => void transition(s, 'stop') }));
+    actions.append(el('a', { href: s.listenUrl, target: '_blank', rel: 'noopener', textContent: t('shows.listen') }));
     if (s.status !== 'idle') {
       const shown = open.has(s.id);
-      actions.append(el('button', { type: 'button', textContent: shown ? 'Hide recordings' : 'Recordings', ariaExpanded: String(shown), onclick: () => void toggleRecordings(s.id) }));
+      actions.append(el('button', { type: 'button', textContent: t(shown ? 'shows.hideRecordings' : 'shows.recordings'), ariaExpanded: String(shown), onclick: () => void toggleRecordings(s.id) }));
     }
     const tr = el(
       'tr',
       {},
       el('td', { textContent: s.title }),
       el('td', {}, badge),
-      el('td', { textContent: dateFormat.format(new Date(s.createdAt)) }),
+      el('td', { textContent: formatDateTime(s.createdAt) }),
       el('td', { className: 'num', textContent: String(s.performers) }),
       actions,
     );
@@ -205,8 +200,8 @@ export function setupShows(): Shows {
     if (!open.has(s.id)) return [tr];
     const recs = open.get(s.id);
     const cell = el('td', { colSpan: 5 });
-    if (recs === null || recs === undefined) cell.append('Reading the recordings…');
-    else if (recs.length === 0) cell.append('No recording yet.');
+    if (recs === null || recs === undefined) cell.append(t('shows.readingRecordings'));
+    else if (recs.length === 0) cell.append(t('shows.noRecording'));
     else cell.append(el('ul', { className: 'recs' }, ...recs.map(recordingItem)));
     const more = el('tr', { className: 'recordings' }, cell);
     more.dataset['recordingsOf'] = s.id;

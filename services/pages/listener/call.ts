@@ -12,6 +12,7 @@ import type { ListenContract, ListenRequest, ListenRequestName, ListenResponse }
 import type { PerformerInfo } from '../../shared/model.ts';
 import type { ContractSocket, Request } from '../client.ts';
 import { explainInsecureOrigin } from '../secure.ts';
+import { t } from '../i18n/index.ts';
 
 export type CallState = 'none' | 'waiting' | 'connecting' | 'on-air' | 'ended';
 
@@ -69,7 +70,7 @@ export function setupCallIn(host: CallHost) {
   }
 
   // A call needs the microphone: on an insecure origin, say where to call from instead of failing after the host takes it.
-  const insecure = explainInsecureOrigin($<HTMLParagraphElement>('call-insecure'), 'Calling in');
+  const insecure = explainInsecureOrigin($<HTMLParagraphElement>('call-insecure'), 'caller');
   ui.ask.disabled = insecure;
 
   function setState(next: CallState, text: string): void {
@@ -79,11 +80,11 @@ export function setupCallIn(host: CallHost) {
     ui.live.hidden = next === 'none' || next === 'ended';
     ui.form.hidden = !ui.live.hidden;
     ui.ask.disabled = insecure;
-    ui.end.textContent = next === 'waiting' ? 'Cancel' : 'Hang up';
+    ui.end.textContent = t(next === 'waiting' ? 'call.cancel' : 'call.hangUp');
   }
 
   function waitingText(position: number | null): string {
-    return position ? `Waiting to be taken: number ${position} in line.` : 'Waiting to be taken…';
+    return position ? t('call.waitingPosition', { position }) : t('call.waiting');
   }
 
   ui.name.value = localStorage.getItem('listenerName') ?? '';
@@ -120,14 +121,14 @@ export function setupCallIn(host: CallHost) {
     } finally {
       ui.end.disabled = false;
     }
-    finish('You hung up.');
+    finish(t('call.youHungUp'));
   }
 
   function onCall({ call: c, position }: { call: CallView; position: number | null }): void {
     if (call && c.id !== call.id) return;
     call = c;
     if (c.status === 'waiting') setState('waiting', waitingText(position));
-    else if (c.status === 'on_air' && state === 'connecting') setState('connecting', 'Connecting your microphone…');
+    else if (c.status === 'on_air' && state === 'connecting') setState('connecting', t('call.connectingMic'));
     else if (['declined', 'cancelled', 'expired', 'ended'].includes(c.status)) finish(endText(c));
     if (c.muted !== (ui.live.dataset['muted'] === 'true')) ui.live.dataset['muted'] = String(c.muted);
     if (state === 'on-air') setState('on-air', onAirText());
@@ -136,21 +137,21 @@ export function setupCallIn(host: CallHost) {
   function endText(c: CallView): string {
     switch (c.status) {
       case 'declined':
-        return 'The hosts could not take your call this time.';
+        return t('call.declined');
       case 'expired':
-        return 'Nobody could take your call in time.';
+        return t('call.expired');
       case 'cancelled':
-        return c.endReason === 'broadcast_ended' ? 'The show ended before your call was taken.' : 'Your request was withdrawn.';
+        return c.endReason === 'broadcast_ended' ? t('call.showEndedFirst') : t('call.withdrawn');
       default:
-        return c.endReason === 'host' ? 'The host ended your call. Thank you for calling!'
-          : c.endReason === 'network' ? 'Your call was cut off (the connection was lost).'
-          : c.endReason === 'broadcast_ended' ? 'The show has ended.'
-          : 'Your call has ended.';
+        return c.endReason === 'host' ? t('call.hostEnded')
+          : c.endReason === 'network' ? t('call.cutOff')
+          : c.endReason === 'broadcast_ended' ? t('listener.ended')
+          : t('call.ended');
     }
   }
 
   function onAirText(): string {
-    return call?.muted ? 'On air — the host has muted you.' : 'On air — you are live. Headphones keep the show out of your microphone.';
+    return call?.muted ? t('call.onAirMuted') : t('call.onAir');
   }
 
   /** The call was taken: microphone, transports, publish, hear the performers; the stream stops once they play. */
@@ -162,7 +163,7 @@ export function setupCallIn(host: CallHost) {
     const current = () => {
       if (my !== generation) throw new Failed('superseded');
     };
-    setState('connecting', 'Your call was taken! Connecting your microphone…');
+    setState('connecting', t('call.taken'));
     try {
       ctx ??= new AudioContext();
       void ctx.resume();
@@ -171,7 +172,7 @@ export function setupCallIn(host: CallHost) {
         // Voice processing on: the echo canceller removes what this page plays (the performers) from the microphone.
         stream = await navigator.mediaDevices.getUserMedia({ audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 } });
       } catch {
-        throw new Failed('Your microphone could not be opened, so the call was ended. Allow the microphone and call again.');
+        throw new Failed(t('call.micFailed'));
       }
       if (my !== generation) {
         // The call ended while the prompt was open: the microphone is released at once.
@@ -213,7 +214,7 @@ export function setupCallIn(host: CallHost) {
       recvTransport = recv;
       connectHandler(recv);
       const track = mic.getAudioTracks()[0];
-      if (!track) throw new Failed('No microphone track.');
+      if (!track) throw new Failed(t('call.noTrack'));
       // DTX off, as for performers: the mix takes a silent stretch for a lost caller otherwise.
       producer = await send.produce({ track, codecOptions: { opusStereo: false, opusDtx: false, opusFec: true }, stopTracks: false });
       current();
@@ -229,7 +230,7 @@ export function setupCallIn(host: CallHost) {
       if (my !== generation) return;
       ui.error.textContent = err instanceof Error ? err.message : String(err);
       void host.request('endCall', {});
-      finish('The call could not be connected.');
+      finish(t('call.notConnected'));
     }
   }
 
@@ -374,7 +375,7 @@ export function setupCallIn(host: CallHost) {
     s.on('performerLeft', ({ performerId }) => dropRemote(performerId));
     s.on('disconnect', () => {
       // The server ends a call whose connection is gone.
-      if (call) finish('Your call was cut off (the connection was lost).');
+      if (call) finish(t('call.cutOff'));
     });
   }
 

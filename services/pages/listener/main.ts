@@ -13,6 +13,10 @@ import type { StageView } from '../../shared/rest.ts';
 import type { TimelineEvent, TimelineEventType } from '../../shared/timeline.ts';
 import { requester, type ContractSocket } from '../client.ts';
 import { setupCallIn } from './call.ts';
+import { setupLanguage, t, type Key } from '../i18n/index.ts';
+
+// The page in the reader's language (en, ja) before anything else is shown.
+setupLanguage();
 
 // The UMD build carries hls.js's transmuxer worker inline (started from a blob: URL, hence the CSP's worker-src blob:);
 // the ESM build would need the worker as a separate file. Its typings are those of the ESM build, hence the cast.
@@ -81,7 +85,7 @@ let mediaRecoveries = 0;
 let lastTime = 0;
 let lastProgressAt = 0;
 
-const BADGE: Record<StageStatus, string> = { live: 'On air', idle: 'Off air', ended: 'Ended' };
+const BADGE: Record<StageStatus, Key> = { live: 'status.live', idle: 'status.idle', ended: 'status.ended' };
 
 function setState(next: PlayerState, status: string): void {
   state = next;
@@ -102,7 +106,7 @@ function fail(message: string): void {
 
 function finish(): void {
   stopEverything();
-  setState('ended', 'The show has ended.');
+  setState('ended', t('listener.ended'));
 }
 
 function stopEverything(): void {
@@ -117,7 +121,7 @@ function stopEverything(): void {
 function showStage(s: StageView): void {
   ui.title.textContent = s.title;
   document.title = `${s.title} · listen`;
-  ui.badge.textContent = BADGE[s.status];
+  ui.badge.textContent = t(BADGE[s.status]);
   ui.badge.dataset['status'] = s.status;
 }
 
@@ -183,18 +187,18 @@ async function livePlaylistExists(url: string): Promise<boolean> {
 async function start(): Promise<void> {
   if (!stage || !engine || attached || probing || callIn.onAir()) return;
   probing = true;
-  if (stage.status === 'live') setState('loading', 'Connecting…');
+  if (stage.status === 'live') setState('loading', t('listener.connecting'));
   const found = await livePlaylistExists(stage.hlsUrl);
   probing = false;
   if (callIn.onAir()) return; // a call took over meanwhile: the stream stays off
   if (!wantPlay || attached || !stage || stage.status === 'ended') return update();
   if (!found) {
     // Live but no playlist yet: the mix is starting, look again soon. Idle: the next status poll looks again.
-    if (stage.status === 'live') retrySoon('Waiting for the stream…');
-    else setState('offair', 'Nothing is on air right now. Playback starts when the show does.');
+    if (stage.status === 'live') retrySoon(t('listener.waitingStream'));
+    else setState('offair', t('listener.nothingOnAir'));
     return;
   }
-  setState('loading', 'Loading…');
+  setState('loading', t('listener.loading'));
   attach(stage.hlsUrl);
   requestPlay();
 }
@@ -242,7 +246,7 @@ function requestPlay(): void {
         // Autoplay refused: wait for the Play button rather than keep loading a stream nobody hears.
         wantPlay = false;
         detach();
-        setState('offair', stage?.status === 'live' ? 'On air. Press Play to listen.' : 'Press Play to listen.');
+        setState('offair', stage?.status === 'live' ? t('listener.onAirPressPlay') : t('listener.pressPlay'));
       }
     },
   );
@@ -272,7 +276,7 @@ function onHlsError(h: HlsClass, data: ErrorData): void {
     h.recoverMediaError();
     return;
   }
-  lost(data.type === Hls.ErrorTypes.NETWORK_ERROR ? 'Stream unreachable, retrying…' : 'Stream interrupted, retrying…');
+  lost(data.type === Hls.ErrorTypes.NETWORK_ERROR ? t('listener.unreachable') : t('listener.interrupted'));
 }
 
 /** Brings the player in line with the stage's status and the listener's wish. */
@@ -287,21 +291,21 @@ function update(): void {
   }
   if (attached || probing || retryTimer !== null) return;
   if (wantPlay) void start();
-  else setState('offair', stage.status === 'live' ? 'On air. Press Play to listen.' : 'Off air.');
+  else setState('offair', stage.status === 'live' ? t('listener.onAirPressPlay') : t('listener.offAir'));
 }
 
 async function poll(): Promise<void> {
   pollTimer = null;
   try {
     const res = await fetch(`/api/stages/${encodeURIComponent(stageId)}`, { cache: 'no-store' });
-    if (res.status === 404 || res.status === 400) return fail('This stage does not exist.');
+    if (res.status === 404 || res.status === 400) return fail(t('listener.noStage'));
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     const view = (await res.json()) as StageView;
     stage = view;
     showStage(view);
     update();
   } catch {
-    if (!stage) ui.status.textContent = 'Cannot reach the server, retrying…';
+    if (!stage) ui.status.textContent = t('listener.noServer');
   }
   if (state !== 'error' && state !== 'ended') pollTimer = window.setTimeout(() => void poll(), POLL_MS);
 }
@@ -309,10 +313,10 @@ async function poll(): Promise<void> {
 audio.addEventListener('playing', () => {
   if (!attached) return;
   mediaRecoveries = 0;
-  setState('playing', 'Playing');
+  setState('playing', t('listener.playing'));
 });
 audio.addEventListener('waiting', () => {
-  if (attached && wantPlay) setState('loading', 'Buffering…');
+  if (attached && wantPlay) setState('loading', t('listener.buffering'));
 });
 audio.addEventListener('timeupdate', () => {
   if (audio.currentTime !== lastTime) {
@@ -321,18 +325,18 @@ audio.addEventListener('timeupdate', () => {
   }
 });
 audio.addEventListener('ended', () => {
-  if (attached) lost('The stream stopped, retrying…');
+  if (attached) lost(t('listener.stopped'));
 });
 audio.addEventListener('error', () => {
   // hls.js reports its own errors; this is the browser's own HLS failing.
-  if (attached && engine === 'native') lost('Stream unreachable, retrying…');
+  if (attached && engine === 'native') lost(t('listener.unreachable'));
 });
 
 window.setInterval(() => {
   if (!attached) return;
   const stuckMs = Date.now() - lastProgressAt;
   if (stage?.status === 'ended' && stuckMs > ENDED_STALL_MS) finish();
-  else if (stuckMs > STALL_MS) lost('The stream stalled, reconnecting…');
+  else if (stuckMs > STALL_MS) lost(t('listener.stalled'));
 }, 1_000);
 
 ui.play.addEventListener('click', () => {
@@ -351,7 +355,7 @@ ui.stop.addEventListener('click', () => {
   if (retryTimer !== null) clearTimeout(retryTimer);
   retryTimer = null;
   detach();
-  setState('offair', 'Stopped.');
+  setState('offair', t('listener.stoppedByYou'));
 });
 
 const savedVolume = Number(localStorage.getItem('listenerVolume') ?? '1');
@@ -501,7 +505,7 @@ function showBehind(): void {
   const playing = document.body.dataset['state'] === 'playing' ? playingMs() : null;
   const behind = playing === null ? null : Math.max(0, (Date.now() - playing) / 1000);
   ui.behind.hidden = behind === null;
-  if (behind !== null) ui.behind.textContent = `About ${behind < 10 ? behind.toFixed(1) : Math.round(behind)} s behind live`;
+  if (behind !== null) ui.behind.textContent = t('listener.behind', { seconds: behind < 10 ? behind.toFixed(1) : Math.round(behind) });
   document.body.dataset['behind'] = behind === null ? '' : behind.toFixed(2);
 }
 window.setInterval(showBehind, 500);
@@ -593,7 +597,7 @@ function render(at: number | null): void {
       li.dataset['id'] = k.id;
       const name = document.createElement('span');
       name.className = 'name';
-      name.textContent = k.event.data.name ?? 'Listener';
+      name.textContent = k.event.data.name ?? t('listener.anonymous');
       const text = document.createElement('span');
       text.className = 'text';
       text.textContent = k.event.data.text ?? '';
@@ -622,7 +626,7 @@ const callIn = setupCallIn({
     detach();
     if (retryTimer !== null) clearTimeout(retryTimer);
     retryTimer = null;
-    setState('offair', 'You are on air: you hear the show through your call.');
+    setState('offair', t('listener.onAirInCall'));
   },
   resumeStream: () => {
     if (!stage || stage.status === 'ended') return update();
@@ -786,10 +790,10 @@ window.listenerDebug = {
 };
 
 document.body.dataset['chapter'] = '';
-if (!stageId) fail('This stage does not exist.');
-else if (!engine) fail('This browser cannot play the stream (no HLS support).');
+if (!stageId) fail(t('listener.noStage'));
+else if (!engine) fail(t('listener.noHls'));
 else {
-  setState('loading', 'Loading…');
+  setState('loading', t('listener.loading'));
   void poll();
   connectTimeline();
 }

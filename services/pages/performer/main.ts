@@ -14,6 +14,10 @@ import type { PerformerInfo, StageStatus } from '../../shared/model.ts';
 import type { StageContract, StageRequest, StageRequestName, StageResponse } from '../../shared/stage.ts';
 import { requester, type ContractSocket } from '../client.ts';
 import { explainInsecureOrigin } from '../secure.ts';
+import { formatDuration, setupLanguage, t, type Key } from '../i18n/index.ts';
+
+// The page in the reader's language (en, ja) before anything else is shown.
+setupLanguage();
 
 type PageState = 'idle' | 'joining' | 'publishing' | 'error';
 /**
@@ -111,13 +115,14 @@ class Superseded extends Error {}
 /** Errors after which trying again cannot help (STAGE_FULL only on a first join: on a rejoin the seat may be our own). */
 const FATAL_CODES = new Set(['UNAUTHORIZED', 'NOT_FOUND', 'STAGE_FULL', 'BAD_REQUEST', 'MIC_DENIED', 'NO_MIC', 'REPLACED']);
 
-const MESSAGES: Record<string, string> = {
-  UNAUTHORIZED: 'This performer link has the wrong key. Ask the host for a new link.',
-  NOT_FOUND: 'This stage does not exist.',
-  STAGE_FULL: 'The stage is full. Try again when someone leaves.',
-  MIC_DENIED: 'Microphone access was denied. Allow it in the browser and press "Join stage" again.',
-  NO_MIC: 'No microphone was found.',
-  REPLACED: 'This performer continued in another window or tab.',
+/** The page's own words for the server's error codes (the server's messages stay English). */
+const MESSAGES: Record<string, Key> = {
+  UNAUTHORIZED: 'performer.error.UNAUTHORIZED',
+  NOT_FOUND: 'performer.error.NOT_FOUND',
+  STAGE_FULL: 'performer.error.STAGE_FULL',
+  MIC_DENIED: 'performer.error.MIC_DENIED',
+  NO_MIC: 'performer.error.NO_MIC',
+  REPLACED: 'performer.error.REPLACED',
 };
 
 // Socket.IO's own reconnection is off: it does not retry after a server-side disconnect ('io server disconnect'), and
@@ -200,7 +205,7 @@ let stageStatus: StageStatus = 'idle';
 function showStageStatus(status: StageStatus): void {
   stageStatus = status;
   ui.onAir.dataset['status'] = status;
-  ui.onAir.textContent = status === 'live' ? 'On air' : status === 'ended' ? 'Ended' : 'Off air';
+  ui.onAir.textContent = t(status === 'live' ? 'status.live' : status === 'ended' ? 'status.ended' : 'status.idle');
   document.body.dataset['stageStatus'] = status;
   ui.startBroadcast.disabled = state !== 'publishing' || status !== 'idle';
   ui.stopBroadcast.disabled = state !== 'publishing' || status !== 'live';
@@ -209,7 +214,7 @@ function showStageStatus(status: StageStatus): void {
 }
 
 /** On an insecure origin the microphone cannot be had: the page says so and where to go instead, and cannot join. */
-const insecure = explainInsecureOrigin($<HTMLParagraphElement>('insecure'), 'Joining the stage');
+const insecure = explainInsecureOrigin($<HTMLParagraphElement>('insecure'), 'performer');
 
 function setState(next: PageState, status: string): void {
   state = next;
@@ -232,16 +237,17 @@ function setLink(next: LinkState): void {
 }
 
 function showError(code: string, message: string): void {
-  ui.error.textContent = MESSAGES[code] ?? message;
+  const known = MESSAGES[code];
+  ui.error.textContent = known ? t(known) : message;
   document.body.dataset['error'] = code;
   setLink('error');
-  setState('error', 'Not on stage');
+  setState('error', t('performer.notOnStage'));
 }
 
 function renderPerformers(): void {
   for (const r of remotes.values()) {
-    const role = r.info.role === 'caller' ? ' (caller)' : r.info.role === 'encoder' ? ' (encoder)' : '';
-    r.li.textContent = `${r.info.displayName}${role}${r.info.muted ? ' (muted)' : ''}${r.consumer ? '' : ' (connecting)'}`;
+    const role = r.info.role === 'caller' ? t('performer.role.caller') : r.info.role === 'encoder' ? t('performer.role.encoder') : '';
+    r.li.textContent = `${r.info.displayName}${role}${r.info.muted ? t('performer.muted') : ''}${r.consumer ? '' : t('performer.connecting')}`;
   }
 }
 
@@ -251,7 +257,7 @@ let calls: CallView[] = [];
 
 function waitedText(fromIso: string, now: number): string {
   const s = Math.max(0, Math.floor((now - Date.parse(fromIso)) / 1000));
-  return s < 60 ? `${s} s` : `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, '0')} s`;
+  return formatDuration(s);
 }
 
 function callButton(label: string, onClick: () => Promise<unknown>): HTMLButtonElement {
@@ -284,19 +290,19 @@ function renderCalls(): void {
     const when = document.createElement('span');
     when.className = 'call-time';
     when.dataset['since'] = c.status === 'waiting' ? c.requestedAt : (c.connectedAt ?? c.acceptedAt ?? c.requestedAt);
-    when.dataset['label'] = c.status === 'waiting' ? 'waiting' : c.status === 'on_air' ? 'on air' : 'connecting';
+    when.dataset['label'] = t(c.status === 'waiting' ? 'performer.call.waiting' : c.status === 'on_air' ? 'performer.call.onAir' : 'performer.call.connecting');
     when.textContent = ` (${when.dataset['label']} ${waitedText(when.dataset['since'], now)})`;
     const buttons = document.createElement('span');
     buttons.className = 'buttons';
     if (c.status === 'waiting') {
       buttons.append(
-        callButton('Accept', () => request('acceptCall', { callId: c.id })),
-        callButton('Decline', () => request('declineCall', { callId: c.id })),
+        callButton(t('performer.call.accept'), () => request('acceptCall', { callId: c.id })),
+        callButton(t('performer.call.decline'), () => request('declineCall', { callId: c.id })),
       );
     } else {
-      const mute = callButton(c.muted ? 'Unmute' : 'Mute', () => request('muteCall', { callId: c.id, muted: !c.muted }));
+      const mute = callButton(t(c.muted ? 'performer.unmute' : 'performer.mute'), () => request('muteCall', { callId: c.id, muted: !c.muted }));
       mute.setAttribute('aria-pressed', String(c.muted));
-      buttons.append(mute, callButton('Hang up', () => request('hangUpCall', { callId: c.id })));
+      buttons.append(mute, callButton(t('performer.call.hangUp'), () => request('hangUpCall', { callId: c.id })));
     }
     li.append(who, what, when, buttons);
     return li;
@@ -503,13 +509,13 @@ function showOnStage(): void {
   const name = ui.name.value.trim();
   if (repairing) {
     setLink('ice-restarting');
-    ui.status.textContent = `On stage as ${name}: repairing the audio connection (ICE restart)…`;
+    ui.status.textContent = t('performer.onStage.repairing', { name });
   } else if (interrupted || !navigator.onLine) {
     setLink('interrupted');
-    ui.status.textContent = `On stage as ${name}: ${interrupted ? 'the audio connection is interrupted' : 'the browser reports no network'}…`;
+    ui.status.textContent = t(interrupted ? 'performer.onStage.interrupted' : 'performer.onStage.offline', { name });
   } else {
     setLink('on-stage');
-    ui.status.textContent = `On stage as ${name}`;
+    ui.status.textContent = t('performer.onStageAs', { name });
   }
 }
 
@@ -535,7 +541,7 @@ async function joinOnce(my: number): Promise<void> {
     if (my !== session) throw new Superseded();
   };
   setLink('joining');
-  setState('joining', attempt > 0 ? `Rejoining (attempt ${attempt})…` : 'Joining…');
+  setState('joining', attempt > 0 ? t('performer.rejoining', { attempt }) : t('performer.joining'));
   micStream ??= await openMic();
   current();
   const track = micStream.getAudioTracks()[0];
@@ -560,7 +566,7 @@ async function joinOnce(my: number): Promise<void> {
   myId = joined.performerId;
   stageStatus = joined.stage.status;
   ui.title.textContent = joined.stage.title;
-  document.title = `${joined.stage.title} · stage`;
+  document.title = t('performer.docTitle', { title: joined.stage.title });
   const dev = new Device();
   await dev.load({ routerRtpCapabilities: joined.routerRtpCapabilities as mc.RtpCapabilities });
   current();
@@ -660,8 +666,7 @@ function showRetry(): void {
   const offline = !navigator.onLine;
   setLink(offline ? 'offline' : 'reconnecting');
   const secs = Math.max(0, (retryAt - Date.now()) / 1000).toFixed(1);
-  const what = offline ? 'Offline, waiting for the network' : 'Reconnecting';
-  setState('joining', `${what} (${retryReason}): attempt ${attempt}, next try in ${secs} s`);
+  setState('joining', t(offline ? 'performer.retry.offline' : 'performer.retry.reconnecting', { reason: retryReason, attempt, secs }));
 }
 
 /** Next try, now: connect first if needed (the 'connect' handler then joins). */
@@ -678,7 +683,7 @@ function retryNow(): void {
     return;
   }
   setLink('connecting');
-  setState('joining', attempt > 0 ? `Reconnecting (${retryReason}): attempt ${attempt}, connecting…` : 'Connecting…');
+  setState('joining', attempt > 0 ? t('performer.retry.connecting', { reason: retryReason, attempt }) : t('performer.connectingNow'));
   if (connecting) socket.disconnect(); // abandon a try still hanging on the old network
   connecting = true;
   socket.connect();
@@ -732,14 +737,14 @@ async function leave(): Promise<void> {
   micStream?.getTracks().forEach((t) => t.stop());
   micStream = null;
   setLink('idle');
-  setState('idle', 'Left the stage');
+  setState('idle', t('performer.left'));
 }
 
 async function toggleMute(): Promise<void> {
   muted = !muted;
   // track.enabled=false keeps Opus packets (silence) flowing, so the mix never waits on this performer.
   micStream?.getAudioTracks().forEach((t) => (t.enabled = !muted));
-  ui.mute.textContent = muted ? 'Unmute' : 'Mute';
+  ui.mute.textContent = t(muted ? 'performer.unmute' : 'performer.mute');
   ui.mute.setAttribute('aria-pressed', String(muted));
   if (myId) await request('setMuted', { muted }).catch(() => undefined);
 }
@@ -763,7 +768,7 @@ socket.on('replaced', () => {
   serverMember = false;
   clearRetry();
   endSession();
-  showError('REPLACED', 'This performer continued in another window.');
+  showError('REPLACED', 'this performer continued in another window');
 });
 socket.on('stageStatus', ({ status }) => showStageStatus(status));
 socket.on('callQueue', ({ calls: next }) => {
@@ -801,7 +806,7 @@ window.addEventListener('offline', () => {
 
 function startJoin(): void {
   if (!ui.name.value.trim()) {
-    ui.error.textContent = 'Enter your name first.';
+    ui.error.textContent = t('performer.nameFirst');
     ui.name.focus();
     return;
   }
@@ -842,8 +847,8 @@ ui.eventForm.addEventListener('submit', (ev) => {
   ui.postEvent.disabled = true;
   request('postEvent', payload).then(
     ({ event }) => {
-      const what = event.type === 'marker' ? 'Marker' : `${event.type === 'chapter' ? 'Chapter' : 'Track'} “${event.data.title ?? ''}”`;
-      ui.eventStatus.textContent = `${what} at ${event.mediaTime.toFixed(1)} s into the broadcast`;
+      const what = event.type === 'marker' ? t('performer.kind.marker') : t(event.type === 'chapter' ? 'performer.event.chapter' : 'performer.event.track', { title: event.data.title ?? '' });
+      ui.eventStatus.textContent = t('performer.event.at', { what, seconds: event.mediaTime.toFixed(1) });
       ui.eventStatus.dataset['eventId'] = event.id;
       ui.eventTitle.value = '';
       ui.eventArtist.value = '';
@@ -878,8 +883,8 @@ function copyButton(button: HTMLButtonElement, text: () => string): void {
   button.addEventListener('click', () => {
     void navigator.clipboard?.writeText(text()).then(
       () => {
-        button.textContent = 'Copied';
-        window.setTimeout(() => (button.textContent = 'Copy'), 1500);
+        button.textContent = t('common.copied');
+        window.setTimeout(() => (button.textContent = t('common.copy')), 1500);
       },
       () => undefined,
     );
@@ -893,15 +898,15 @@ function showEncoders(list: EncoderList): void {
   const state = publishing.length > 0 ? 'publishing' : encoders.length > 0 ? 'connecting' : 'waiting';
   ui.encoderState.dataset['state'] = state;
   ui.encoderState.textContent =
-    state === 'publishing' ? `Publishing: ${publishing.map((e) => e.name).join(', ')} (in the mix and on stage).`
-    : state === 'connecting' ? `${encoders.map((e) => e.name).join(', ')} connected, waiting for audio…`
-    : 'Waiting for an encoder…';
+    state === 'publishing' ? t('performer.encoder.publishing', { names: publishing.map((e) => e.name).join(', ') })
+    : state === 'connecting' ? t('performer.encoder.connected', { names: encoders.map((e) => e.name).join(', ') })
+    : t('performer.encoder.waiting');
   const level = Math.max(-127, ...publishing.map((e) => e.levelDbov ?? -127));
   ui.encoderLevel.value = Math.max(-70, level);
   // The level comes from the RTP audio-level extension, which OBS does not send (browsers do).
   const unknown = publishing.length > 0 && publishing.every((e) => !e.levelKnown);
   ui.encoderLevelLabel.hidden = unknown;
-  if (unknown) ui.encoderState.textContent += ' Its level is not shown: this encoder sends no audio level.';
+  if (unknown) ui.encoderState.textContent += ` ${t('performer.encoder.noLevel')}`;
 }
 
 async function pollEncoders(): Promise<void> {
@@ -995,7 +1000,7 @@ async function showStageBeforeJoin(): Promise<void> {
     // Joined meanwhile: the join's answer is newer.
     if (state !== 'idle') return;
     ui.title.textContent = view.title;
-    document.title = `${view.title} · stage`;
+    document.title = t('performer.docTitle', { title: view.title });
     showStageStatus(view.status);
   } catch {
     // Not reachable now: the join says what is wrong.
@@ -1004,11 +1009,11 @@ async function showStageBeforeJoin(): Promise<void> {
 
 if (!stageId || !key) showError('UNAUTHORIZED', 'missing stage id or key');
 else if (insecure) {
-  setState('idle', 'Open this page over HTTPS to join.');
+  setState('idle', t('performer.openOverHttps'));
   void showStageBeforeJoin();
   void pollEncoders();
 } else {
-  setState('idle', 'Ready. Enter your name and join.');
+  setState('idle', t('performer.ready'));
   void showStageBeforeJoin();
   void pollEncoders();
 }
