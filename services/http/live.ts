@@ -6,6 +6,7 @@
 // (pipelines/hls/liveWriter.ts): one wake-up per part it publishes, for every held request at once.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import crypto from 'node:crypto';
 import express, { type Request, type Response } from 'express';
 import { type CachedFile, LiveFileCache } from './liveCache.ts';
@@ -421,12 +422,42 @@ function setCors(res: ServerResponse): void {
   res.setHeader('Access-Control-Expose-Headers', 'Content-Length, Content-Range');
 }
 
+/** Playlists (text, a few KiB with LL-HLS parts) at least this long are gzipped for clients that take it. */
+const GZIP_MIN_BYTES = 512;
+/** Each playlist version is compressed once, however many listeners fetch it (the cache hands out one object per version). */
+const gzipped = new WeakMap<CachedFile, Buffer>();
+
+function acceptsGzip(header: string | string[] | undefined): boolean {
+  const value = Array.isArray(header) ? header.join(',') : (header ?? '');
+  return value.split(',').some((part) => {
+    const [name, q] = part.trim().split(';');
+    return name?.trim().toLowerCase() === 'gzip' && !(q && /^\s*q\s*=\s*0(\.0*)?\s*$/.test(q));
+  });
+}
+
+/**
+ * What to send for a file served from memory: a playlist gzipped when the client takes it (its ETag marked `-gz`, a
+ * different representation), anything else as it is. Segments and parts are never compressed: AAC does not shrink.
+ */
+function representation(req: IncomingMessage, kind: Kind, file: CachedFile): { body: Buffer; etag: string; gzip: boolean } {
+  if (!kind.mutable || file.body.length < GZIP_MIN_BYTES || !acceptsGzip(req.headers['accept-encoding'])) return { body: file.body, etag: file.etag, gzip: false };
+  let body = gzipped.get(file);
+  if (!body) {
+    body = zlib.gzipSync(file.body, { level: 6 });
+    gzipped.set(file, body);
+  }
+  return { body, etag: `${file.etag.slice(0, -1)}-gz"`, gzip: true };
+}
+
 /** The headers of a file served from memory (both paths). */
-function setFileHeaders(res: ServerResponse, kind: Kind, file: CachedFile): void {
+function setFileHeaders(res: ServerResponse, kind: Kind, file: CachedFile, sent: { etag: string; gzip: boolean } = { etag: file.etag, gzip: false }): void {
   res.setHeader('Content-Type', kind.type);
   res.setHeader('Cache-Control', kind.mutable ? CACHE_MUTABLE : CACHE_IMMUTABLE);
-  res.setHeader('ETag', file.etag);
+  res.setHeader('ETag', sent.etag);
+  if (sent.gzip) res.setHeader('Content-Encoding', 'gzip');
   if (kind.mutable) {
+    // Compressed or not by the client's Accept-Encoding: shared caches must keep the two apart.
+    res.setHeader('Vary', 'Accept-Encoding');
     // Range is not offered on these small, ever-changing files: a client asking for one gets the whole file (200).
     // No Last-Modified: its one-second resolution would let an If-Modified-Since revalidation (a CDN's) get a 304
     // for a playlist rewritten within the same second. The ETag is computed from the content, so it is exact.
@@ -438,14 +469,14 @@ function setFileHeaders(res: ServerResponse, kind: Kind, file: CachedFile): void
 }
 
 /** A conditional GET/HEAD the client's copy satisfies (the rules of the `fresh` module Express uses). */
-function isFresh(req: IncomingMessage, file: CachedFile, kind: Kind): boolean {
+function isFresh(req: IncomingMessage, file: CachedFile, kind: Kind, etag = file.etag): boolean {
   const noneMatch = req.headers['if-none-match'];
   const modifiedSince = req.headers['if-modified-since'];
   if (!noneMatch && !modifiedSince) return false;
   if (/(?:^|,)\s*?no-cache\s*?(?:,|$)/.test(req.headers['cache-control'] ?? '')) return false;
   if (noneMatch && noneMatch !== '*') {
     const tags = noneMatch.split(',').map((t) => t.trim().replace(/^W\//, ''));
-    if (!tags.includes(file.etag.replace(/^W\//, ''))) return false;
+    if (!tags.includes(etag.replace(/^W\//, ''))) return false;
   }
   if (modifiedSince) {
     if (kind.mutable) return false;
@@ -570,16 +601,18 @@ export function liveFastPath(cdnDir: string, opts: LiveRouterOptions & { cache: 
         served++;
         setSecurityHeaders(res, true, opts.hsts);
         setCors(res);
-        setFileHeaders(res, kind, r);
-        if (isFresh(req, r, kind)) {
+        const sent = representation(req, kind, r);
+        setFileHeaders(res, kind, r, sent);
+        if (isFresh(req, r, kind, sent.etag)) {
           res.removeHeader('Content-Type');
+          res.removeHeader('Content-Encoding');
           res.statusCode = 304;
           res.end();
           return;
         }
-        res.setHeader('Content-Length', r.body.length);
+        res.setHeader('Content-Length', sent.body.length);
         if (req.method === 'HEAD') res.end();
-        else res.end(r.body);
+        else res.end(sent.body);
       };
       const fromDisk = () => {
         // Most requests: known at once (a cached segment, a playlist checked in the last 50 ms).
@@ -648,8 +681,10 @@ export function liveRouter(cdnDir: string, opts: LiveRouterOptions = {}): expres
       if (name === PLAYLIST_NAME && req.method === 'GET') {
         opts.onPlaylist?.(stageId, clientAddress(req.socket.remoteAddress ?? '', req.headers['x-forwarded-for']), req.get('user-agent') ?? '');
       }
-      setFileHeaders(res, kind, r);
-      res.send(r.body); // 304 on a matching If-None-Match / If-Modified-Since, and HEAD, are handled by Express
+      const sent = representation(req, kind, r);
+      setFileHeaders(res, kind, r, sent);
+      if (sent.gzip && req.fresh) res.removeHeader('Content-Encoding');
+      res.send(sent.body); // 304 on a matching If-None-Match / If-Modified-Since, and HEAD, are handled by Express
     };
     /** `look`: the first look (a part that is not there may be held), or the one after a hold (or after a write). */
     const fromDisk = (look: 'first' | 'written' | 'last' = 'first') => {

@@ -3,6 +3,7 @@
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { expect } from 'chai';
 import type { App } from '../../services/app.ts';
 import { startTestApp } from '../support/app.ts';
@@ -187,6 +188,43 @@ describe('HTTP: /live (HLS origin)', function () {
     expect((await raw(app, 'POST', `/live/${STAGE}/index.m3u8`)).status).to.equal(404);
     expect((await raw(app, 'OPTIONS', `/live/${STAGE}/index.m3u8`)).status).to.equal(204);
     expect(app.liveOrigin.served, 'none of those on the fast path').to.equal(before);
+  });
+
+  it('gzips playlists for clients that take it (the same on both paths, its own ETag, 304s), never segments', async () => {
+    // A playlist as long as an LL-HLS one (parts listed): a few KiB.
+    const long = `${PLAYLIST}${Array.from({ length: 40 }, (_, i) => `#EXT-X-PART:DURATION=0.192,URI="part_${String(i).padStart(5, '0')}_0.m4s",INDEPENDENT=YES\n`).join('')}`;
+    const dir = path.join(tmp.path, 'live', 'Stage_gzip-1');
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'index.m3u8'), long);
+    fs.writeFileSync(path.join(dir, 'seg_00001.m4s'), segment);
+    const strip = (h: http.IncomingHttpHeaders) => {
+      const { date: _d, connection: _c, 'keep-alive': _k, ...rest } = h;
+      return rest;
+    };
+    const plain = await raw(app, 'GET', '/live/Stage_gzip-1/index.m3u8');
+    expect(plain.headers['content-encoding']).to.equal(undefined);
+    expect(plain.headers['vary']).to.equal('Accept-Encoding');
+    expect(plain.body.toString()).to.equal(long);
+    for (const prefix of ['/live', '/LIVE']) {
+      const z = await raw(app, 'GET', `${prefix}/Stage_gzip-1/index.m3u8`, { 'accept-encoding': 'gzip, deflate, br' });
+      expect(z.headers['content-encoding'], prefix).to.equal('gzip');
+      expect(z.headers['vary']).to.equal('Accept-Encoding');
+      expect(z.headers['etag']).to.equal(`${String(plain.headers['etag']).slice(0, -1)}-gz"`);
+      expect(zlib.gunzipSync(z.body).toString()).to.equal(long);
+      expect(z.body.length, 'compressed size').to.be.lessThan(long.length / 3);
+      expect(Number(z.headers['content-length'])).to.equal(z.body.length);
+      const again = await raw(app, 'GET', `${prefix}/Stage_gzip-1/index.m3u8`, { 'accept-encoding': 'gzip', 'if-none-match': String(z.headers['etag']) });
+      expect(again.status, `${prefix} 304 on the gzip ETag`).to.equal(304);
+      expect(again.headers['content-encoding']).to.equal(undefined);
+      expect((await raw(app, 'GET', `${prefix}/Stage_gzip-1/index.m3u8`, { 'accept-encoding': 'gzip;q=0, identity' })).headers['content-encoding']).to.equal(undefined);
+      const seg = await raw(app, 'GET', `${prefix}/Stage_gzip-1/seg_00001.m4s`, { 'accept-encoding': 'gzip' });
+      expect(seg.headers['content-encoding'], 'segments as they are').to.equal(undefined);
+      expect(seg.body.equals(segment)).to.equal(true);
+    }
+    const fast = await raw(app, 'GET', '/live/Stage_gzip-1/index.m3u8', { 'accept-encoding': 'gzip' });
+    const slow = await raw(app, 'GET', '/LIVE/Stage_gzip-1/index.m3u8', { 'accept-encoding': 'gzip' });
+    expect(strip(fast.headers)).to.deep.equal(strip(slow.headers));
+    expect(fast.body.equals(slow.body)).to.equal(true);
   });
 
   it('LL-HLS directives on a stage not on air: the playlist on disk at once; bad ones a 400 on both paths', async () => {

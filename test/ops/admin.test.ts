@@ -156,7 +156,9 @@ describe('admin: the /admin namespace and page', function () {
     expect(await row(quietId).locator('.level').textContent()).to.equal('silent');
     expect(await row(loudId).locator('meter').evaluate((m) => (m as HTMLMeterElement).value)).to.be.above(-30);
     const stageText = (await page.locator(`section.stage[data-stage-id="${stage.id}"]`).textContent()) ?? '';
-    expect(stageText).to.include('Admin view').and.include('live').and.include('recording');
+    // The state in the page's words (English here), the badge keeping the status code for scripts.
+    expect(stageText).to.include('Admin view').and.include('On air').and.include('recording');
+    expect(await page.locator(`section.stage[data-stage-id="${stage.id}"] .badge`).getAttribute('data-status')).to.equal('live');
     const workerRows = await page.locator('#workers tbody tr').allTextContents();
     expect(workerRows).to.have.length(app.pool.workers.length);
     for (const w of app.pool.workers) {

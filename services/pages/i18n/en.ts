@@ -43,6 +43,8 @@ export const en = {
   'performer.call.waiting': 'waiting',
   'performer.call.onAir': 'on air',
   'performer.call.connecting': 'connecting',
+  'performer.waited.seconds': '{s} s',
+  'performer.waited.minutes': '{m} min {s} s',
   'performer.call.accept': 'Accept',
   'performer.call.decline': 'Decline',
   'performer.call.hangUp': 'Hang up',

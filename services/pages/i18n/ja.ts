@@ -44,6 +44,8 @@ export const ja: Catalogue = {
   'performer.call.waiting': '待機中',
   'performer.call.onAir': 'オンエア中',
   'performer.call.connecting': '接続中',
+  'performer.waited.seconds': '{s} 秒',
+  'performer.waited.minutes': '{m} 分 {s} 秒',
   'performer.call.accept': '受ける',
   'performer.call.decline': '断る',
   'performer.call.hangUp': '切る',

@@ -14,7 +14,7 @@ import type { PerformerInfo, StageStatus } from '../../shared/model.ts';
 import type { StageContract, StageRequest, StageRequestName, StageResponse } from '../../shared/stage.ts';
 import { requester, type ContractSocket } from '../client.ts';
 import { explainInsecureOrigin } from '../secure.ts';
-import { formatDuration, setupLanguage, t, type Key } from '../i18n/index.ts';
+import { setupLanguage, t, type Key } from '../i18n/index.ts';
 
 // The page in the reader's language (en, ja) before anything else is shown.
 setupLanguage();
@@ -257,7 +257,7 @@ let calls: CallView[] = [];
 
 function waitedText(fromIso: string, now: number): string {
   const s = Math.max(0, Math.floor((now - Date.parse(fromIso)) / 1000));
-  return formatDuration(s);
+  return s < 60 ? t('performer.waited.seconds', { s }) : t('performer.waited.minutes', { m: Math.floor(s / 60), s: String(s % 60).padStart(2, '0') });
 }
 
 function callButton(label: string, onClick: () => Promise<unknown>): HTMLButtonElement {
