@@ -90,7 +90,8 @@ function archiveText(s: AdminStage): string {
   const a = s.archive;
   if (!a) return '—';
   const seg = t('admin.segmentsUploaded', { uploaded: a.segments.uploaded, queued: a.segments.queued });
-  return a.error ? `${a.status}: ${a.error}` : `${a.status} (${seg})`;
+  const status = t(`shows.archive.${a.status}`);
+  return a.error ? `${status}: ${a.error}` : `${status} (${seg})`;
 }
 
 function ffmpegText(s: AdminStage): string {
@@ -138,8 +139,8 @@ function renderStage(s: AdminStage): HTMLElement {
           'tr',
           {},
           el('td', { text: p.role === 'performer' ? p.displayName : `${p.displayName}${t(p.role === 'caller' ? 'performer.role.caller' : 'performer.role.encoder')}` }),
-          el('td', { text: p.muted ? 'muted' : '' }),
-          el('td', { text: p.onAir ? 'on air' : p.publishing ? 'publishing' : 'joining' }),
+          el('td', { text: p.muted ? t('admin.p.muted') : '' }),
+          el('td', { text: t(p.onAir ? 'admin.p.onAir' : p.publishing ? 'admin.p.publishing' : 'admin.p.joining') }),
           el('td', { className: 'num', text: String(p.consumers) }),
           el('td', {}, meter, level),
         );
