@@ -7,6 +7,7 @@ import type { IngestLatency, OnAirLatency } from './latency.ts';
 import type { HeldReloads, LlCost } from './llhls.ts';
 import type { OriginResult } from './origin.ts';
 import type { SoundBench } from './sound.ts';
+import type { PagesBench } from './pages.ts';
 
 export interface BenchResults {
   sound: SoundBench | null;
@@ -15,6 +16,7 @@ export interface BenchResults {
   ingest: IngestLatency | null;
   onAir: OnAirLatency | null;
   browser: BrowserLatency | null;
+  pages: PagesBench | null;
   origin: OriginResult | null;
   held: HeldReloads | null;
   llCost: LlCost | null;
@@ -53,6 +55,26 @@ export function tableRows(r: BenchResults): Row[] {
       '≤ 100 ms',
       met(snd.current.delayMs <= 100),
       `where the programme best matches the slot it carries (cross-correlation, searched to 500 ms); the chain before: ${snd.previous.delayMs.toFixed(1)} ms`,
+    ]);
+  }
+  const pg = r.pages;
+  if (pg) {
+    const kib = (b: number) => `${(b / 1024).toFixed(0)} KiB`;
+    const { compressed: now, identity: before } = pg.median;
+    rows.push([
+      'Listener page: transfer size (markup, script, stylesheet)',
+      `${kib(now.pageBytes)} (${((now.pageBytes / before.pageBytes) * 100).toFixed(0)} % of ${kib(before.pageBytes)} uncompressed)`,
+      '≤ 50 % of before',
+      met(now.pageBytes <= before.pageBytes / 2),
+      `as Chromium received them, cache off; uncompressed = the same server asked for Accept-Encoding: identity, as it served everything before; ${pg.rounds} loads of each, alternately`,
+    ]);
+    rows.push([
+      'Listener page: time to first audio',
+      `${sec(now.firstAudioMs)} (uncompressed: ${sec(before.firstAudioMs)})`,
+      'not worse',
+      met(now.firstAudioMs <= before.firstAudioMs),
+      `navigation → the audio playing with its time advancing, on a stage on air, over a ${pg.link.downMbps} Mbit/s link with ${pg.link.rttMs} ms round trip (Chromium's throttling); medians of ${pg.rounds} loads each, alternately: ` +
+        `compressed ${pg.compressed.map((x) => x.firstAudioMs.toFixed(0)).join(', ')} ms; uncompressed ${pg.identity.map((x) => x.firstAudioMs.toFixed(0)).join(', ')} ms; everything fetched until then ${kib(now.totalBytes)} against ${kib(before.totalBytes)}`,
     ]);
   }
   if (c) {

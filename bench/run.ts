@@ -24,6 +24,7 @@ import { benchOrigin } from './origin.ts';
 import { costSvg, markdownTable, tableRows, type BenchResults } from './report.ts';
 import { RtpSender } from './sender.ts';
 import { benchSound } from './sound.ts';
+import { benchPages } from './pages.ts';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -34,8 +35,8 @@ const elapsed = () => ((performance.now() - t0) / 1000).toFixed(0).padStart(4);
 const log = (s: string) => process.stderr.write(`[bench ${elapsed()} s] ${s}\n`);
 
 const plan = quick
-  ? { soundSeconds: 30, soundRounds: 3, costKs: [1, 5], baselineKs: [5], warmup: 5, baselineWarmup: 3, window: 10, idle: 5, markers: 10, onAirRuns: 3, listenSeconds: 20, originSeconds: 5, archiveSeconds: 60, heldConnections: 1000, heldRounds: 2, llStages: 2, llWindows: 2 }
-  : { soundSeconds: 60, soundRounds: 7, costKs: [1, 5, 10, 20, 30], baselineKs: [10], warmup: 5, baselineWarmup: 5, window: 20, idle: 10, markers: 20, onAirRuns: 5, listenSeconds: 40, originSeconds: 10, archiveSeconds: 600, heldConnections: 5000, heldRounds: 5, llStages: 3, llWindows: 5 };
+  ? { soundSeconds: 30, soundRounds: 3, costKs: [1, 5], baselineKs: [5], warmup: 5, baselineWarmup: 3, window: 10, idle: 5, markers: 10, onAirRuns: 3, pageRounds: 5, listenSeconds: 20, originSeconds: 5, archiveSeconds: 60, heldConnections: 1000, heldRounds: 2, llStages: 2, llWindows: 2 }
+  : { soundSeconds: 60, soundRounds: 7, costKs: [1, 5, 10, 20, 30], baselineKs: [10], warmup: 5, baselineWarmup: 5, window: 20, idle: 10, markers: 20, onAirRuns: 5, pageRounds: 9, listenSeconds: 40, originSeconds: 10, archiveSeconds: 600, heldConnections: 5000, heldRounds: 5, llStages: 3, llWindows: 5 };
 const ORIGIN_CONNECTIONS = 1000;
 
 function ffmpegVersion(): string {
@@ -59,7 +60,7 @@ const machine = {
 
 const started = new Date();
 const phases: Record<string, number> = {};
-const results: BenchResults = { sound: null, cost: null, baseline: null, ingest: null, onAir: null, browser: null, origin: null, held: null, llCost: null, archive: null, errors: {} };
+const results: BenchResults = { sound: null, cost: null, baseline: null, ingest: null, onAir: null, browser: null, pages: null, origin: null, held: null, llCost: null, archive: null, errors: {} };
 
 /** Runs one measure; a failure is reported in the table, and the other measures go on. */
 async function measure<T>(name: string, fn: () => Promise<T>): Promise<T | null> {
@@ -123,6 +124,13 @@ try {
   results.onAir = await measure('latency: go on air', () => benchOnAirLatency({ app: a, runs: plan.onAirRuns, log }));
   if (withBrowser) results.browser = await measure('latency: browsers', () => benchBrowserLatency({ app: a, listenSeconds: plan.listenSeconds, log }));
   else log('browser latency skipped (quick mode; --browser runs it)');
+  if (withBrowser) {
+    results.pages = await measure('listener page: weight and first audio', async () => {
+      const stage = await onAirStage(a, sender, 'Bench page load', []);
+      await new Promise((r) => setTimeout(r, 3000));
+      return benchPages({ app: a, stageId: stage.id, rounds: plan.pageRounds, log });
+    });
+  }
   results.held = await measure('LL-HLS: held reloads', async () => {
     const stage = await onAirStage(a, sender, 'Bench held reloads');
     await new Promise((r) => setTimeout(r, 3000));

@@ -1,9 +1,10 @@
 // The documentation's screenshots, made from the real pages: `npm run docs:screenshots` writes docs/call-queue.png
 // (a performer page with a caller on air and two waiting) and docs/encoder-panel.png (its encoder panel while an
-// OBS-shaped WHIP publisher publishes). Real app, real Chromium, fake microphones, node-datachannel for the encoder.
+// OBS-shaped WHIP publisher publishes), and the performer, listener and admin pages in English and Japanese
+// (docs/pages/<page>.<en|ja>.png). Real app, real Chromium, fake microphones, node-datachannel for the encoder.
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createStage, startTestApp, transition } from '../test/support/app.ts';
+import { createStage, startTestApp, TEST_ADMIN_TOKEN, transition } from '../test/support/app.ts';
 import { BrowserSet, launchPerformerBrowser } from '../test/support/browser.ts';
 import { connectClient } from '../test/support/client.ts';
 import { pulseWav, TempDir } from '../test/support/media.ts';
@@ -58,10 +59,52 @@ try {
   } finally {
     await obs.close();
   }
+
+  // The three pages, in English and in Japanese (the browser's language picks it), on the show above while it is on air.
+  await transition(app, stage.id, 'start').catch(() => undefined);
+  for (const [locale, code, name] of [['en-US', 'en', 'Ken'], ['ja-JP', 'ja', '健']] as const) {
+    const context = await callerBrowser.newContext({ locale, viewport: { width: 900, height: 1000 } });
+    try {
+      const performer = await context.newPage();
+      await performer.goto(`${stage.performerUrl}&name=${encodeURIComponent(name)}`);
+      await performer.locator('#join').click();
+      await performer.waitForFunction(() => document.body.dataset['state'] === 'publishing', null, { timeout: 15_000 });
+      await new Promise((r) => setTimeout(r, 1500));
+      await performer.screenshot({ path: path.join(DOCS, 'pages', `performer.${code}.png`), fullPage: true });
+      await performer.locator('#leave').click();
+
+      const listener = await context.newPage();
+      await listener.goto(`${app.url}/listen/${stage.id}`);
+      await listener.locator('#play').click();
+      await listener.waitForFunction(() => document.body.dataset['state'] === 'playing', null, { timeout: 20_000 });
+      await new Promise((r) => setTimeout(r, 2000));
+      await listener.screenshot({ path: path.join(DOCS, 'pages', `listener.${code}.png`), fullPage: true });
+
+      const admin = await context.newPage();
+      await admin.goto(`${app.url}/admin#token=${TEST_ADMIN_TOKEN}`);
+      await admin.locator(`#stage-list tr[data-stage="${stage.id}"]`).waitFor({ timeout: 15_000 });
+      await admin.locator('section.stage').first().waitFor({ timeout: 15_000 });
+      await new Promise((r) => setTimeout(r, 1500));
+      await admin.screenshot({ path: path.join(DOCS, 'pages', `admin.${code}.png`), fullPage: true });
+      console.log(`wrote docs/pages/{performer,listener,admin}.${code}.png`);
+    } finally {
+      await context.close();
+    }
+  }
 } finally {
-  for (const c of clients) c.close();
-  await callerBrowser.close();
-  await browsers.close();
-  await app.close();
+  const step = async (what: string, fn: () => Promise<unknown> | unknown) => {
+    const t = performance.now();
+    await fn();
+    console.log(`closed ${what} in ${Math.round(performance.now() - t)} ms`);
+  };
+  await step('clients', () => clients.forEach((c) => c.close()));
+  await step('caller browser', () => callerBrowser.close());
+  await step('browsers', () => browsers.close());
+  await step('app', () => app.close());
   tmp.remove();
 }
+// Everything above is closed, yet something keeps the process alive afterwards (seen since the page screenshots were
+// added; not found yet): say what is left, and exit rather than hang `npm run docs:screenshots`.
+const left = (process as unknown as { _getActiveHandles(): object[] })._getActiveHandles().map((h) => h.constructor?.name ?? typeof h);
+if (left.length > 0) console.log(`handles left at exit: ${left.join(', ')}`);
+process.exit(0);
