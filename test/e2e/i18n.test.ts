@@ -1,13 +1,16 @@
 // Every page in the reader's language: Chromium with a ja-JP locale sees the performer, listener and admin pages in
 // Japanese, an en-US one in English (every translated element, the lines the scripts write, no text node left in the
-// other language, dates through Intl); the switcher's choice is kept for the browser.
+// other language, dates through Intl), on a stage on air with a performer on it, so the pages show what they show
+// during a show (the admin's performer rows and archive state, the listener playing); the switcher's choice is kept
+// for the browser.
 import { expect } from 'chai';
 import type { Browser, Page } from 'playwright-core';
 import type { App } from '../../services/app.ts';
 import { en } from '../../services/pages/i18n/en.ts';
 import { ja } from '../../services/pages/i18n/ja.ts';
-import { createStage, startTestApp, TEST_ADMIN_TOKEN } from '../support/app.ts';
-import { launchBrowser } from '../support/browser.ts';
+import { createStage, startTestApp, TEST_ADMIN_TOKEN, transition } from '../support/app.ts';
+import { joinAsPerformer, launchBrowser, launchPerformerBrowser } from '../support/browser.ts';
+import { TempDir, toneWav } from '../support/media.ts';
 
 type Cat = Record<string, string>;
 
@@ -40,18 +43,26 @@ async function languageProblems(page: Page, cat: Cat, other: Cat): Promise<{ wro
 
 describe('e2e: pages in Japanese and English, by the browser\'s language', function () {
   this.timeout(120_000);
+  const tmp = new TempDir();
   let app: App;
   let browser: Browser;
+  let performerBrowser: Browser;
   let stage: { id: string; performerUrl: string };
 
   before(async () => {
-    app = await startTestApp();
+    app = await startTestApp({ CDN_DIR: tmp.file('cdn') });
     stage = await createStage(app, '朝の番組');
     browser = await launchBrowser();
+    // A performer on the stage (its own browser, in the machine's language) and the show on air.
+    performerBrowser = await launchPerformerBrowser(toneWav(tmp, 440));
+    await joinAsPerformer(performerBrowser, stage.performerUrl, 'Aki');
+    await transition(app, stage.id, 'start');
   });
   after(async () => {
+    await performerBrowser?.close();
     await browser?.close();
     await app?.close();
+    tmp.remove();
   });
 
   for (const [locale, cat, other] of [['ja-JP', ja, en], ['en-US', en, ja]] as const) {
@@ -65,7 +76,7 @@ describe('e2e: pages in Japanese and English, by the browser\'s language', funct
         const p = await languageProblems(performer, cat, other);
         expect(p, 'performer page').to.deep.equal({ wrong: [], foreign: [], lang: code });
         expect(await performer.locator('#status').textContent()).to.equal(cat['performer.ready']);
-        expect(await performer.locator('#on-air').textContent()).to.equal(cat['status.idle']);
+        expect(await performer.locator('#on-air').textContent()).to.equal(cat['status.live']);
         expect(await performer.title()).to.equal(cat['performer.docTitle'].replace('{title}', '朝の番組'));
         // A message the script writes on a user's mistake: joining without a name.
         await performer.getByRole('button', { name: cat['performer.join'] }).click();
@@ -73,21 +84,29 @@ describe('e2e: pages in Japanese and English, by the browser\'s language', funct
 
         const listener = await context.newPage();
         await listener.goto(stage.performerUrl.replace(/\/stage\/([^?]+)\?.*$/, '/listen/$1'));
-        await listener.waitForFunction(() => document.body.dataset['state'] === 'offair', null, { timeout: 10_000 });
+        await listener.waitForFunction(() => document.body.dataset['state'] === 'playing', null, { timeout: 20_000 });
+        await listener.waitForFunction(() => (document.getElementById('behind')?.textContent ?? '') !== '', null, { timeout: 10_000 });
         expect(await languageProblems(listener, cat, other), 'listener page').to.deep.equal({ wrong: [], foreign: [], lang: code });
-        expect(await listener.locator('#status').textContent()).to.equal(cat['listener.nothingOnAir']);
-        expect(await listener.locator('#badge').textContent()).to.equal(cat['status.idle']);
+        expect(await listener.locator('#status').textContent()).to.equal(cat['listener.playing']);
+        expect(await listener.locator('#badge').textContent()).to.equal(cat['status.live']);
+        expect(await listener.locator('#behind').textContent()).to.match(new RegExp(`^${cat['listener.behind'].replace('{seconds}', '[0-9.]+')}$`));
 
         const admin = await context.newPage();
         await admin.goto(`${app.url}/admin#token=${TEST_ADMIN_TOKEN}`);
         await admin.waitForFunction(() => document.body.dataset['state'] === 'live', null, { timeout: 10_000 });
         await admin.locator(`#stage-list tr[data-stage="${stage.id}"]`).waitFor({ timeout: 10_000 });
         await admin.locator('#totals div').first().waitFor({ timeout: 10_000 });
+        // The show's own section: its performer's row (publishing, on air) and the archive's state.
+        const section = admin.locator(`section.stage[data-stage-id="${stage.id}"]`);
+        await section.locator('tbody tr').first().waitFor({ timeout: 10_000 });
         expect(await languageProblems(admin, cat, other), 'admin page').to.deep.equal({ wrong: [], foreign: [], lang: code });
         expect(await admin.locator('#status').textContent()).to.equal(cat['admin.connected']);
+        const performerRow = (await section.locator('tbody tr').first().locator('td').allTextContents()).slice(0, 3);
+        expect(performerRow).to.deep.equal(['Aki', '', cat['admin.p.onAir']]);
+        expect(await section.textContent()).to.include(cat['shows.archive.recording']);
         const row = admin.locator(`#stage-list tr[data-stage="${stage.id}"]`);
-        expect(await row.locator('.badge').textContent()).to.equal(cat['status.idle']);
-        expect(await row.getByRole('button').first().textContent()).to.equal(cat['shows.start']);
+        expect(await row.locator('.badge').textContent()).to.equal(cat['status.live']);
+        expect(await row.getByRole('button').first().textContent()).to.equal(cat['shows.stop']);
         // The creation date through Intl: 2026/12/07 8:01 in Japanese, Dec 7, 2026, 8:01 AM in American English.
         const created = (await row.locator('td').nth(2).textContent()) ?? '';
         expect(created).to.match(code === 'ja' ? /^\d{4}\/\d{1,2}\/\d{1,2} \d{1,2}:\d{2}$/ : /^[A-Z][a-z]{2} \d{1,2}, \d{4}, \d{1,2}:\d{2}\s?[AP]M$/);
