@@ -184,11 +184,16 @@ export async function listenPlainAndTls(
     });
   });
   await listen(front);
+  // The HTTP server itself never listens here, and Node starts its connection tracking (headersTimeout and
+  // requestTimeout against slow clients, closeAllConnections) on its 'listening' event: start it now.
+  httpServer.emit('listening');
   return {
     address: front.address() as net.AddressInfo,
     close: () =>
       new Promise<void>((resolve) => {
         front.close(() => resolve());
+        // Stops the tracking's timer and idle keep-alive connections ("not running" is expected: the front listened).
+        httpServer.close(() => undefined);
         httpServer.closeAllConnections();
         for (const s of sockets) s.destroy();
       }),
