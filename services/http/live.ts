@@ -12,6 +12,7 @@ import express, { type Request, type Response } from 'express';
 import { type CachedFile, LiveFileCache } from './liveCache.ts';
 import { setSecurityHeaders } from './guards.ts';
 import { clientAddress } from './util.ts';
+import { acceptedEncodings } from '../pages/bundle.ts';
 import { PLAYLIST_NAME } from '../../pipelines/mixer/ffmpegArgs.ts';
 import { PART_FILE_RE } from '../../pipelines/hls/liveWriter.ts';
 
@@ -427,20 +428,12 @@ const GZIP_MIN_BYTES = 512;
 /** Each playlist version is compressed once, however many listeners fetch it (the cache hands out one object per version). */
 const gzipped = new WeakMap<CachedFile, Buffer>();
 
-function acceptsGzip(header: string | string[] | undefined): boolean {
-  const value = Array.isArray(header) ? header.join(',') : (header ?? '');
-  return value.split(',').some((part) => {
-    const [name, q] = part.trim().split(';');
-    return name?.trim().toLowerCase() === 'gzip' && !(q && /^\s*q\s*=\s*0(\.0*)?\s*$/.test(q));
-  });
-}
-
 /**
  * What to send for a file served from memory: a playlist gzipped when the client takes it (its ETag marked `-gz`, a
  * different representation), anything else as it is. Segments and parts are never compressed: AAC does not shrink.
  */
 function representation(req: IncomingMessage, kind: Kind, file: CachedFile): { body: Buffer; etag: string; gzip: boolean } {
-  if (!kind.mutable || file.body.length < GZIP_MIN_BYTES || !acceptsGzip(req.headers['accept-encoding'])) return { body: file.body, etag: file.etag, gzip: false };
+  if (!kind.mutable || file.body.length < GZIP_MIN_BYTES || !acceptedEncodings(req.headers['accept-encoding']).has('gzip')) return { body: file.body, etag: file.etag, gzip: false };
   let body = gzipped.get(file);
   if (!body) {
     body = zlib.gzipSync(file.body, { level: 6 });

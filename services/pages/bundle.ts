@@ -35,15 +35,20 @@ export function encode(body: string | Buffer): Encoded {
   };
 }
 
-/** The body to send for an Accept-Encoding header: brotli, then gzip, then as it is. */
-export function pickEncoding(e: Encoded, acceptEncoding: string | undefined): { body: Buffer; encoding: 'br' | 'gzip' | null } {
-  const accepted = new Set(
-    (acceptEncoding ?? '')
+/** The codings an Accept-Encoding header accepts (lower case; those with q=0 left out). */
+export function acceptedEncodings(acceptEncoding: string | string[] | undefined): Set<string> {
+  return new Set(
+    (Array.isArray(acceptEncoding) ? acceptEncoding.join(',') : (acceptEncoding ?? ''))
       .split(',')
       .map((part) => part.trim().split(';'))
       .filter(([, q]) => q === undefined || !/^\s*q\s*=\s*0(\.0*)?\s*$/.test(q))
       .map(([name]) => name!.trim().toLowerCase()),
   );
+}
+
+/** The body to send for an Accept-Encoding header: brotli, then gzip, then as it is. */
+export function pickEncoding(e: Encoded, acceptEncoding: string | undefined): { body: Buffer; encoding: 'br' | 'gzip' | null } {
+  const accepted = acceptedEncodings(acceptEncoding);
   if (accepted.has('br')) return { body: e.br, encoding: 'br' };
   if (accepted.has('gzip')) return { body: e.gzip, encoding: 'gzip' };
   return { body: e.identity, encoding: null };

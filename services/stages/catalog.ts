@@ -44,12 +44,16 @@ export class StageCatalog {
   async view(id: string): Promise<StageView | null> {
     const rec = await this.#repo.get(id);
     if (!rec) return null;
-    const { hlsUrl, listenUrl } = this.links.urls(id);
+    return { ...this.#public(rec), performers: this.#registry.get(id)?.performers.map((p) => p.info()) ?? [] };
+  }
+
+  /** What the stage view and the admin's list share: the record's public fields and the public links. */
+  #public(rec: StageRecord) {
+    const { hlsUrl, listenUrl } = this.links.urls(rec.id);
     return {
       id: rec.id,
       title: rec.title,
       status: rec.status,
-      performers: this.#registry.get(id)?.performers.map((p) => p.info()) ?? [],
       hlsUrl,
       listenUrl,
       startedAt: rec.startedAt?.toISOString() ?? null,
@@ -61,20 +65,11 @@ export class StageCatalog {
   async list(): Promise<StageList> {
     const recs = await this.#repo.list(STAGE_LIST_MAX);
     return {
-      stages: recs.map((rec) => {
-        const { hlsUrl, listenUrl } = this.links.urls(rec.id);
-        return {
-          id: rec.id,
-          title: rec.title,
-          status: rec.status,
-          performers: this.#registry.get(rec.id)?.performers.length ?? 0,
-          createdAt: rec.createdAt.toISOString(),
-          startedAt: rec.startedAt?.toISOString() ?? null,
-          endedAt: rec.endedAt?.toISOString() ?? null,
-          listenUrl,
-          hlsUrl,
-        };
-      }),
+      stages: recs.map((rec) => ({
+        ...this.#public(rec),
+        performers: this.#registry.get(rec.id)?.performers.length ?? 0,
+        createdAt: rec.createdAt.toISOString(),
+      })),
     };
   }
 
