@@ -62,6 +62,15 @@ function deepestDipDb(pcm: Float32Array, skipSec = 0.1): { dipDb: number; at: nu
   return { dipDb: min - med, at, medianDb: med };
 }
 
+/** Milliseconds of hole: 5 ms windows more than 20 dB under the median level (a steady tone has none). */
+function holeMs(pcm: Float32Array, skipSec = 0.1): number {
+  const win = Math.round(0.005 * SAMPLE_RATE);
+  const levels: number[] = [];
+  for (let i = Math.round(skipSec * SAMPLE_RATE); i + win <= pcm.length - 4 * win; i += win) levels.push(rmsDb(pcm, i, win));
+  const med = median(levels);
+  return levels.filter((l) => l < med - 20).length * 5;
+}
+
 describe('LL-HLS playlist as players read it', function () {
   this.timeout(WATCH_SECONDS * 1000 + 180_000);
   let tmp: TempDir;
@@ -93,7 +102,7 @@ describe('LL-HLS playlist as players read it', function () {
     tmp?.remove();
   });
 
-  it(`${WATCH_SECONDS} s of blocking reloads: every playlist valid (hls-parser strict); parts ≤ PART-TARGET, PART-HOLD-BACK ≥ 3 × PART-TARGET, a PRELOAD-HINT for the next part, names that keep their meaning, PDT steps equal to EXTINF; each segment is its parts byte for byte, and the segments play one unbroken tone`, async () => {
+  it(`${WATCH_SECONDS} s of blocking reloads: every playlist valid (hls-parser strict); parts ≤ PART-TARGET, PART-HOLD-BACK ≥ 3 × PART-TARGET, a PRELOAD-HINT for the next part, names that keep their meaning, PDT steps equal to EXTINF; each segment is its parts byte for byte, and the segments play one unbroken tone (but where the sender stalled and the mixer filled silence)`, async () => {
     const segments = new Map<string, SegmentIdentity>();
     const partDurations = new Map<string, number>();
     const partsListed = new Map<number, string[]>();
@@ -103,6 +112,8 @@ describe('LL-HLS playlist as players read it', function () {
     let reloads = 0;
     let lastMediaSequence = -1;
     let requested: { msn: number; part: number } | null = null;
+    const senderSilence = () => stage.broadcast!.mixer.relayStats().find((r) => r.realPackets > 0)?.silencePackets ?? 0;
+    const silenceBefore = senderSilence();
     let text = (await (await fetch(url('index.m3u8'))).text());
     const until = Date.now() + WATCH_SECONDS * 1000;
     while (Date.now() < until) {
@@ -220,16 +231,21 @@ describe('LL-HLS playlist as players read it', function () {
     fs.writeFileSync(file, Buffer.concat([init.body, ...msns.map((m) => segmentBytes.get(m)!)]));
     const pcm = decodeToPcm(file);
     const dip = deepestDipDb(pcm);
+    const holes = holeMs(pcm);
+    // A sender stalled by a loaded machine (over GAP_MS without packets) is filled with silence by the mixer, as a
+    // performer's network stall would be: the only hole the segments may have, and no longer than that silence.
+    const senderFilled = senderSilence() - silenceBefore;
     console.log(
       `      decoded ${(pcm.length / SAMPLE_RATE).toFixed(3)} s (EXTINF sum ${totalSec.toFixed(3)} s); 440 Hz ${toneDb(pcm, 440).toFixed(1)} dB; ` +
-        `deepest 20 ms dip ${dip.dipDb.toFixed(1)} dB at ${dip.at.toFixed(2)} s`,
+        `deepest 20 ms dip ${dip.dipDb.toFixed(1)} dB at ${dip.at.toFixed(2)} s; holes ${holes} ms; the sender's slot filled ${senderFilled} silence frames meanwhile`,
     );
     expect(pcm.length / SAMPLE_RATE, 'decoded duration vs EXTINF sum (s)').to.be.closeTo(totalSec, 0.05);
     expect(toneDb(pcm, 440), 'the tone').to.be.above(-30);
-    expect(dip.dipDb, 'no hole in the tone (deepest 20 ms window vs the median, dB)').to.be.above(-3);
+    if (senderFilled === 0) expect(dip.dipDb, 'no hole in the tone (deepest 20 ms window vs the median, dB)').to.be.above(-3);
+    else expect(holes, `ms of hole, against the ${senderFilled} silence frames the sender's stalls were filled with`).to.be.at.most(senderFilled * 20 + 40);
   });
 
-  it(`FFmpeg's HLS demuxer, GStreamer's hlsdemux2 (uridecodebin's choice) and its older hlsdemux play the live playlist: ${PLAYER_SECONDS} s each, one unbroken tone`, async () => {
+  it(`FFmpeg's HLS demuxer, GStreamer's hlsdemux2 (uridecodebin's choice) and its older hlsdemux play the live playlist for ${PLAYER_SECONDS} s each: the tone, with no hole that the origin's own segments do not have`, async () => {
     const playlist = url('index.m3u8');
     // (Never a synchronous child here: the origin answering it is this process.)
     const probed = await new Promise<string>((resolve, reject) =>
@@ -245,6 +261,33 @@ describe('LL-HLS playlist as players read it', function () {
       { name: 'hlsdemux2', cmd: 'gst-launch-1.0', args: (out) => ['-q', 'uridecodebin', `uri=${playlist}`, '!', ...raw, `location=${out}`] },
       { name: 'hlsdemux', cmd: 'gst-launch-1.0', args: (out) => ['-q', 'souphttpsrc', `location=${playlist}`, '!', 'hlsdemux', '!', 'decodebin', '!', ...raw, `location=${out}`] },
     ];
+    // What the origin serves meanwhile, fetched as an ordinary client: every segment listed from before the players
+    // start until they stop. A hole in a player's audio must be one the origin has too (the sender's own stall under
+    // load, filled with silence by the mixer), never one the player made.
+    const senderSilence = () => stage.broadcast!.mixer.relayStats().find((r) => r.realPackets > 0)?.silencePackets ?? 0;
+    const silenceBefore = senderSilence();
+    const originSegments = new Map<number, Buffer>();
+    let originMap = '';
+    let capturing = true;
+    const capture = async () => {
+      HLS.setOptions({ silent: true });
+      const p = HLS.parse(await (await fetch(playlist)).text()) as MediaPlaylist;
+      for (const s of p.segments) {
+        if (s.map) originMap = s.map.uri;
+        if (!originSegments.has(s.mediaSequenceNumber)) {
+          const r = await get(s.uri);
+          if (r.status === 200) originSegments.set(s.mediaSequenceNumber, r.body);
+        }
+      }
+    };
+    await capture();
+    const captured = (async () => {
+      while (capturing) {
+        await new Promise((r) => setTimeout(r, 500));
+        await capture();
+      }
+    })();
+
     // All three at once (each is light: one AAC decode), stopped by PID after the same time.
     const results = await Promise.all(
       players.map(async (pl) => {
@@ -262,16 +305,36 @@ describe('LL-HLS playlist as players read it', function () {
         return { ...pl, out, early, stderr };
       }),
     );
+    capturing = false;
+    await captured;
+    const senderFilled = senderSilence() - silenceBefore;
+    const msns = [...originSegments.keys()].sort((a, b) => a - b);
+    expect(msns, 'the origin capture skipped no segment').to.deep.equal(msns.map((_, i) => msns[0]! + i));
+    const originFile = tmp.file('origin.mp4');
+    fs.writeFileSync(originFile, Buffer.concat([(await get(originMap)).body, ...msns.map((m) => originSegments.get(m)!)]));
+    const origin = decodeToPcm(originFile);
+    const originHoles = holeMs(origin);
+    console.log(
+      `      origin: ${(origin.length / SAMPLE_RATE).toFixed(2)} s (segments ${msns[0]}–${msns.at(-1)}); holes ${originHoles} ms; ` +
+        `the sender's slot filled ${senderFilled} silence frames meanwhile`,
+    );
+    expect(origin.length / SAMPLE_RATE, 'origin seconds captured').to.be.at.least(PLAYER_SECONDS);
     for (const r of results) {
       expect(r.early, `${r.name} stopped on its own:\n${r.stderr}`).to.equal(false);
       const pcm = decodeToPcm(r.out, ['-f', 's16le', '-ar', String(SAMPLE_RATE), '-ac', '1']);
       // Drop the last 20 ms: a kill can cut a buffer in two.
       const played = pcm.subarray(0, Math.max(0, pcm.length - 0.02 * SAMPLE_RATE));
       const dip = deepestDipDb(played);
-      console.log(`      ${r.name}: ${(played.length / SAMPLE_RATE).toFixed(2)} s in ${PLAYER_SECONDS} s; 440 Hz ${toneDb(played, 440).toFixed(1)} dB; deepest 20 ms dip ${dip.dipDb.toFixed(1)} dB`);
+      const holes = holeMs(played);
+      console.log(
+        `      ${r.name}: ${(played.length / SAMPLE_RATE).toFixed(2)} s in ${PLAYER_SECONDS} s; 440 Hz ${toneDb(played, 440).toFixed(1)} dB; ` +
+          `deepest 20 ms dip ${dip.dipDb.toFixed(1)} dB; holes ${holes} ms`,
+      );
       expect(played.length / SAMPLE_RATE, `${r.name}: seconds of audio`).to.be.at.least(PLAYER_SECONDS - 4);
       expect(toneDb(played, 440), `${r.name}: the tone`).to.be.above(-30);
-      expect(dip.dipDb, `${r.name}: no hole in the tone (dB)`).to.be.above(-3);
+      // Each hole the origin has may straddle one more 5 ms window in the player's decode than in ours.
+      expect(holes, `${r.name}: ms of hole beyond the origin's ${originHoles} ms`).to.be.at.most(originHoles + (originHoles > 0 ? 10 : 0));
+      if (originHoles === 0) expect(dip.dipDb, `${r.name}: no dip in the tone (dB) where the origin has none`).to.be.above(-3);
     }
   });
 });
