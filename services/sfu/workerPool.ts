@@ -40,6 +40,8 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
   readonly #log: Logger;
   readonly #opts: WorkerPoolOptions;
   readonly #timers = new Set<NodeJS.Timeout>();
+  /** Workers that died of SIGINT or SIGTERM, waiting to see whether the service is shutting down (their timers). */
+  readonly #signalled = new Map<NodeJS.Timeout, () => void>();
   #closed = false;
   #draining = false;
 
@@ -62,6 +64,17 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
   /** Shutting down: a worker that dies from now on is not replaced (its stages are being closed anyway). */
   drain(): void {
     this.#draining = true;
+    this.#settleSignalled();
+  }
+
+  /** Shutting down after all: the workers that died of the signal are let go now (and logged so), not later. */
+  #settleSignalled(): void {
+    for (const [t, wait] of [...this.#signalled]) {
+      clearTimeout(t);
+      this.#timers.delete(t);
+      this.#signalled.delete(t);
+      wait();
+    }
   }
 
   get workers(): readonly PoolWorker[] {
@@ -110,9 +123,11 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     if (!signalled) return wait();
     const t = setTimeout(() => {
       this.#timers.delete(t);
+      this.#signalled.delete(t);
       wait();
     }, SIGNALLED_RESPAWN_DELAY_MS);
     this.#timers.add(t);
+    this.#signalled.set(t, wait);
   }
 
   async #respawn(dead: PoolWorker, attempt: number): Promise<void> {
@@ -141,6 +156,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#settleSignalled();
     for (const t of this.#timers) clearTimeout(t);
     this.#timers.clear();
     for (const w of this.#slots) w?.worker.close();
