@@ -172,6 +172,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
         lowLatency: config.hls.lowLatency,
         listSize: config.hls.listSize,
         aacBitrateKbps: config.hls.aacBitrateKbps,
+        mixInput: config.hls.mixInput,
         hlsDir: (stageId) => links.hlsDir(stageId),
       },
       writes,

@@ -48,6 +48,7 @@ export const ENV_SCHEMA = z
     LL_HLS: z.enum(['on', 'off']).default('on'),
     HLS_LIST_SIZE: z.coerce.number({ error: 'must be a whole number 3-100' }).int().min(3).max(100).default(10),
     AAC_BITRATE_KBPS: z.coerce.number({ error: 'must be a whole number 32-320' }).int().min(32).max(320).default(128),
+    MIX_INPUT: z.enum(['ogg', 'rtp']).default('ogg'),
     ARCHIVE_DIR: z.string().min(1).optional(),
     S3_ENDPOINT: httpUrl.optional(),
     S3_REGION: z.string().min(1).default('us-east-1'),
@@ -123,7 +124,8 @@ export interface Config {
   journalDir: string;
   cdn: { dir: string; publicHlsBaseUrl: string | null };
   /** partSeconds: LL-HLS parts (and FFmpeg's fragments); lowLatency: list the parts (LL-HLS) or whole segments only. */
-  hls: { segmentSeconds: number; partSeconds: number; lowLatency: boolean; listSize: number; aacBitrateKbps: number };
+  /** mixInput: how the slots reach the mixer's FFmpeg (one Ogg pipe, or an RTP socket each). */
+  hls: { segmentSeconds: number; partSeconds: number; lowLatency: boolean; listSize: number; aacBitrateKbps: number; mixInput: 'ogg' | 'rtp' };
   /** Where broadcasts are archived: a local folder (embedded default) or an S3-protocol bucket. */
   archive:
     | { kind: 'local'; dir: string }
@@ -226,6 +228,7 @@ export function loadConfig(source: Record<string, string | undefined> = process.
       lowLatency: env.LL_HLS === 'on',
       listSize: env.HLS_LIST_SIZE,
       aacBitrateKbps: env.AAC_BITRATE_KBPS,
+      mixInput: env.MIX_INPUT,
     },
     archive:
       env.S3_BUCKET !== undefined

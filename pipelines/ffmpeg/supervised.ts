@@ -76,6 +76,11 @@ export class SupervisedFfmpeg extends EventEmitter<SupervisedFfmpegEvents> {
     return this.#child?.pid ?? null;
   }
 
+  /** The running process's stdin (for an input of `pipe:0`), or null between runs. */
+  get stdin(): Writable | null {
+    return this.#child?.proc.stdin ?? null;
+  }
+
   /** Restarts so far, over the whole life of this supervisor. */
   get restarts(): number {
     return this.#restarts;
@@ -119,6 +124,8 @@ export class SupervisedFfmpeg extends EventEmitter<SupervisedFfmpegEvents> {
       const proc = (command as unknown as { ffmpegProc?: ChildProcess }).ffmpegProc;
       if (!proc) return;
       const startedAt = Date.now();
+      // Writes to the stdin of a process that has gone fail with EPIPE: its exit is reported by the watcher below.
+      proc.stdin?.on('error', () => undefined);
       child = new MediaChild(proc, { program: 'ffmpeg', tail: this.#tail, onStderrLine: (line) => this.emit('stderr', line) });
       this.#child = child;
       // stop() came while the process was being spawned: it ends now, gracefully.

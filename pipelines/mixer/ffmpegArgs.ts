@@ -37,6 +37,14 @@ export function mixerInputOptions(): string[] {
   ];
 }
 
+/**
+ * Options placed before the one-pipe input (oggInput.ts): an Ogg stream with an Opus stream per slot on stdin. Its
+ * headers say everything (they come first, in full): no probing, the first packets are mixed at once.
+ */
+export function mixerOggInputOptions(): string[] {
+  return ['-f', 'ogg', '-probesize', '32', '-analyzeduration', '0'];
+}
+
 /** The slots' lookahead (ms): what the levelled path is delayed by, against what its leveller hears. */
 export const SLOT_LOOKAHEAD_MS = 10;
 

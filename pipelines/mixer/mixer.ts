@@ -3,7 +3,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { types as ms } from 'mediasoup';
 import type { Log } from '../log.ts';
-import { PLAYLIST_NAME, mixerInputOptions, mixerOutputOptions, partDurationSeconds } from './ffmpegArgs.ts';
+import { PLAYLIST_NAME, mixerInputOptions, mixerOggInputOptions, mixerOutputOptions, partDurationSeconds } from './ffmpegArgs.ts';
+import { OggMixInput } from './oggInput.ts';
 import { LiveHlsWriter } from '../hls/liveWriter.ts';
 import { SupervisedFfmpeg } from '../ffmpeg/supervised.ts';
 import { MIX_PAYLOAD_TYPE, buildMixerSdp } from './sdp.ts';
@@ -40,6 +41,11 @@ export interface MixerOptions {
   tracksDir?: string;
   /** UDP ports FFmpeg's inputs must not use: the mediasoup workers' RTC port range. */
   avoidPorts?: readonly { min: number; max: number }[];
+  /**
+   * How the slots reach FFmpeg: `ogg` (the default), one pipe, an Ogg stream with an Opus stream per slot on stdin;
+   * `rtp`, an RTP socket per slot (an SDP input), as before (docs/decisions.md, "Cost per stage: one pipe").
+   */
+  input?: 'ogg' | 'rtp';
 }
 
 interface Feed {
@@ -76,16 +82,19 @@ export class Mixer {
   readonly #feeds = new Map<string, Feed>();
   /** Slots promised to attaches still in flight, so concurrent attaches never share a slot. */
   readonly #pending = new Map<string, { slot: number; done: Promise<number> }>();
-  readonly #sdpPath: string;
+  readonly #sdpPath: string | null;
+  /** The one pipe (input `ogg`); null for RTP inputs. */
+  readonly #pipe: OggMixInput | null;
   #router: ms.Router;
   #closed = false;
 
-  private constructor(router: ms.Router, opts: MixerOptions, ports: number[], sdpPath: string, log: Log) {
+  private constructor(router: ms.Router, opts: MixerOptions, ports: number[], sdpPath: string | null, log: Log) {
     this.stageId = opts.stageId;
     this.#router = router;
     this.#opts = opts;
     this.#ports = ports;
     this.#sdpPath = sdpPath;
+    this.#pipe = sdpPath === null ? new OggMixInput(opts.slots) : null;
     this.#log = log;
     this.playlistPath = path.join(opts.outDir, PLAYLIST_NAME);
     this.publisher = new LiveHlsWriter({
@@ -101,8 +110,8 @@ export class Mixer {
     });
     this.#ffmpeg = new SupervisedFfmpeg(
       {
-        input: sdpPath,
-        inputOptions: mixerInputOptions(),
+        input: sdpPath ?? 'pipe:0',
+        inputOptions: sdpPath ? mixerInputOptions() : mixerOggInputOptions(),
         // Each run's fragmented MP4 goes to the writer; a restart is a new run (a DISCONTINUITY, a new init section).
         // Every FFmpeg start is a run, numbered as the writer numbers them, even one that dies before its slots are
         // released (it mixed nothing; it has no entry in `runs`).
@@ -114,10 +123,12 @@ export class Mixer {
     // While FFmpeg restarts, the relays hold what they would have sent; the new run starts with it.
     this.#ffmpeg.on('died', () => {
       this.#generation++;
-      for (const r of this.#relays) r.hold();
+      if (this.#pipe) this.#pipe.end();
+      else for (const r of this.#relays) r.hold();
     });
     this.#ffmpeg.on('started', (_pid, restart) => {
-      if (restart) void this.#resume(this.#generation);
+      if (this.#pipe) this.#beginPipe(restart);
+      else if (restart) void this.#resume(this.#generation);
     });
   }
 
@@ -129,17 +140,23 @@ export class Mixer {
     const log = opts.log.child({ component: 'mixer' });
     await fs.mkdir(opts.outDir, { recursive: true });
     if (opts.tracksDir) await fs.mkdir(opts.tracksDir, { recursive: true });
-    const ports = await reserveRtpPorts(opts.slots, opts.avoidPorts);
-    const sdpPath = path.join(opts.outDir, '.mix.sdp');
-    await fs.writeFile(sdpPath, buildMixerSdp(ports));
+    const rtp = opts.input === 'rtp';
+    const ports = rtp ? await reserveRtpPorts(opts.slots, opts.avoidPorts) : [];
+    const sdpPath = rtp ? path.join(opts.outDir, '.mix.sdp') : null;
+    if (sdpPath) await fs.writeFile(sdpPath, buildMixerSdp(ports));
     const mixer = new Mixer(router, opts, ports, sdpPath, log);
     try {
       mixer.#ffmpeg.start(false);
-      const bound = await waitForBoundPorts(ports, BIND_TIMEOUT_MS);
-      if (!bound) log.warn('ffmpeg did not open its RTP inputs in time; starting the slots anyway', { timeoutMs: BIND_TIMEOUT_MS });
+      // RTP inputs lose what comes before FFmpeg listens; the pipe holds it until FFmpeg reads (and the pipe's first
+      // packets are the line's first: the programme clock's zero is still the first sample FFmpeg mixes).
+      if (rtp) {
+        const bound = await waitForBoundPorts(ports, BIND_TIMEOUT_MS);
+        if (!bound) log.warn('ffmpeg did not open its RTP inputs in time; starting the slots anyway', { timeoutMs: BIND_TIMEOUT_MS });
+      }
       const startMs = performance.now();
       for (let i = 0; i < opts.slots; i++) {
-        mixer.#relays.push(await SlotRelay.open({ index: i, payloadType: MIX_PAYLOAD_TYPE, ssrc: crypto.randomInt(1, 2 ** 32 - 1), targetPort: ports[i]!, startMs }));
+        const common = { index: i, payloadType: MIX_PAYLOAD_TYPE, ssrc: crypto.randomInt(1, 2 ** 32 - 1), startMs };
+        mixer.#relays.push(await SlotRelay.open(mixer.#pipe ? { ...common, sink: mixer.#pipe } : { ...common, targetPort: ports[i]! }));
       }
       mixer.#originPerf = startMs;
       mixer.#originWallMs = Date.now() - (performance.now() - startMs);
@@ -149,6 +166,18 @@ export class Mixer {
       await mixer.stop().catch(() => undefined);
       throw err;
     }
+  }
+
+  /** A run of FFmpeg reading the pipe: what was held goes first; a restart is a new run from the held packets' start. */
+  #beginPipe(restart: boolean): void {
+    const stdin = this.#ffmpeg.stdin;
+    if (!stdin || !this.#pipe || this.#closed) return;
+    const startTs = this.#pipe.begin(stdin);
+    if (!restart) return;
+    const ts = startTs ?? this.#relays[0]?.timestampAt(performance.now()) ?? 0;
+    const run: MixerRun = { index: this.#currentRun, startSeconds: ts / 48000, startedAtMs: Date.now() };
+    this.#runs.push(run);
+    this.#log.info('mixer run started', { run: run.index, startSeconds: run.startSeconds });
   }
 
   async #resume(generation: number): Promise<void> {
@@ -208,6 +237,11 @@ export class Mixer {
 
   relayStats(): { slot: number; realPackets: number; silencePackets: number }[] {
     return this.#relays.map((r) => ({ slot: r.index, ...r.stats }));
+  }
+
+  /** The one pipe's own counts (null with RTP inputs): silence it put in to line slots up, bytes FFmpeg did not read. */
+  pipeStats(): { paddedFrames: number; droppedBytes: number } | null {
+    return this.#pipe ? { paddedFrames: this.#pipe.paddedFrames, droppedBytes: this.#pipe.droppedBytes } : null;
   }
 
   /** Feeds a performer's producer into a free slot. Idempotent per performer. */
@@ -300,6 +334,7 @@ export class Mixer {
       }
     };
     await step(() => this.#ffmpeg.stop());
+    this.#pipe?.close();
     for (const r of this.#relays) await step(() => r.close());
     await step(() =>
       Promise.all([...this.#tracks.values()].map((t) => t.close(endTs).catch((err: unknown) => {
@@ -308,7 +343,7 @@ export class Mixer {
     );
     // FFmpeg has finished its last fragment and its output has ended: the writer closes the last segment, ENDLIST.
     await step(() => this.publisher.end());
-    await step(() => fs.rm(this.#sdpPath, { force: true }));
+    if (this.#sdpPath) await step(() => fs.rm(this.#sdpPath!, { force: true }));
     this.#log.info('mix stopped', { restarts: this.#ffmpeg.restarts, ...(errors.length > 0 ? { errors: errors.map(String) } : {}) });
     if (errors.length > 0) throw errors[0];
   }

@@ -23,6 +23,8 @@ const HOLD_MAX_PACKETS = 500;
  * performers (the SFU).
  */
 const ticking = new Set<SlotRelay>();
+/** Run after every relay has flushed: a one-pipe input writes its tick here, once per stage. */
+const tickEnds = new Set<() => void>();
 let ticker: NodeJS.Timeout | null = null;
 
 function startTicking(relay: SlotRelay): void {
@@ -30,7 +32,14 @@ function startTicking(relay: SlotRelay): void {
   ticker ??= setInterval(() => {
     for (const r of ticking) r.tick();
     for (const r of ticking) r.flush();
+    for (const f of tickEnds) f();
   }, TICK_MS);
+}
+
+/** Calls `fn` at the end of every tick of the relays' timer (while any relay is open); returns its remover. */
+export function onTickEnd(fn: () => void): () => void {
+  tickEnds.add(fn);
+  return () => tickEnds.delete(fn);
 }
 
 function stopTicking(relay: SlotRelay): void {
@@ -49,16 +58,22 @@ export function tickingRelays(): number {
 /** Sees every packet the relay sends on (real or silence), with its timestamp on the slot's line. */
 export type SlotTap = (timestamp: number, payload: Buffer) => void;
 
+/** Where a relay's packets go instead of a UDP socket: one tick's packets (RTP, on the slot's line) at a time. */
+export interface SlotSink {
+  take(slot: number, packets: readonly Buffer[]): void;
+}
+
 /**
- * One mixer input: a UDP socket that receives a performer's RTP from mediasoup and sends FFmpeg one stream that never
- * stops (silence fills any gap). The timing is SlotStream's; this class owns the sockets and is ticked by the
- * process's one relay timer.
+ * One mixer input: a UDP socket that receives a performer's RTP from mediasoup and gives FFmpeg one stream that never
+ * stops (silence fills any gap): on a UDP socket of its own (an RTP input), or to a sink (the stage's one pipe,
+ * oggInput.ts). The timing is SlotStream's; this class owns the sockets and is ticked by the process's one relay timer.
  */
 export class SlotRelay {
   readonly index: number;
   readonly #socket: dgram.Socket;
   /** Connected to FFmpeg's port: a send with an address would look it up (a tick and a callback) every packet. */
-  readonly #out: dgram.Socket;
+  readonly #out: dgram.Socket | null;
+  readonly #sink: SlotSink | null;
   readonly #stream: SlotStream;
   #closed = false;
   /** While FFmpeg is down, packets are held here and sent on when it listens again (nothing is lost). */
@@ -72,14 +87,17 @@ export class SlotRelay {
   /** Ticks that yielded to I/O after a stall of the event loop. */
   stalls = 0;
 
-  private constructor(index: number, socket: dgram.Socket, out: dgram.Socket, stream: SlotStream) {
+  private constructor(index: number, socket: dgram.Socket, out: dgram.Socket | SlotSink, stream: SlotStream) {
     this.index = index;
     this.#socket = socket;
-    this.#out = out;
+    this.#out = out instanceof dgram.Socket ? out : null;
+    this.#sink = out instanceof dgram.Socket ? null : out;
     this.#stream = stream;
   }
 
-  static async open(args: { index: number; payloadType: number; ssrc: number; targetPort: number; startMs: number }): Promise<SlotRelay> {
+  static async open(
+    args: { index: number; payloadType: number; ssrc: number; startMs: number } & ({ targetPort: number } | { sink: SlotSink }),
+  ): Promise<SlotRelay> {
     const socket = dgram.createSocket('udp4');
     await new Promise<void>((resolve, reject) => {
       socket.once('error', reject);
@@ -88,23 +106,28 @@ export class SlotRelay {
         resolve();
       });
     });
-    // mediasoup sends from its own port, so the receiving socket cannot be connected: FFmpeg gets a socket of its own.
-    const out = dgram.createSocket('udp4');
-    await new Promise<void>((resolve, reject) => {
-      out.once('error', reject);
-      out.connect(args.targetPort, '127.0.0.1', () => {
-        out.off('error', reject);
-        resolve();
+    let out: dgram.Socket | SlotSink;
+    if ('sink' in args) out = args.sink;
+    else {
+      // mediasoup sends from its own port, so the receiving socket cannot be connected: FFmpeg gets a socket of its own.
+      const udp = dgram.createSocket('udp4');
+      await new Promise<void>((resolve, reject) => {
+        udp.once('error', reject);
+        udp.connect(args.targetPort, '127.0.0.1', () => {
+          udp.off('error', reject);
+          resolve();
+        });
+      }).catch((err: unknown) => {
+        socket.close();
+        throw err;
       });
-    }).catch((err: unknown) => {
-      socket.close();
-      throw err;
-    });
+      // Sends to a port nobody listens on yet (FFmpeg starting or restarting) fail with ICMP errors: expected.
+      udp.on('error', () => undefined);
+      out = udp;
+    }
     const stream = new SlotStream({ ssrc: args.ssrc, payloadType: args.payloadType, startMs: args.startMs });
     const relay = new SlotRelay(args.index, socket, out, stream);
-    // Sends to a port nobody listens on yet (FFmpeg starting or restarting) fail with ICMP errors: expected.
     socket.on('error', () => undefined);
-    out.on('error', () => undefined);
     socket.on('message', (msg) => relay.#onMessage(msg));
     startTicking(relay);
     return relay;
@@ -165,7 +188,8 @@ export class SlotRelay {
     if (this.#closed || this.#outbox.length === 0) return;
     const out = this.#outbox;
     this.#outbox = [];
-    for (const pkt of out) this.#out.send(pkt);
+    if (this.#sink) this.#sink.take(this.index, out);
+    else for (const pkt of out) this.#out!.send(pkt);
   }
 
   /** FFmpeg is gone: hold packets from now on (and those queued for it). */
@@ -183,7 +207,8 @@ export class SlotRelay {
     const held = this.#held;
     this.#held = null;
     if (!held || this.#closed) return null;
-    for (const pkt of held) this.#out.send(pkt);
+    if (this.#sink) this.#sink.take(this.index, held);
+    else for (const pkt of held) this.#out!.send(pkt);
     return held[0] ? held[0].readUInt32BE(4) : null;
   }
 
@@ -198,6 +223,6 @@ export class SlotRelay {
     this.#closed = true;
     stopTicking(this);
     this.#socket.close();
-    this.#out.close();
+    this.#out?.close();
   }
 }

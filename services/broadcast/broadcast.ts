@@ -98,6 +98,7 @@ export class Broadcast extends EventEmitter<BroadcastEvents> {
         lowLatency: s.lowLatency,
         listSize: s.listSize,
         aacBitrateKbps: s.aacBitrateKbps,
+        input: s.mixInput,
         log,
         ...(services.archive ? { tracksDir: services.archive.tracksDir(id) } : {}),
       });

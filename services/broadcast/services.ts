@@ -40,6 +40,8 @@ export interface BroadcastSettings {
   lowLatency: boolean;
   listSize: number;
   aacBitrateKbps: number;
+  /** How the slots reach the mixer's FFmpeg (MixerOptions.input). */
+  mixInput: 'ogg' | 'rtp';
   /** Where a stage's HLS is written (the CDN-origin folder's live/<stageId>). */
   hlsDir(stageId: string): string;
 }

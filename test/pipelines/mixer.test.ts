@@ -6,6 +6,7 @@ import { expect } from 'chai';
 import * as mediasoup from 'mediasoup';
 import type { types as ms } from 'mediasoup';
 import { Mixer } from '../../pipelines/mixer/mixer.ts';
+import { tickingRelays } from '../../pipelines/mixer/slotRelay.ts';
 import { createLogger } from '../../services/logger.ts';
 import { STAGE_MEDIA_CODECS } from '../../services/sfu/stage.ts';
 import { SAMPLE_RATE, decodeToPcm, toneDb } from '../support/audio.ts';
@@ -17,6 +18,15 @@ const log = createLogger(process.env['TEST_LOG_LEVEL'] ?? 'error');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** FFmpeg writes PROGRAM-DATE-TIME as ...+0000; Date.parse wants +00:00. */
 export const pdtMs = (pdt: string) => Date.parse(pdt.replace(/([+-]\d\d)(\d\d)$/, '$1:$2'));
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 function udpPortsOpen(ports: number[]): number[] {
   const text = fs.readFileSync('/proc/net/udp', 'utf8');
@@ -46,8 +56,8 @@ describe('pipeline: on-air mixer', function () {
     tmp?.remove();
   });
 
-  async function startMixer(name: string, slots = 4): Promise<Mixer> {
-    const m = await Mixer.start(router, { stageId: name, outDir: tmp.file(name), slots, segmentSeconds: 1, partSeconds: 0.2, lowLatency: true, listSize: 10, aacBitrateKbps: 128, log });
+  async function startMixer(name: string, slots = 4, input: 'ogg' | 'rtp' = 'ogg'): Promise<Mixer> {
+    const m = await Mixer.start(router, { stageId: name, outDir: tmp.file(name), slots, segmentSeconds: 1, partSeconds: 0.2, lowLatency: true, listSize: 10, aacBitrateKbps: 128, log, input });
     mixers.push(m);
     return m;
   }
@@ -218,8 +228,8 @@ describe('pipeline: on-air mixer', function () {
     expect(toneDb(pcm, 660)).to.be.above(-25);
   });
 
-  it('stop: ENDLIST, FFmpeg gone, every UDP port and transport released', async () => {
-    const mixer = await startMixer('cleanup');
+  it('stop, one pipe (the default): ENDLIST, FFmpeg gone (it read its slots from a pipe: no SDP, no UDP port of its own), every UDP port, transport and the relay timer released', async () => {
+    const mixer = await startMixer('cleanup-ogg');
     await mixer.attach('a', (await performer(440)).producer);
     const watcher = new PlaylistWatcher(mixer.playlistPath);
     await watcher.waitFor((w) => w.segments.length >= 2, 15_000);
@@ -227,6 +237,34 @@ describe('pipeline: on-air mixer', function () {
     const pid = mixer.ffmpeg.pid!;
     const relayPorts = mixer.relayPorts();
     expect(udpPortsOpen(relayPorts), 'relay ports open while live').to.have.length(4);
+    expect(fs.existsSync(path.join(path.dirname(mixer.playlistPath), '.mix.sdp')), 'no SDP').to.equal(false);
+    expect(fs.readlinkSync(`/proc/${pid}/fd/0`), "FFmpeg's stdin: Node's pipe (a socket pair)").to.match(/^(pipe|socket):/);
+    const socketInodes = fs.readdirSync(`/proc/${pid}/fd`).map((fd) => /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1]).filter(Boolean);
+    const udpInodes = new Set(fs.readFileSync('/proc/net/udp', 'utf8').split('\n').slice(1).map((l) => l.trim().split(/\s+/)[9]));
+    expect(socketInodes.filter((i) => udpInodes.has(i)), "FFmpeg's UDP sockets").to.deep.equal([]);
+    expect(mixer.pipeStats(), 'nothing dropped, no slot out of line').to.deep.equal({ paddedFrames: 0, droppedBytes: 0 });
+    const transportsBefore = ((await router.dump()) as { transportIds: string[] }).transportIds.length;
+    await mixer.stop();
+    mixers.splice(mixers.indexOf(mixer), 1);
+    const text = fs.readFileSync(mixer.playlistPath, 'utf8');
+    expect(text.trim().endsWith('#EXT-X-ENDLIST')).to.equal(true);
+    expect(processAlive(pid), 'FFmpeg exited').to.equal(false);
+    expect(udpPortsOpen(relayPorts), 'relay ports released').to.deep.equal([]);
+    expect(tickingRelays(), 'no relay left on the timer').to.equal(0);
+    const transportsAfter = ((await router.dump()) as { transportIds: string[] }).transportIds.length;
+    expect(transportsBefore - transportsAfter, "the mixer's PlainTransport closed").to.equal(1);
+  });
+
+  it('stop, RTP sockets (MIX_INPUT=rtp): ENDLIST, FFmpeg gone, every UDP port and transport released', async () => {
+    const mixer = await startMixer('cleanup-rtp', 4, 'rtp');
+    await mixer.attach('a', (await performer(440)).producer);
+    const watcher = new PlaylistWatcher(mixer.playlistPath);
+    await watcher.waitFor((w) => w.segments.length >= 2, 15_000);
+    watcher.stop();
+    const pid = mixer.ffmpeg.pid!;
+    const relayPorts = mixer.relayPorts();
+    expect(udpPortsOpen(relayPorts), 'relay ports open while live').to.have.length(4);
+    expect(mixer.pipeStats()).to.equal(null);
     const transportsBefore = ((await router.dump()) as { transportIds: string[] }).transportIds.length;
     const ffmpegPorts = fs
       .readFileSync(path.join(path.dirname(mixer.playlistPath), '.mix.sdp'), 'utf8')
@@ -238,15 +276,10 @@ describe('pipeline: on-air mixer', function () {
     mixers.splice(mixers.indexOf(mixer), 1);
     const text = fs.readFileSync(mixer.playlistPath, 'utf8');
     expect(text.trim().endsWith('#EXT-X-ENDLIST')).to.equal(true);
-    let alive = true;
-    try {
-      process.kill(pid, 0);
-    } catch {
-      alive = false;
-    }
-    expect(alive, 'FFmpeg exited').to.equal(false);
+    expect(processAlive(pid), 'FFmpeg exited').to.equal(false);
     expect(udpPortsOpen(ffmpegPorts), 'RTP ports released').to.deep.equal([]);
     expect(udpPortsOpen(relayPorts), 'relay ports released').to.deep.equal([]);
+    expect(fs.existsSync(path.join(path.dirname(mixer.playlistPath), '.mix.sdp')), 'SDP removed').to.equal(false);
     const transportsAfter = ((await router.dump()) as { transportIds: string[] }).transportIds.length;
     expect(transportsBefore - transportsAfter, "the mixer's PlainTransport closed").to.equal(1);
     expect(mixer.relayStats().length).to.equal(4);
