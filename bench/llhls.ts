@@ -1,4 +1,4 @@
-// Low-Latency HLS, two measures.
+// Low-Latency HLS: held playlist requests. (CPU per stage with LL-HLS on against off is a side-by-side pair: pair.ts.)
 //
 // (a) Held playlist requests: a load generator (a process of its own) opens N connections to the origin (5,000 by
 //     default), then sends on every one the same blocking reload, `index.m3u8?_HLS_msn=M&_HLS_part=P`, for a part
@@ -7,24 +7,13 @@
 //     each answer reached the generator (first byte, the wall clock shared by both processes). Reported: p50, p95 and
 //     the last answer after the part's publication, over a few rounds (each with fresh connections). The generator's
 //     own CPU is reported: it shares the machine, and an answer waits for it to read.
-//
-// (b) CPU per stage, LL-HLS on against off, side by side: two apps, one with LL_HLS=on and one with LL_HLS=off, each
-//     in a process of its own with its own RTP sender and the same K stages of 4 performers, run at the same time; the
-//     CPU of each app's process tree (Node, mediasoup workers, FFmpeg; not its sender) is read from /proc over the same
-//     windows. The ratio is taken per window (both saw the same machine), and its median reported.
+
 import { fork, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { App } from '../services/app.ts';
 import { partUri } from '../pipelines/hls/liveWriter.ts';
-import { startTestApp } from '../test/support/app.ts';
-import { onAirStage, PERFORMER_TONES } from './cost.ts';
 import { percentile } from './latency.ts';
-import { descendants, readStat } from './proc.ts';
-import { RtpSender } from './sender.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const SELF = fileURLToPath(import.meta.url);
@@ -230,107 +219,4 @@ export async function benchHeldReloads(opts: { app: App; stageId: string; connec
   };
 }
 
-// ---------------------------------------------------------------------------------------------------------------
-// (b) CPU per stage, LL on against off
-
-export interface LlCostWindow {
-  onCoresPerStage: number;
-  offCoresPerStage: number;
-  ratio: number;
-}
-
-export interface LlCost {
-  stages: number;
-  windowSeconds: number;
-  windows: LlCostWindow[];
-  /** Medians over the windows. */
-  onCoresPerStage: number;
-  offCoresPerStage: number;
-  ratio: number;
-  /** FFmpeg restarts in either app over the run (a restart would make the windows unequal). */
-  ffmpegRestarts: { on: number; off: number };
-}
-
-type CostIn = { type: 'stop' };
-type CostOut = { type: 'ready'; senderPid: number } | { type: 'restarts'; restarts: number } | { type: 'error'; error: string };
-
-/** One app with LL_HLS as given, K stages of 4 performers, until told to stop. */
-async function costChild(ll: 'on' | 'off', stages: number): Promise<void> {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `stage-radio-bench-ll-${ll}-`));
-  const sender = await RtpSender.start();
-  let app: App | null = null;
-  try {
-    await sender.prepare(PERFORMER_TONES);
-    app = await startTestApp({ CDN_DIR: tmp, LL_HLS: ll, RATE_LIMIT_WRITE_PER_MINUTE: '100000' });
-    const ids: string[] = [];
-    for (let i = 0; i < stages; i++) ids.push((await onAirStage(app, sender, `Bench LL ${ll} ${i + 1}`)).id);
-    process.send?.({ type: 'ready', senderPid: sender.pid } satisfies CostOut);
-    await new Promise<void>((resolve) => process.once('message', (m: CostIn) => m.type === 'stop' && resolve()));
-    const restarts = ids.reduce((n, id) => n + (app!.registry.get(id)?.broadcast?.mixer.ffmpeg.restarts ?? 0), 0);
-    process.send?.({ type: 'restarts', restarts } satisfies CostOut);
-  } catch (err) {
-    process.send?.({ type: 'error', error: err instanceof Error ? err.message : String(err) } satisfies CostOut);
-  } finally {
-    await app?.close().catch(() => undefined);
-    await sender.stop();
-    fs.rmSync(tmp, { recursive: true, force: true });
-    process.disconnect?.();
-  }
-}
-
-/** CPU seconds of a process and its descendants, minus the subtree at `exclude`. */
-function treeCpuSeconds(pid: number, exclude: number): number {
-  const self = readStat(pid);
-  return (self?.cpuSeconds ?? NaN) + descendants(pid, [exclude]).reduce((s, d) => s + d.cpuSeconds, 0);
-}
-
-export async function benchLlCost(opts: { stages: number; warmupSeconds: number; windowSeconds: number; windows: number; log: (s: string) => void }): Promise<LlCost> {
-  const kids = (['on', 'off'] as const).map((ll) => {
-    const child = fork(SELF, ['--cost-child', ll, String(opts.stages)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    const exited = new Promise((r) => child.once('exit', r));
-    const messages = (type: CostOut['type']) =>
-      new Promise<CostOut>((resolve, reject) => {
-        const on = (m: CostOut) => {
-          if (m.type === 'error') reject(new Error(`LL ${ll}: ${m.error}`));
-          else if (m.type === type) resolve(m);
-        };
-        child.on('message', on);
-        child.once('exit', (code) => reject(new Error(`LL ${ll}: the app's process exited (${code})`)));
-      });
-    return { ll, child, exited, ready: messages('ready'), restarts: messages('restarts') };
-  });
-  try {
-    const senders = (await Promise.all(kids.map((k) => k.ready))).map((m) => (m as { senderPid: number }).senderPid);
-    opts.log(`LL cost: ${opts.stages} stages on air in each app (LL on, LL off); warm-up ${opts.warmupSeconds} s, ${opts.windows} windows of ${opts.windowSeconds} s`);
-    await sleep(opts.warmupSeconds * 1000);
-    const windows: LlCostWindow[] = [];
-    for (let w = 0; w < opts.windows; w++) {
-      const t0 = performance.now();
-      const a = kids.map((k, i) => treeCpuSeconds(k.child.pid!, senders[i]!));
-      await sleep(opts.windowSeconds * 1000);
-      const b = kids.map((k, i) => treeCpuSeconds(k.child.pid!, senders[i]!));
-      const seconds = (performance.now() - t0) / 1000;
-      const [on, off] = a.map((x, i) => (b[i]! - x) / seconds / opts.stages) as [number, number];
-      windows.push({ onCoresPerStage: on, offCoresPerStage: off, ratio: on / off });
-      opts.log(`LL cost: window ${w + 1}: LL on ${on.toFixed(3)} cores/stage, off ${off.toFixed(3)}: ${(on / off).toFixed(3)}×`);
-    }
-    for (const k of kids) k.child.send({ type: 'stop' } satisfies CostIn);
-    const [on, off] = (await Promise.all(kids.map((k) => k.restarts))).map((m) => (m as { restarts: number }).restarts) as [number, number];
-    return {
-      stages: opts.stages,
-      windowSeconds: opts.windowSeconds,
-      windows,
-      onCoresPerStage: percentile(windows.map((w) => w.onCoresPerStage), 50),
-      offCoresPerStage: percentile(windows.map((w) => w.offCoresPerStage), 50),
-      ratio: percentile(windows.map((w) => w.ratio), 50),
-      ffmpegRestarts: { on, off },
-    };
-  } finally {
-    for (const k of kids) if (k.child.connected) k.child.send({ type: 'stop' } satisfies CostIn);
-    await Promise.race([Promise.all(kids.map((k) => k.exited)), sleep(30_000)]);
-    for (const k of kids) if (k.child.exitCode === null && k.child.signalCode === null) k.child.kill('SIGKILL');
-  }
-}
-
 if (process.argv[1] === SELF && process.argv[2] === '--held-client') heldClient();
-if (process.argv[1] === SELF && process.argv[2] === '--cost-child') await costChild(process.argv[3] === 'off' ? 'off' : 'on', Number(process.argv[4]));

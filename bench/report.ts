@@ -4,7 +4,8 @@ import type { ArchiveBenchResult } from './archive.ts';
 import type { BrowserLatency } from './browser.ts';
 import type { BaselineResult, CostResult } from './cost.ts';
 import type { IngestLatency, OnAirLatency } from './latency.ts';
-import type { HeldReloads, LlCost } from './llhls.ts';
+import type { HeldReloads } from './llhls.ts';
+import type { PairCost } from './pair.ts';
 import type { OriginResult } from './origin.ts';
 import type { SoundBench } from './sound.ts';
 import type { PagesBench } from './pages.ts';
@@ -19,7 +20,9 @@ export interface BenchResults {
   pages: PagesBench | null;
   origin: OriginResult | null;
   held: HeldReloads | null;
-  llCost: LlCost | null;
+  llCost: PairCost | null;
+  /** The mixer's one pipe (MIX_INPUT=ogg) against its RTP sockets (rtp), side by side. */
+  pipeCost: PairCost | null;
   archive: ArchiveBenchResult[] | null;
   /** What could not be measured, by measure. */
   errors: Record<string, string>;
@@ -243,8 +246,20 @@ export function tableRows(r: BenchResults): Row[] {
       `${c2.ratio.toFixed(3)}×`,
       '≤ 1.10×',
       met(c2.ratio <= 1.1),
-      `median of ${c2.windows.length} windows of ${c2.windowSeconds} s: on ${f3(c2.onCoresPerStage)}, off ${f3(c2.offCoresPerStage)} cores per stage (Node, mediasoup, FFmpeg; no listeners); ` +
-        `ratios ${c2.windows.map((x) => x.ratio.toFixed(3)).join(', ')}; FFmpeg restarts on ${c2.ffmpegRestarts.on}, off ${c2.ffmpegRestarts.off}`,
+      `median of ${c2.windows.length} windows of ${c2.windowSeconds} s: on ${f3(c2.aCoresPerStage)}, off ${f3(c2.bCoresPerStage)} cores per stage (Node, mediasoup, FFmpeg; no listeners); ` +
+        `ratios ${c2.windows.map((x) => x.ratio.toFixed(3)).join(', ')}; FFmpeg restarts on ${c2.ffmpegRestarts.a}, off ${c2.ffmpegRestarts.b}`,
+    ]);
+  }
+  if (r.pipeCost) {
+    const p = r.pipeCost;
+    rows.push([
+      `CPU per stage, the mixer's one pipe / its RTP sockets, side by side (${p.stages} stages each)`,
+      `${p.ratio.toFixed(3)}×`,
+      '< 1×',
+      met(p.ratio < 1),
+      `median of ${p.windows.length} windows of ${p.windowSeconds} s: one pipe (MIX_INPUT=ogg) ${f3(p.aCoresPerStage)} (Node ${f3(p.aSplit.node)}, mediasoup ${f3(p.aSplit.mediasoup)}, FFmpeg ${f3(p.aSplit.ffmpeg)}), ` +
+        `RTP sockets (MIX_INPUT=rtp) ${f3(p.bCoresPerStage)} (Node ${f3(p.bSplit.node)}, mediasoup ${f3(p.bSplit.mediasoup)}, FFmpeg ${f3(p.bSplit.ffmpeg)}) cores per stage; ` +
+        `ratios ${p.windows.map((x) => x.ratio.toFixed(3)).join(', ')}; FFmpeg restarts ${p.ffmpegRestarts.a} and ${p.ffmpegRestarts.b}`,
     ]);
   }
   for (const a of r.archive ?? []) {

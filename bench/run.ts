@@ -19,7 +19,8 @@ import { benchArchiveInChild } from './archive.ts';
 import { benchBrowserLatency } from './browser.ts';
 import { benchBaseline, benchCost, onAirStage, PERFORMER_TONES } from './cost.ts';
 import { benchIngestLatency, benchOnAirLatency, MARKER_HZ, MARKER_SECONDS } from './latency.ts';
-import { benchHeldReloads, benchLlCost } from './llhls.ts';
+import { benchHeldReloads } from './llhls.ts';
+import { benchPair } from './pair.ts';
 import { benchOrigin } from './origin.ts';
 import { costSvg, markdownTable, tableRows, type BenchResults } from './report.ts';
 import { RtpSender } from './sender.ts';
@@ -36,7 +37,7 @@ const log = (s: string) => process.stderr.write(`[bench ${elapsed()} s] ${s}\n`)
 
 const plan = quick
   ? { soundSeconds: 30, soundRounds: 3, costKs: [1, 5], baselineKs: [5], warmup: 5, baselineWarmup: 3, window: 10, idle: 5, markers: 10, onAirRuns: 3, pageRounds: 5, listenSeconds: 20, originSeconds: 5, archiveSeconds: 60, heldConnections: 1000, heldRounds: 2, llStages: 2, llWindows: 2 }
-  : { soundSeconds: 60, soundRounds: 7, costKs: [1, 5, 10, 20, 30], baselineKs: [10], warmup: 5, baselineWarmup: 5, window: 20, idle: 10, markers: 20, onAirRuns: 5, pageRounds: 9, listenSeconds: 40, originSeconds: 10, archiveSeconds: 600, heldConnections: 5000, heldRounds: 5, llStages: 3, llWindows: 5 };
+  : { soundSeconds: 60, soundRounds: 7, costKs: [1, 5, 10, 20, 30, 40, 50, 60], baselineKs: [10], warmup: 5, baselineWarmup: 5, window: 20, idle: 10, markers: 20, onAirRuns: 5, pageRounds: 9, listenSeconds: 40, originSeconds: 10, archiveSeconds: 600, heldConnections: 5000, heldRounds: 5, llStages: 3, llWindows: 5 };
 const ORIGIN_CONNECTIONS = 1000;
 
 function ffmpegVersion(): string {
@@ -60,7 +61,7 @@ const machine = {
 
 const started = new Date();
 const phases: Record<string, number> = {};
-const results: BenchResults = { sound: null, cost: null, baseline: null, ingest: null, onAir: null, browser: null, pages: null, origin: null, held: null, llCost: null, archive: null, errors: {} };
+const results: BenchResults = { sound: null, cost: null, baseline: null, ingest: null, onAir: null, browser: null, pages: null, origin: null, held: null, llCost: null, pipeCost: null, archive: null, errors: {} };
 
 /** Runs one measure; a failure is reported in the table, and the other measures go on. */
 async function measure<T>(name: string, fn: () => Promise<T>): Promise<T | null> {
@@ -176,7 +177,11 @@ try {
 
   // (5) LL-HLS on against off: two apps side by side, alone on the machine (the archive's broadcasts have ended).
   results.llCost = await measure('LL-HLS: CPU on / off', () =>
-    benchLlCost({ stages: plan.llStages, warmupSeconds: plan.warmup, windowSeconds: plan.window, windows: plan.llWindows, log }),
+    benchPair({ a: { label: 'LL on', env: { LL_HLS: 'on' } }, b: { label: 'LL off', env: { LL_HLS: 'off' } }, stages: plan.llStages, warmupSeconds: plan.warmup, windowSeconds: plan.window, windows: plan.llWindows, log }),
+  );
+  // (6) The mixer's one pipe against its RTP sockets, the same way.
+  results.pipeCost = await measure('mixer input: pipe / RTP', () =>
+    benchPair({ a: { label: 'one pipe', env: { MIX_INPUT: 'ogg' } }, b: { label: 'RTP sockets', env: { MIX_INPUT: 'rtp' } }, stages: plan.llStages, warmupSeconds: plan.warmup, windowSeconds: plan.window, windows: plan.llWindows, log }),
   );
 } finally {
   archive.child?.stop();
