@@ -62,6 +62,16 @@ function deepestDipDb(pcm: Float32Array, skipSec = 0.1): { dipDb: number; at: nu
   return { dipDb: min - med, at, medianDb: med };
 }
 
+/** Where the tone first comes within 20 dB of its median level (5 ms windows), in seconds. */
+function toneOnset(pcm: Float32Array): number {
+  const win = Math.round(0.005 * SAMPLE_RATE);
+  const levels: number[] = [];
+  for (let i = 0; i + win <= pcm.length; i += win) levels.push(rmsDb(pcm, i, win));
+  const med = median(levels);
+  const first = levels.findIndex((l) => l >= med - 20);
+  return first < 0 ? Infinity : first * 0.005;
+}
+
 /** Milliseconds of hole: 5 ms windows more than 20 dB under the median level (a steady tone has none). */
 function holeMs(pcm: Float32Array, skipSec = 0.1): number {
   const win = Math.round(0.005 * SAMPLE_RATE);
@@ -230,14 +240,17 @@ describe('LL-HLS playlist as players read it', function () {
     const file = tmp.file('joined.mp4');
     fs.writeFileSync(file, Buffer.concat([init.body, ...msns.map((m) => segmentBytes.get(m)!)]));
     const pcm = decodeToPcm(file);
-    const dip = deepestDipDb(pcm);
-    const holes = holeMs(pcm);
+    // From the first segment on, the programme starts before the sender is attached: silence until its tone comes in.
+    const onset = toneOnset(pcm);
+    expect(onset, 'the tone starts within the first second').to.be.below(1);
+    const dip = deepestDipDb(pcm, onset + 0.02);
+    const holes = holeMs(pcm, onset + 0.02);
     // A sender stalled by a loaded machine (over GAP_MS without packets) is filled with silence by the mixer, as a
     // performer's network stall would be: the only hole the segments may have, and no longer than that silence.
     const senderFilled = senderSilence() - silenceBefore;
     console.log(
       `      decoded ${(pcm.length / SAMPLE_RATE).toFixed(3)} s (EXTINF sum ${totalSec.toFixed(3)} s); 440 Hz ${toneDb(pcm, 440).toFixed(1)} dB; ` +
-        `deepest 20 ms dip ${dip.dipDb.toFixed(1)} dB at ${dip.at.toFixed(2)} s; holes ${holes} ms; the sender's slot filled ${senderFilled} silence frames meanwhile`,
+        `tone from ${onset.toFixed(3)} s; deepest 20 ms dip after it ${dip.dipDb.toFixed(1)} dB at ${dip.at.toFixed(2)} s; holes ${holes} ms; the sender's slot filled ${senderFilled} silence frames meanwhile`,
     );
     expect(pcm.length / SAMPLE_RATE, 'decoded duration vs EXTINF sum (s)').to.be.closeTo(totalSec, 0.05);
     expect(toneDb(pcm, 440), 'the tone').to.be.above(-30);
