@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
 import * as mediasoup from 'mediasoup';
 import type { types as ms } from 'mediasoup';
 import type { Logger } from '../logger.ts';
@@ -159,7 +160,13 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
     this.#settleSignalled();
     for (const t of this.#timers) clearTimeout(t);
     this.#timers.clear();
-    for (const w of this.#slots) w?.worker.close();
+    for (const w of this.#slots) {
+      if (!w) continue;
+      // Dead already (the service's own signal reached every process at once) though the pool has not heard yet: it
+      // is let go like one whose death was heard; closing it only reaps it.
+      if (processExited(w.worker.pid)) this.#log.info('mediasoup worker exited with the service', { index: w.index, pid: w.worker.pid });
+      w.worker.close();
+    }
     this.#slots.length = 0;
     this.removeAllListeners();
   }
@@ -191,5 +198,15 @@ function isAlive(pid: number): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/** The process is gone or a zombie (exited, not yet reaped). Linux: /proc/<pid>/stat's state. */
+function processExited(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z';
+  } catch {
+    return true;
   }
 }

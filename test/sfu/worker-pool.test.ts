@@ -1,6 +1,7 @@
 // The mediasoup worker pool when a worker dies of SIGTERM as the service shuts down (systemd signals every process of
 // the service at once): whichever the pool hears first, the worker's death or the shutdown, the worker is let go and
 // logged so, never replaced. Real mediasoup workers; the pool's log read from a winston stream.
+import fs from 'node:fs';
 import { Writable } from 'node:stream';
 import { expect } from 'chai';
 import winston from 'winston';
@@ -46,6 +47,23 @@ describe('mediasoup worker pool: a worker that dies of the service\'s own signal
       expect(messages.filter((m) => m === 'mediasoup worker exited with the service'), 'logged once').to.have.length(1);
     });
   }
+
+  it('dies of SIGTERM and the pool is closed before it hears of the death: let go, logged, not replaced', async () => {
+    const { log, messages } = memoryLogger();
+    const pool = await WorkerPool.create({ numWorkers: 1, logLevel: 'warn', rtcMinPort: 42000, rtcMaxPort: 42999 }, log);
+    pools.push(pool);
+    const pid = pool.workers[0]!.worker.pid;
+    // Killed and waited for without yielding to the event loop, so the pool cannot hear of the death before close():
+    // /proc shows a zombie (exited, not reaped).
+    process.kill(pid, 'SIGKILL');
+    const until = Date.now() + 5000;
+    while (fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]![0] !== 'Z' && Date.now() < until);
+    pool.close();
+    expect(messages, 'logged at close').to.include('mediasoup worker exited with the service');
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(messages.filter((m) => m === 'mediasoup worker started'), 'no worker after the first').to.have.length(1);
+    expect(messages).to.not.include('mediasoup worker died; replacing it');
+  });
 
   it('dies of SIGTERM with no shutdown following: replaced after the wait', async () => {
     const { log, messages } = memoryLogger();
