@@ -92,6 +92,8 @@ describe('archive finalization survives the service being stopped while it runs'
     const { stageId, remux } = await broadcastThenRemux(svc);
     // systemd's KillMode=control-group: SIGTERM to the main process and to every other process of the service at once
     // (the remux FFmpeg in its own session included; Chromium is this test's, not the service's).
+    const workers = descendants(svc.pid).filter((p) => p.comm.startsWith('mediasoup')).map((p) => p.pid);
+    expect(workers, 'the service runs a media worker').to.have.length.at.least(1);
     const all = [svc.pid, ...descendants(svc.pid).map((p) => p.pid)];
     const signalledAt = performance.now();
     for (const pid of all) {
@@ -106,7 +108,19 @@ describe('archive finalization survives the service being stopped while it runs'
     expect(exit.code, 'a clean exit').to.equal(0);
     expect(svc.logged('archive finalization interrupted; it resumes at the next sweep or start'), 'interrupted, not failed').to.have.length.at.least(1);
     expect(svc.logged(/could not finalize the archive/), 'not counted as a failure').to.deep.equal([]);
-    expect(svc.logged(/^mediasoup worker exited (with|while) the service/).length, 'the worker died of the signal too, and was let go').to.be.at.least(1);
+    // Whether the pool heard the worker's death before the service closed it depends on which process the kernel ran
+    // first (the service exited 103-319 ms after the signal in CI); either way the worker is gone and not replaced.
+    const stillAlive = () =>
+      workers.filter((pid) => {
+        try {
+          process.kill(pid, 0);
+          return true;
+        } catch {
+          return false;
+        }
+      });
+    const alive = await eventually(async () => stillAlive(), (a) => a.length === 0, 5000, 20);
+    expect(alive, 'the media worker is gone with the service').to.deep.equal([]);
     expect(svc.logged('mediasoup worker started').length, 'no worker was started after the first').to.equal(1);
     expect(svc.logged('mediasoup worker died; replacing it'), 'no worker death treated as a crash').to.deep.equal([]);
     expect(svc.logged('stage rebuilt on a new worker'), 'no stage rebuilt').to.deep.equal([]);
