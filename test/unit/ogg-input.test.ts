@@ -6,36 +6,16 @@ import { PassThrough, Writable } from 'node:stream';
 import { expect } from 'chai';
 import { OggMixInput } from '../../pipelines/mixer/oggInput.ts';
 import { OPUS_SILENCE, buildRtp } from '../../pipelines/mixer/rtp.ts';
+import { readOggStreams } from '../support/ogg.ts';
 
 /** A 20 ms Opus packet (TOC 0xF8) whose last two bytes say which it is; not silence (FF FE). */
 const marked = (n: number) => Buffer.from([0xf8, 0x01, n & 0xff]);
 const rtp = (ts: number, payload: Buffer) => buildRtp({ payloadType: 100, sequence: 0, timestamp: ts, ssrc: 1, payload });
 
-/** Reads an Ogg stream back: per serial (in BOS order), its packets after the two header packets. */
+/** Per slot (in BOS order), its packets after the two header packets; and how many streams began. */
 function readOgg(buf: Buffer): { slots: Buffer[][]; heads: number } {
-  const bySerial = new Map<number, Buffer[]>();
-  let heads = 0;
-  for (let off = 0; off < buf.length; ) {
-    expect(buf.toString('latin1', off, off + 4), `page at ${off}`).to.equal('OggS');
-    const serial = buf.readUInt32LE(off + 14);
-    if (buf[off + 5]! & 0x02) heads++;
-    const n = buf[off + 26]!;
-    let p = off + 27 + n;
-    let cur: Buffer[] = [];
-    const list = bySerial.get(serial) ?? [];
-    bySerial.set(serial, list);
-    for (let i = 0; i < n; i++) {
-      const l = buf[off + 27 + i]!;
-      cur.push(buf.subarray(p, p + l));
-      p += l;
-      if (l < 255) {
-        list.push(Buffer.concat(cur));
-        cur = [];
-      }
-    }
-    off = p;
-  }
-  return { slots: [...bySerial.values()].map((l) => l.slice(2)), heads };
+  const { streams, bosPages } = readOggStreams(buf);
+  return { slots: streams.map((l) => l.slice(2)), heads: bosPages };
 }
 
 const label = (p: Buffer) => (p.equals(OPUS_SILENCE) ? 's' : String(p[2]));

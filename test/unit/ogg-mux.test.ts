@@ -5,27 +5,13 @@ import { spawn } from 'node:child_process';
 import { expect } from 'chai';
 import { OggMux } from '../../pipelines/mixer/oggMux.ts';
 import { OPUS_SILENCE } from '../../pipelines/mixer/rtp.ts';
+import { readOggStreams } from '../support/ogg.ts';
 import { SAMPLE_RATE, toneDb } from '../support/audio.ts';
 
 /** A 440 Hz tone as 20 ms stereo Opus packets (FFmpeg's encoder, RTP payloads read back from an Ogg file's pages). */
 async function tonePackets(seconds: number): Promise<Buffer[]> {
   const ogg = await run('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', `sine=frequency=440:sample_rate=48000:duration=${seconds}`, '-ac', '2', '-c:a', 'libopus', '-b:a', '64k', '-frame_duration', '20', '-f', 'ogg', '-'], null);
-  const packets: Buffer[] = [];
-  let cur: Buffer[] = [];
-  for (let off = 0; off < ogg.length; ) {
-    const n = ogg[off + 26]!;
-    let p = off + 27 + n;
-    for (let i = 0; i < n; i++) {
-      const l = ogg[off + 27 + i]!;
-      cur.push(ogg.subarray(p, p + l));
-      p += l;
-      if (l < 255) {
-        packets.push(Buffer.concat(cur));
-        cur = [];
-      }
-    }
-    off = p;
-  }
+  const packets = readOggStreams(ogg).streams[0] ?? [];
   return packets.slice(2);
 }
 
