@@ -222,6 +222,17 @@ export class Mixer {
     return relay ? relay.timestampAt(performance.now()) / 48000 : this.programmeSeconds();
   }
 
+  /**
+   * Where a performer's newest audio sits on the programme clock: the end of the last frame their slot carried, behind
+   * the wall clock by however late their packets arrive (a starved sender lags; the mix and their track place the
+   * audio on this line, not on the wall clock). Programme time now for anyone not on air.
+   */
+  newestAudioSeconds(performerId: string): number {
+    const feed = this.#feeds.get(performerId);
+    const relay = feed ? this.#relays[feed.slot] : undefined;
+    return relay ? relay.lineEnd / 48000 : this.programmeSeconds();
+  }
+
   get ffmpeg(): SupervisedFfmpeg {
     return this.#ffmpeg;
   }

@@ -167,6 +167,11 @@ export class SlotStream {
     return Math.max(this.#wallTs(nowMs), this.#nextTs);
   }
 
+  /** The end of the last frame sent (48 kHz units since start): where the newest audio of this slot sits in the mix. */
+  get lineEnd(): number {
+    return this.#nextTs;
+  }
+
   /** Silence frames due now (empty while the performer's packets flow). */
   due(nowMs: number): Buffer[] {
     if (nowMs - this.#lastRealMs < GAP_MS) return [];

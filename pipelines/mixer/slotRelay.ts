@@ -217,6 +217,11 @@ export class SlotRelay {
     return this.#stream.timestampAt(nowMs);
   }
 
+  /** The end of the last frame this slot carried (48 kHz units since start). */
+  get lineEnd(): number {
+    return this.#stream.lineEnd;
+  }
+
   /** Idempotent. */
   close(): void {
     if (this.#closed) return;

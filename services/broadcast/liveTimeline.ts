@@ -41,6 +41,8 @@ export interface TimelineClock {
   readonly originWallMs: number;
   programmeSeconds(): number;
   lineSeconds(performerId?: string): number;
+  /** Where a performer's newest audio sits on the programme clock (their slot's line, late when their packets are). */
+  newestAudioSeconds(performerId: string): number;
   readonly publisher: { readonly originDate: string | null; setDateRanges(ranges: readonly DateRange[]): void };
 }
 
@@ -156,11 +158,15 @@ export class LiveTimeline {
     return event;
   }
 
-  /** Speaking changes from the stage's AudioLevelObserver (its 100 ms reports), on the programme clock. */
+  /**
+   * Speaking changes from the stage's AudioLevelObserver (its 100 ms reports), on the programme clock. A report is
+   * placed where the performer's newest audio sits in the mix (their slot's line), not at the wall clock: a performer
+   * whose packets arrive late (a starved browser) is heard, and recorded, that much later.
+   */
   levels(levels: readonly { performerId: string; volume: number }[]): void {
     if (this.#closed) return;
-    const now = this.#a.clock.programmeSeconds();
     for (const { performerId } of levels.filter((l) => l.volume > SPEAKING_THRESHOLD_DBOV)) {
+      const now = this.#a.clock.newestAudioSeconds(performerId);
       const cur = this.#speaking.get(performerId);
       if (cur) {
         cur.lastLoud = now;
@@ -177,8 +183,8 @@ export class LiveTimeline {
   }
 
   #endQuiet(): void {
-    const now = this.#a.clock.programmeSeconds();
     for (const [performerId, cur] of this.#speaking) {
+      const now = this.#a.clock.newestAudioSeconds(performerId);
       if (now - cur.lastLoud >= SPEAKING_HANGOVER_S) this.#stopSpeaking(performerId, cur.lastLoud - END_LEAD_S);
     }
   }
