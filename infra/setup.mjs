@@ -21,7 +21,7 @@ const log = (msg) => process.stderr.write(`[setup] ${msg}\n`);
 // material of the sound corpus (test/support/corpus.ts).
 const APT_RUNTIME = ['ffmpeg', 'ca-certificates', 'openssl'];
 const APT_WORKER = ['meson', 'ninja-build', 'pkg-config', 'g++', 'python3', 'libuv1-dev', 'libssl-dev', 'libsrtp2-dev', 'libusrsctp-dev', 'libabsl-dev', 'nlohmann-json3-dev'];
-const APT_TESTS = ['chromium', 'postgresql-15', 'fonts-liberation', 'gstreamer1.0-tools', 'gstreamer1.0-plugins-base', 'gstreamer1.0-plugins-good', 'gstreamer1.0-plugins-bad', 'gstreamer1.0-libav', 'espeak-ng', 'sox', 'nginx-light', 'fonts-ipafont-gothic'];
+const APT_TESTS = ['chromium', 'postgresql-15', 'fonts-liberation', 'gstreamer1.0-tools', 'gstreamer1.0-plugins-base', 'gstreamer1.0-plugins-good', 'gstreamer1.0-plugins-bad', 'gstreamer1.0-libav', 'espeak-ng', 'sox', 'nginx-light', 'fonts-ipafont-gothic', 'redis-server'];
 
 function dpkgInstalled(pkg) {
   const r = spawnSync('dpkg-query', ['-W', '-f=${Status}', pkg], { encoding: 'utf8' });

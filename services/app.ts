@@ -28,6 +28,9 @@ import { StageRegistry } from './sfu/registry.ts';
 import { WorkerPool } from './sfu/workerPool.ts';
 import { ListenerSignaling } from './signaling/listeners.ts';
 import { CallDesk, storedRates } from './calls/desk.ts';
+import { Cluster } from './cluster/cluster.ts';
+import { Forwarder } from './cluster/forward.ts';
+import type { NodeList } from './shared/rest.ts';
 import { WhipIngest } from './whip/ingest.ts';
 import { SignalingServer } from './signaling/server.ts';
 import { StageCatalog } from './stages/catalog.ts';
@@ -72,6 +75,10 @@ export interface App {
   readonly problems: RecentProblems;
   /** The /live origin's fast path (live files from memory, in front of Express). */
   readonly liveOrigin: LiveFastPath;
+  /** The nodes of the service (GET /api/nodes): every live node in cluster mode, else this one. */
+  nodes(): Promise<NodeList>;
+  /** Cluster mode (REDIS_URL): this node in the cluster; null on a single node. */
+  readonly cluster: Cluster | null;
   /** Stops taking new work: new stages, going on air and joins answer UNAVAILABLE; /healthz answers 503 `draining`. */
   drain(): void;
   /**
@@ -103,6 +110,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       }
     }
   };
+  const startedAt = new Date().toISOString();
   try {
     const admission = new Admission(log);
     const db = await openDb(config.db, log, config.paths.sqlDir);
@@ -118,7 +126,35 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     let baseUrl = config.http.publicUrl ?? '';
     // PUBLIC_URL wins; without it, the origin of the request being answered (http or https, the address used).
     const links = new StageLinks({ baseUrl: () => config.http.publicUrl ?? requestOrigin.getStore() ?? baseUrl, publicHlsBaseUrl: config.cdn.publicHlsBaseUrl, cdnDir: config.cdn.dir });
-    const orphaned = await endOrphanedBroadcasts(db, links);
+    // Cluster mode: this node joins the others through Redis (it takes stages once it is listening and beating).
+    let registryRef: StageRegistry | null = null;
+    let poolRef: WorkerPool | null = null;
+    const cluster = config.cluster
+      ? await Cluster.open({
+          redisUrl: config.cluster.redisUrl,
+          nodeId: config.cluster.nodeId,
+          load: () => {
+            const stages = registryRef?.stages ?? [];
+            return {
+              stages: stages.length,
+              onAir: stages.filter((s) => s.onAir).length,
+              performers: stages.reduce((n, s) => n + s.size, 0),
+              workers: poolRef?.workers.filter((w) => !w.worker.closed).length ?? 0,
+              draining: admission.draining,
+            };
+          },
+          log,
+        })
+      : null;
+    if (cluster) cleanups.push(() => cluster.close());
+    const forwarder = cluster ? new Forwarder(cluster.nodeId, log) : null;
+    if (forwarder) cleanups.push(() => forwarder.close());
+
+    const orphaned = await endOrphanedBroadcasts(
+      db,
+      links,
+      cluster ? async (stageId) => ((await cluster.owner(stageId))?.id ?? cluster.nodeId) !== cluster.nodeId : null,
+    );
     if (orphaned.stages > 0) log.warn('ended broadcasts an earlier run left on air', { count: orphaned.stages });
     if (orphaned.sessions > 0) log.info('closed performer sessions left open by an earlier run', { count: orphaned.sessions });
     if (orphaned.calls > 0) log.warn('ended calls an earlier run left open', { count: orphaned.calls });
@@ -135,6 +171,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       },
       log,
     );
+    poolRef = pool;
     cleanups.push(() => pool.closeAndWait());
     admission.on('draining', () => pool.drain());
 
@@ -146,6 +183,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       log,
       spoolDir: q.spoolDir,
       aacBitrateKbps: config.hls.aacBitrateKbps,
+      nodeId: cluster?.nodeId ?? null,
       queue: {
         concurrency: q.concurrency,
         retryBaseSeconds: q.retryBaseSeconds,
@@ -191,8 +229,13 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       maxPerformers: config.stage.maxPerformers,
       services: { db, broadcasts },
       rejoinWaitMs: config.stage.rejoinWaitSeconds * 1000,
+      ownership: cluster,
       log,
     });
+    registryRef = registry;
+    // Another node holds this stage's lease now (this one was cut off from Redis too long): it serves the stage; this
+    // node lets its copy go at once, so that no stage is ever mixed twice.
+    cluster?.on('lost', (stageId) => void registry.get(stageId)?.close('another node took this stage over', 'aborted'));
     // Closes every stage, and so ends every broadcast still on air (shutdown ended them first: this is the backstop).
     cleanups.push(() => registry.close());
     timeline = new TimelineService({ db, registry });
@@ -214,6 +257,19 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     const metrics = new AppMetrics({ pool, registry, onAir, archiver, calls, io: () => io, log });
     cleanups.push(() => metrics.close());
 
+    const nodes = async (): Promise<NodeList> => {
+      const self = { stages: registry.stages.length, onAir: onAir.live().length, performers: registry.stages.reduce((n, s) => n + s.size, 0) };
+      if (!cluster) {
+        const workers = pool.workers.filter((w) => !w.worker.closed).length;
+        const now = new Date().toISOString();
+        return { cluster: false, nodes: [{ id: 'local', url: baseUrl, self: true, ...self, workers, placed: self.stages, draining: admission.draining, startedAt, seenAt: now }] };
+      }
+      const nodes = await cluster.nodes();
+      return {
+        cluster: true,
+        nodes: nodes.map((n) => ({ id: n.id, url: n.url, self: n.id === cluster.nodeId, ...n.load, placed: n.owned, startedAt: n.startedAt, seenAt: n.seenAt })),
+      };
+    };
     const web = createRequestListener({
       metrics,
       adminToken: config.adminToken,
@@ -234,6 +290,18 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       downloadTtlSeconds: q.downloadTtlSeconds,
       writesPerMinute: config.rateLimits.writePerMinute,
       hsts: config.http.publicUrl?.startsWith('https:') ?? false,
+      nodes: () => nodes(),
+      cluster:
+        cluster && forwarder
+          ? {
+              elsewhere: async (stageId, place) => {
+                if (registry.get(stageId)) return null; // served here
+                const owner = place ? await cluster.place(stageId) : await cluster.owner(stageId);
+                return owner && owner.id !== cluster.nodeId ? owner.url : null;
+              },
+              forward: (req, res, url) => forwarder.forward(req, res, url),
+            }
+          : null,
       dbBacklog: () => writes.pending,
       problems: () => problems.list(),
     });
@@ -257,6 +325,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     const localHost = config.http.host === '0.0.0.0' || config.http.host === '::' ? 'localhost' : config.http.host;
     baseUrl = config.http.publicUrl ?? `http://${localHost}:${port}`;
     const secureUrl = tls ? `https://${localHost}:${port}` : null;
+    // Listening: the other nodes may now send this one clients and stages.
+    await cluster?.announce(config.cluster?.publicUrl ?? baseUrl);
 
     let closing: Promise<void> | null = null;
     // Broadcasts end while the HTTP server and the sockets are still up: performers get `stageStatus: ended`, players
@@ -322,6 +392,8 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       calls,
       whip,
       liveOrigin: web.live,
+      nodes,
+      cluster,
       metrics,
       admin,
       problems,

@@ -78,6 +78,15 @@ export const ENV_SCHEMA = z
       .optional(),
     RATE_LIMIT_JOIN_PER_MINUTE: z.coerce.number({ error: 'must be a whole number 1-100000' }).int().min(1).max(100_000).default(30),
     RATE_LIMIT_WRITE_PER_MINUTE: z.coerce.number({ error: 'must be a whole number 1-100000' }).int().min(1).max(100_000).default(120),
+    REDIS_URL: z
+      .string()
+      .regex(/^rediss?:\/\//, 'must be a redis:// or rediss:// URL')
+      .optional(),
+    NODE_ID: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/, 'must be 1-63 letters, digits, dots, dashes or underscores')
+      .optional(),
+    NODE_PUBLIC_URL: httpUrl.optional(),
   })
   .superRefine((env, ctx) => {
     if (env.HLS_PART_SECONDS > env.HLS_SEGMENT_SECONDS / 2) {
@@ -90,6 +99,9 @@ export const ENV_SCHEMA = z
       ctx.addIssue({ code: 'custom', path: [env.TLS_CERT_FILE === undefined ? 'TLS_CERT_FILE' : 'TLS_KEY_FILE'], message: 'is required when the other TLS_*_FILE is set' });
     }
     const s3Set = [env.S3_ENDPOINT, env.S3_ACCESS_KEY_ID, env.S3_SECRET_ACCESS_KEY].some((v) => v !== undefined);
+    if (env.REDIS_URL !== undefined && env.DATABASE_URL === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['DATABASE_URL'], message: 'is required with REDIS_URL: the nodes of a cluster share one PostgreSQL (the embedded PGlite is one process\'s own)' });
+    }
     if (s3Set && env.S3_BUCKET === undefined) {
       ctx.addIssue({ code: 'custom', path: ['S3_BUCKET'], message: 'is required when any other S3_* variable is set' });
     }
@@ -156,6 +168,11 @@ export interface Config {
   shutdown: { graceSeconds: number };
   /** Per client address; a stage allows twice as many (docs/operations.md, "Limits"). */
   rateLimits: { joinPerMinute: number; writePerMinute: number };
+  /**
+   * Cluster mode (docs/cluster.md), on when REDIS_URL is set: this node's id (NODE_ID, else generated per start) and
+   * the address other nodes and clients reach it at (NODE_PUBLIC_URL, else PUBLIC_URL, else http://<host>:<port>).
+   */
+  cluster: { redisUrl: string; nodeId: string; publicUrl: string | null } | null;
 }
 
 export class ConfigError extends Error {
@@ -260,5 +277,12 @@ export function loadConfig(source: Record<string, string | undefined> = process.
     },
     shutdown: { graceSeconds: env.SHUTDOWN_GRACE_SECONDS },
     rateLimits: { joinPerMinute: env.RATE_LIMIT_JOIN_PER_MINUTE, writePerMinute: env.RATE_LIMIT_WRITE_PER_MINUTE },
+    cluster: env.REDIS_URL
+      ? {
+          redisUrl: env.REDIS_URL,
+          nodeId: env.NODE_ID ?? `${os.hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 40)}-${crypto.randomBytes(4).toString('hex')}`,
+          publicUrl: (env.NODE_PUBLIC_URL ?? env.PUBLIC_URL)?.replace(/\/+$/, '') ?? null,
+        }
+      : null,
   };
 }

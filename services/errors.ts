@@ -18,6 +18,21 @@ export class RequestError extends Error {
   }
 }
 
+/** Cluster mode: the stage's media lives on another node, which the client should reach instead (docs/cluster.md). */
+export class WrongNodeError extends RequestError {
+  constructor(
+    readonly ownerUrl: string,
+    readonly ownerNode: string,
+  ) {
+    super('WRONG_NODE', `this stage is served by node ${ownerNode}: connect to ${ownerUrl}`);
+    this.name = 'WrongNodeError';
+  }
+
+  override get body(): ErrorBody {
+    return { ...super.body, ownerUrl: this.ownerUrl };
+  }
+}
+
 /** A call made on something already closed, or in the wrong order. */
 export class InvalidStateError extends RequestError {
   constructor(message: string) {

@@ -61,6 +61,8 @@ export interface ArchiverOptions {
   log: Logger;
   spoolDir: string;
   aacBitrateKbps: number;
+  /** Cluster mode: this node's id; it then finalizes and uploads only the broadcasts it recorded. */
+  nodeId?: string | null;
   queue: Omit<ConstructorParameters<typeof UploadQueue>[0], 'repo' | 'store' | 'log'>;
 }
 
@@ -90,7 +92,7 @@ export class Archiver implements BroadcastArchive {
 
   constructor(opts: ArchiverOptions) {
     this.store = opts.store;
-    this.repo = new ArchiveRepo(opts.db);
+    this.repo = new ArchiveRepo(opts.db, opts.nodeId ?? null);
     this.#broadcasts = new BroadcastRepo(opts.db);
     this.#timeline = new TimelineRepo(opts.db);
     this.#writes = opts.writes;

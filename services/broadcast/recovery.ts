@@ -9,16 +9,28 @@ import type { Db } from '../db/db.ts';
 import { PerformerSessionRepo, StageRepo } from '../db/repositories.ts';
 import type { StageLinks } from '../stages/links.ts';
 
-export async function endOrphanedBroadcasts(db: Db, links: StageLinks): Promise<{ stages: number; sessions: number; calls: number }> {
+/**
+ * `servedElsewhere` (cluster mode): whether another live node serves the stage now. Those stages are on air there, not
+ * orphaned, and are left alone, with their sessions and calls; what is left open is ended, stage by stage.
+ */
+export async function endOrphanedBroadcasts(
+  db: Db,
+  links: StageLinks,
+  servedElsewhere: ((stageId: string) => Promise<boolean>) | null = null,
+): Promise<{ stages: number; sessions: number; calls: number }> {
   const stages = new StageRepo(db);
-  const rows = await stages.listByStatus('live');
+  const rows = [];
+  for (const rec of await stages.listByStatus('live')) if (!(await servedElsewhere?.(rec.id))) rows.push(rec);
   for (const rec of rows) {
     await endPlaylist(path.join(links.hlsDir(rec.id), PLAYLIST_NAME));
     await stages.setStatus(rec.id, 'ended');
   }
-  await new BroadcastRepo(db).closeAllOpen('server restarted');
-  const sessions = await new PerformerSessionRepo(db).closeAllOpen('server restarted');
+  // A single node ends everything left open; a node of a cluster only what belongs to the stages it ended.
+  const scope = servedElsewhere ? rows.map((r) => r.id) : null;
+  if (scope?.length === 0) return { stages: 0, sessions: 0, calls: 0 };
+  await new BroadcastRepo(db).closeAllOpen('server restarted', scope);
+  const sessions = await new PerformerSessionRepo(db).closeAllOpen('server restarted', scope);
   // Calls are children of their broadcasts: what was open ends with them (reason server), billed as far as ticked.
-  const calls = await new CallRepo(db).closeAllOpen();
+  const calls = await new CallRepo(db).closeAllOpen(scope);
   return { stages: rows.length, sessions, calls };
 }

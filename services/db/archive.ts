@@ -157,15 +157,26 @@ export interface QueueStats {
   backingOff: number;
 }
 
-export class ArchiveRepo {
-  constructor(private readonly db: Queryable) {}
+/** Broadcasts (as `b`) recorded by the node $N, or any when $N is null (a single node). */
+const ON_NODE = (n: number) => `($${n}::text is null or b.node_id = $${n}::text)`;
 
-  /** Where and when the broadcast is being recorded (set as it goes on air). */
+export class ArchiveRepo {
+  /**
+   * `nodeId`: cluster mode, this node's id. The queue's work (finalizing, uploading, deleting local files) is then only
+   * this node's broadcasts: their files are on its disk. Null: every broadcast (a single node, or reads).
+   */
+  constructor(
+    private readonly db: Queryable,
+    private readonly nodeId: string | null = null,
+  ) {}
+
+  /** Where and when the broadcast is being recorded (set as it goes on air), and by which node. */
   async beginRecording(id: string, r: { hlsDir: string; spoolDir: string; keyPrefix: string; originAt: Date }): Promise<void> {
     await this.db.query(
-      `update broadcasts set hls_dir = $2, spool_dir = $3, key_prefix = $4, origin_at = $5::timestamptz, archive_status = 'recording'
+      `update broadcasts set hls_dir = $2, spool_dir = $3, key_prefix = $4, origin_at = $5::timestamptz, archive_status = 'recording',
+         node_id = $6
        where id = $1`,
-      [id, r.hlsDir, r.spoolDir, r.keyPrefix, r.originAt],
+      [id, r.hlsDir, r.spoolDir, r.keyPrefix, r.originAt, this.nodeId],
     );
   }
 
@@ -186,7 +197,9 @@ export class ArchiveRepo {
   /** Ended broadcasts whose archive is not finalized yet (just ended, interrupted by a stop, or to be retried). */
   async awaitingFinalization(): Promise<Recording[]> {
     const { rows } = await this.db.query<RecordingRow>(
-      `select ${RECORDING_COLUMNS} from broadcasts where archive_status = 'recording' and ended_at is not null order by started_at`,
+      `select ${RECORDING_COLUMNS} from broadcasts b where archive_status = 'recording' and ended_at is not null and ${ON_NODE(1)}
+       order by started_at`,
+      [this.nodeId],
     );
     return rows.map(recordingFromRow);
   }
@@ -233,6 +246,7 @@ export class ArchiveRepo {
        from (
          select o.broadcast_id, o.key from archive_objects o
          where o.state = 'pending' and o.next_attempt_at <= now()
+           and exists (select 1 from broadcasts b where b.id = o.broadcast_id and ${ON_NODE(3)})
            and (o.kind <> 'manifest' or not exists (
              select 1 from archive_objects x where x.broadcast_id = o.broadcast_id and x.kind <> 'manifest' and x.state <> 'uploaded'))
          order by o.next_attempt_at, o.created_at, o.seq nulls last
@@ -241,7 +255,7 @@ export class ArchiveRepo {
        ) due
        where a.broadcast_id = due.broadcast_id and a.key = due.key
        returning ${OBJECT_COLUMNS.split(',').map((c) => `a.${c.trim()}`).join(', ')}`,
-      [limit, leaseSeconds],
+      [limit, leaseSeconds, this.nodeId],
     );
     return rows.map(objectFromRow);
   }
@@ -275,8 +289,9 @@ export class ArchiveRepo {
   async releaseLeases(all: boolean): Promise<number> {
     const { rows } = await this.db.query(
       `update archive_objects set state = 'pending', lease_until = null, next_attempt_at = now()
-       where state = 'uploading' and ($1::boolean or lease_until < now()) returning key`,
-      [all],
+       where state = 'uploading' and ($1::boolean or lease_until < now())
+         and exists (select 1 from broadcasts b where b.id = archive_objects.broadcast_id and ${ON_NODE(2)}) returning key`,
+      [all, this.nodeId],
     );
     return rows.length;
   }
@@ -284,7 +299,9 @@ export class ArchiveRepo {
   /** The store answers again: objects waiting out a backoff are due now. */
   async endBackoff(): Promise<number> {
     const { rows } = await this.db.query(
-      `update archive_objects set next_attempt_at = now() where state = 'pending' and next_attempt_at > now() returning key`,
+      `update archive_objects set next_attempt_at = now() where state = 'pending' and next_attempt_at > now()
+         and exists (select 1 from broadcasts b where b.id = archive_objects.broadcast_id and ${ON_NODE(1)}) returning key`,
+      [this.nodeId],
     );
     return rows.length;
   }
@@ -350,10 +367,10 @@ export class ArchiveRepo {
     const { rows } = await this.db.query<ObjectRow>(
       `select ${OBJECT_COLUMNS.split(',').map((c) => `o.${c.trim()}`).join(', ')} from archive_objects o
        join broadcasts b on b.id = o.broadcast_id
-       where o.state = 'uploaded' and o.local_deleted_at is null and b.archive_status = 'archived'
+       where o.state = 'uploaded' and o.local_deleted_at is null and b.archive_status = 'archived' and ${ON_NODE(3)}
          and o.uploaded_at <= now() - make_interval(secs => $1::double precision)
        order by o.uploaded_at limit $2`,
-      [retentionSeconds, limit],
+      [retentionSeconds, limit, this.nodeId],
     );
     return rows.map(objectFromRow);
   }

@@ -224,11 +224,11 @@ export class BroadcastRepo {
    * Ends every open broadcast (at start-up: those left open by a crash) with reason, closing their present
    * performers like end(). Returns how many broadcasts it ended.
    */
-  async closeAllOpen(reason: string): Promise<number> {
+  async closeAllOpen(reason: string, stageIds: readonly string[] | null = null): Promise<number> {
     const { rows } = await this.db.query<{ n: number }>(
       `with ended as (
          update broadcasts set ended_at = now(), end_reason = $1::text, end_status = 'aborted'
-         where ended_at is null
+         where ended_at is null and ($2::text[] is null or stage_id = any($2::text[]))
          returning id, ended_at
        ), left_performers as (
          update broadcast_performers bp set left_at = ended.ended_at
@@ -236,7 +236,7 @@ export class BroadcastRepo {
          where bp.broadcast_id = ended.id and bp.left_at is null
        )
        select count(*)::int as n from ended`,
-      [reason],
+      [reason, stageIds],
     );
     return rows[0]?.n ?? 0;
   }

@@ -154,11 +154,13 @@ export class CallRepo {
    * Calls an earlier run left open (it crashed or was killed): a request is cancelled, a call ended, both with reason
    * server and a call_end / call_cancelled event; a call on air is billed for the minutes it was ticked.
    */
-  async closeAllOpen(): Promise<number> {
+  async closeAllOpen(stageIds: readonly string[] | null = null): Promise<number> {
     const { rows } = await this.db.query<{ id: string; status: string; minutes: number }>(
       `update calls set status = case when status = 'waiting' then 'cancelled' else 'ended' end, end_reason = 'server',
          ended_at = now(), bill_minor = case when rate_minor is null then null else minutes * rate_minor end
-       where status in ('waiting', 'accepted', 'on_air') returning id, status, minutes`,
+       where status in ('waiting', 'accepted', 'on_air') and ($1::text[] is null or stage_id = any($1::text[]))
+       returning id, status, minutes`,
+      [stageIds],
     );
     for (const r of rows) {
       await this.db.query(

@@ -17,7 +17,7 @@ import { pickEncoding, type Encoded, type PageBundle } from '../pages/bundle.ts'
 import type { WorkerPool } from '../sfu/workerPool.ts';
 import { HTTP_STATUS, type ErrorCode } from '../shared/errors.ts';
 import { stageIdSchema } from '../shared/ids.ts';
-import { createStageBody, emptyBody, type EncoderList, type Health, type StageCreated, type StageList, type StageTransition, type StageView } from '../shared/rest.ts';
+import { createStageBody, emptyBody, type EncoderList, type Health, type NodeList, type StageCreated, type StageList, type StageTransition, type StageView } from '../shared/rest.ts';
 import { performerEventSchema, type TimelineEvent, type TimelineSnapshot } from '../shared/timeline.ts';
 import type { StageCatalog } from '../stages/catalog.ts';
 import { originOf, requestOrigin } from '../stages/links.ts';
@@ -27,6 +27,7 @@ import { LIVE_MAX_BUFFERED, type LiveFastPath, LiveHolds, type LivePlaylists, li
 import { LiveFileCache } from './liveCache.ts';
 import { openApiJson } from './openapi.ts';
 import { callsRouter } from './calls.ts';
+import { clusterRouting, type ClusterRouting } from './cluster.ts';
 import { whipRouter } from './whip.ts';
 import type { WhipIngest } from '../whip/ingest.ts';
 import { recordingsRouter } from './recordings.ts';
@@ -67,6 +68,10 @@ export interface HttpDeps {
   hsts?: boolean;
   /** The origin's memory of the live folder, shared with the fast path (createRequestListener makes one). */
   liveCache?: LiveFileCache;
+  /** The nodes of the service (GET /api/nodes). */
+  nodes: () => Promise<NodeList>;
+  /** Cluster mode: requests about stages other nodes serve are passed on to them. */
+  cluster?: ClusterRouting | null;
   /** The live HLS writer of a stage on air: LL-HLS blocking playlist reloads and preload-hinted parts wait on it. */
   livePlaylists?: LivePlaylists;
   /** The origin's held requests, shared with the fast path (createRequestListener makes them). */
@@ -122,6 +127,9 @@ export function createHttpApp(deps: HttpDeps): express.Express {
     else next();
   });
 
+  // Before anything reads the body: a request passed on to another node is passed on as it came.
+  if (deps.cluster) app.use(clusterRouting(deps.cluster));
+
   const requireAdmin = (req: Request, res: Response, next: NextFunction) => {
     const token = bearerToken(req.get('authorization'));
     if (!token || !tokenMatches(token, deps.adminToken)) {
@@ -141,6 +149,14 @@ export function createHttpApp(deps: HttpDeps): express.Express {
   // Before the body is read: a flood costs no parsing.
   api.use(writeLimits(new KeyedLimits(deps.writesPerMinute ?? 120)));
   api.use(express.json({ limit: MAX_BODY, strict: true }));
+
+  api.get(
+    '/nodes',
+    requireAdmin,
+    wrap(async (_req, res) => {
+      res.json(await deps.nodes());
+    }),
+  );
 
   api.post(
     '/stages',

@@ -7,6 +7,15 @@ import type { PoolWorker, WorkerPool } from './workerPool.ts';
 
 type RegistryEvents = { stageOpened: [stage: Stage] };
 
+/**
+ * Who may open a stage's media here (cluster mode: the stage's lease, services/cluster/cluster.ts). claim() throws when
+ * the stage belongs on another node; release() is called once the stage has closed here.
+ */
+export interface StageOwnership {
+  claim(stageId: string): Promise<void>;
+  release(stageId: string): void;
+}
+
 /** After its worker died, a stage waits this long (default) for a performer to be back on it before it closes. */
 export const DEFAULT_REJOIN_WAIT_MS = 30_000;
 
@@ -25,6 +34,7 @@ export class StageRegistry extends EventEmitter<RegistryEvents> {
   readonly #services: StageServices;
   readonly #rejoinWaitMs: number;
   readonly #log: Logger;
+  readonly #ownership: StageOwnership | null;
   readonly #onWorkerDied: (dead: ms.Worker) => void;
   readonly #onWorkerReplaced: (dead: ms.Worker, replacement: PoolWorker) => void;
   #closed = false;
@@ -36,6 +46,8 @@ export class StageRegistry extends EventEmitter<RegistryEvents> {
     services: StageServices;
     /** How long a stage whose worker died waits for a performer to come back before it closes. */
     rejoinWaitMs?: number;
+    /** Cluster mode: stages are opened only where they are placed. */
+    ownership?: StageOwnership | null;
     log: Logger;
   }) {
     super();
@@ -45,6 +57,7 @@ export class StageRegistry extends EventEmitter<RegistryEvents> {
     this.#services = args.services;
     this.#rejoinWaitMs = args.rejoinWaitMs ?? DEFAULT_REJOIN_WAIT_MS;
     this.#log = args.log;
+    this.#ownership = args.ownership ?? null;
     this.#onWorkerDied = (dead) => {
       for (const stage of this.#stages.values()) if (stage.usesWorker(dead)) this.#awaitReturn(stage);
     };
@@ -90,30 +103,42 @@ export class StageRegistry extends EventEmitter<RegistryEvents> {
     if (existing) return existing;
     let pending = this.#opening.get(id);
     if (!pending) {
-      pending = Stage.create({
-        id,
-        poolWorker: this.#pool.leastLoaded(),
-        rtc: this.#rtc,
-        maxPerformers: this.#maxPerformers,
-        services: this.#services,
-        log: this.#log,
-      }).then((stage) => {
-        this.#opening.delete(id);
-        if (this.#closed) {
-          void stage.close('server shutting down', 'complete');
-          throw new Error('registry closed');
-        }
-        this.#stages.set(id, stage);
-        stage.once('@close', () => this.#stages.delete(id));
-        // An empty stage costs nothing once closed; one on air keeps its router for the mix.
-        const closeIfIdle = () => {
-          if (stage.size === 0 && !stage.rebuilding && !stage.onAir) void stage.close('empty and off air', 'complete');
-        };
-        stage.on('performerLeft', closeIfIdle);
-        stage.on('onAirChanged', closeIfIdle);
-        this.emit('stageOpened', stage);
-        return stage;
-      });
+      const ownership = this.#ownership;
+      pending = (ownership ? ownership.claim(id) : Promise.resolve())
+        .then(() =>
+          Stage.create({
+            id,
+            poolWorker: this.#pool.leastLoaded(),
+            rtc: this.#rtc,
+            maxPerformers: this.#maxPerformers,
+            services: this.#services,
+            log: this.#log,
+          }).catch((err: unknown) => {
+            ownership?.release(id);
+            throw err;
+          }),
+        )
+        .then((stage) => {
+          this.#opening.delete(id);
+          if (this.#closed) {
+            void stage.close('server shutting down', 'complete');
+            ownership?.release(id);
+            throw new Error('registry closed');
+          }
+          this.#stages.set(id, stage);
+          stage.once('@close', () => {
+            this.#stages.delete(id);
+            ownership?.release(id);
+          });
+          // An empty stage costs nothing once closed; one on air keeps its router for the mix.
+          const closeIfIdle = () => {
+            if (stage.size === 0 && !stage.rebuilding && !stage.onAir) void stage.close('empty and off air', 'complete');
+          };
+          stage.on('performerLeft', closeIfIdle);
+          stage.on('onAirChanged', closeIfIdle);
+          this.emit('stageOpened', stage);
+          return stage;
+        });
       pending.catch(() => this.#opening.delete(id));
       this.#opening.set(id, pending);
     }

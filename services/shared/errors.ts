@@ -14,6 +14,7 @@ export const ERROR_CODES = [
   'INVALID_STATE',
   'RATE_LIMITED',
   'UNAVAILABLE',
+  'WRONG_NODE',
   'INTERNAL',
 ] as const;
 
@@ -31,6 +32,7 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   INVALID_STATE: 409,
   RATE_LIMITED: 429,
   UNAVAILABLE: 503,
+  WRONG_NODE: 421,
   INTERNAL: 500,
 };
 
@@ -43,6 +45,10 @@ export const errorBodySchema = z.object({
     .min(1)
     .optional()
     .meta({ description: 'RATE_LIMITED (and some UNAVAILABLE): whole seconds to wait before trying again.' }),
+  ownerUrl: z
+    .string()
+    .optional()
+    .meta({ description: 'WRONG_NODE (cluster mode): the base URL of the node that owns the stage; send the request there.' }),
 });
 
 export type ErrorBody = z.output<typeof errorBodySchema>;

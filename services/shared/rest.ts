@@ -80,6 +80,27 @@ export const stageListSchema = z.object({
 });
 export type StageList = z.output<typeof stageListSchema>;
 
+/** One node of the service (GET /api/nodes): in cluster mode every live node, else this one alone. */
+export const nodeViewSchema = z.object({
+  id: z.string().meta({ description: 'NODE_ID (generated at start when unset).' }),
+  url: url('Where clients and the other nodes reach this node.'),
+  self: z.boolean().meta({ description: 'The node that answered.' }),
+  stages: z.number().int().min(0).meta({ description: 'Stages whose media it serves.' }),
+  onAir: z.number().int().min(0).meta({ description: 'Of those, stages on air.' }),
+  performers: z.number().int().min(0),
+  workers: z.number().int().min(0).meta({ description: 'Media workers alive.' }),
+  placed: z.number().int().min(0).meta({ description: 'Stages placed on it (the placement weighs this first).' }),
+  draining: z.boolean().meta({ description: 'Shutting down: takes no new stages.' }),
+  startedAt: dateTime(),
+  seenAt: dateTime().meta({ description: 'Its last heartbeat.' }),
+});
+export type NodeView = z.output<typeof nodeViewSchema>;
+export const nodeListSchema = z.object({
+  cluster: z.boolean().meta({ description: 'Cluster mode (REDIS_URL set).' }),
+  nodes: z.array(nodeViewSchema).meta({ description: 'Least loaded first.' }),
+});
+export type NodeList = z.output<typeof nodeListSchema>;
+
 export const stageTransitionSchema = stageViewSchema.extend({
   changed: z.boolean().meta({ description: 'false when the stage already was in the asked state (a no-op).' }),
 });

@@ -64,6 +64,7 @@ describe('OpenAPI document', function () {
       hlsOrigin: null,
       archiver: app.archiver,
       downloadTtlSeconds: 300,
+      nodes: app.nodes,
     });
     routes = mountedRoutes((express as unknown as { router: { stack: StackLayer[] } }).router.stack);
   });
@@ -147,6 +148,8 @@ describe('OpenAPI document', function () {
 
     expect((await call('GET', `/api/stages/${stage.id}`)).status).to.equal(200);
     expect((await call('GET', '/api/stages', { auth: admin })).status).to.equal(200);
+    expect((await call('GET', '/api/nodes', { auth: admin })).status).to.equal(200);
+    await expectError(await call('GET', '/api/nodes'), 401, 'UNAUTHORIZED');
     await expectError(await call('GET', '/api/stages'), 401, 'UNAUTHORIZED');
     await expectError(await call('GET', '/api/stages', { auth: key }), 401, 'UNAUTHORIZED');
     await expectError(await call('GET', '/api/stages/nosuchstage'), 404, 'NOT_FOUND');

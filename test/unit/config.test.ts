@@ -72,6 +72,23 @@ describe('config', () => {
     expect(loadConfig({ TLS: 'off', TLS_CERT_FILE: 'c.pem', TLS_KEY_FILE: 'k.pem' }).tls).to.deep.equal({ mode: 'off' });
   });
 
+  it('cluster mode: off without REDIS_URL; with it, DATABASE_URL is required, NODE_ID checked or generated, the node URL taken from NODE_PUBLIC_URL, else PUBLIC_URL', () => {
+    expect(loadConfig({}).cluster).to.equal(null);
+    expect(() => loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379' })).to.throw(ConfigError, /DATABASE_URL: is required with REDIS_URL/);
+    const db = { DATABASE_URL: 'postgres://u@db/radio', REDIS_URL: 'redis://127.0.0.1:6379' };
+    expect(loadConfig({ ...db, NODE_ID: 'node-a', NODE_PUBLIC_URL: 'https://a.example.com/', PUBLIC_URL: 'https://radio.example.com' }).cluster).to.deep.equal({
+      redisUrl: 'redis://127.0.0.1:6379',
+      nodeId: 'node-a',
+      publicUrl: 'https://a.example.com',
+    });
+    expect(loadConfig({ ...db, PUBLIC_URL: 'https://radio.example.com' }).cluster!.publicUrl).to.equal('https://radio.example.com');
+    const generated = [loadConfig(db).cluster!.nodeId, loadConfig(db).cluster!.nodeId];
+    expect(generated[0]).to.match(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/);
+    expect(generated[0], 'a new id per start').to.not.equal(generated[1]);
+    expect(() => loadConfig({ ...db, NODE_ID: 'bad id!' })).to.throw(ConfigError, /NODE_ID/);
+    expect(() => loadConfig({ ...db, REDIS_URL: 'http://127.0.0.1:6379' })).to.throw(ConfigError, /REDIS_URL: must be a redis/);
+  });
+
   it('README.md lists every setting the config reads', () => {
     const readme = fs.readFileSync(path.resolve(import.meta.dirname, '../../README.md'), 'utf8');
     for (const name of Object.keys(ENV_SCHEMA.shape)) expect(readme, name).to.include(`\`${name}\``);

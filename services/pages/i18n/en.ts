@@ -80,6 +80,7 @@ export const en = {
   'performer.joining': 'Joining…',
   'performer.rejoining': 'Rejoining (attempt {attempt})…',
   'performer.connectingNow': 'Connecting…',
+  'performer.movingToOwner': 'This stage is served by another server: moving there…',
   'performer.retry.offline': 'Offline, waiting for the network ({reason}): attempt {attempt}, next try in {secs} s',
   'performer.retry.reconnecting': 'Reconnecting ({reason}): attempt {attempt}, next try in {secs} s',
   'performer.retry.connecting': 'Reconnecting ({reason}): attempt {attempt}, connecting…',

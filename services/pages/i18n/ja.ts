@@ -81,6 +81,7 @@ export const ja: Catalogue = {
   'performer.joining': '参加しています…',
   'performer.rejoining': '再参加しています（{attempt} 回目）…',
   'performer.connectingNow': '接続しています…',
+  'performer.movingToOwner': 'このステージは別のサーバーで配信しています。移動しています…',
   'performer.retry.offline': 'オフラインです。ネットワークを待っています（{reason}）: {attempt} 回目、{secs} 秒後に再試行',
   'performer.retry.reconnecting': '再接続しています（{reason}）: {attempt} 回目、{secs} 秒後に再試行',
   'performer.retry.connecting': '再接続しています（{reason}）: {attempt} 回目、接続中…',

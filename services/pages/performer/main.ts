@@ -104,9 +104,31 @@ class RequestFailed extends Error {
     message: string,
     /** RATE_LIMITED: seconds to wait before trying again. */
     readonly retryAfterSeconds = 0,
+    /** WRONG_NODE (cluster mode): the node that serves this stage. */
+    readonly ownerUrl = '',
   ) {
     super(message);
   }
+}
+
+/**
+ * Cluster mode: this stage is served by another node. The page moves there and joins at once (`join=1`), carrying the
+ * name (the other node is another origin: this one's storage does not go with it).
+ */
+function followOwner(ownerUrl: string): boolean {
+  let target: URL;
+  try {
+    target = new URL(location.pathname + location.search + location.hash, ownerUrl);
+  } catch {
+    return false;
+  }
+  if (!/^https?:$/.test(target.protocol) || target.origin === location.origin) return false;
+  target.searchParams.set('join', '1');
+  const name = ui.name.value.trim();
+  if (name) target.searchParams.set('name', name);
+  setState('joining', t('performer.movingToOwner'));
+  location.replace(target.toString());
+  return true;
 }
 
 /** A step of a media session that was torn down meanwhile (a newer session, or none, took over). */
@@ -138,7 +160,8 @@ const send = requester<StageContract>(() => socket, REQUEST_TIMEOUT_MS);
 async function request<E extends StageRequestName>(event: E, payload: StageRequest<E>, timeoutMs = REQUEST_TIMEOUT_MS): Promise<StageResponse<E>> {
   const res = await send(event, payload, timeoutMs);
   if (res.ok) return res.data;
-  throw new RequestFailed(res.error.code, res.error.message, 'retryAfterSeconds' in res.error ? res.error.retryAfterSeconds : 0);
+  const e = res.error;
+  throw new RequestFailed(e.code, e.message, 'retryAfterSeconds' in e ? (e.retryAfterSeconds ?? 0) : 0, 'ownerUrl' in e ? (e.ownerUrl ?? '') : '');
 }
 
 interface Remote {
@@ -705,6 +728,11 @@ async function join(): Promise<void> {
     if (my !== session || err instanceof Superseded) return; // whoever tore the session down takes care of what is next
     const code = err instanceof RequestFailed ? err.code : 'ERROR';
     const message = err instanceof Error ? err.message : String(err);
+    if (err instanceof RequestFailed && code === 'WRONG_NODE' && followOwner(err.ownerUrl)) {
+      wantOnStage = false;
+      endSession();
+      return;
+    }
     if (FATAL_CODES.has(code) && !(code === 'STAGE_FULL' && wasOnStage)) {
       wantOnStage = false;
       clearRetry();
@@ -819,6 +847,12 @@ function startJoin(): void {
 ui.join.addEventListener('click', startJoin);
 // A reload while on stage (this tab holds a resume token): back on stage at once, as the same performer.
 if (sessionStorage.getItem(RESUME_KEY) && ui.name.value.trim()) startJoin();
+// Sent here from another node of the cluster after pressing Join there: join at once.
+else if (params.get('join') === '1' && ui.name.value.trim()) {
+  params.delete('join');
+  history.replaceState(null, '', `${location.pathname}?${params.toString()}${location.hash}`);
+  startJoin();
+}
 ui.leave.addEventListener('click', () => void leave());
 for (const [button, event] of [[ui.startBroadcast, 'startBroadcast'], [ui.stopBroadcast, 'stopBroadcast']] as const) {
   button.addEventListener('click', () => {

@@ -1,0 +1,329 @@
+// Cluster mode (docs/cluster.md): several nodes share one Redis, one PostgreSQL and one archive store. Redis holds the
+// live facts, each with an expiry so that a dead node's facts go by themselves:
+// - the node registry: each node's heartbeat (its address, load and drain state) under sr:node:<id>, gone when the
+//   node misses its heartbeats for NODE_TTL_MS, and the set sr:nodes of every id seen;
+// - stage ownership: sr:stage:<id>:owner holds the id of the one node whose router and mix serve the stage, as a lease
+//   the owner renews. A stage is placed on the least-loaded live node the first time it needs media, atomically (SET
+//   NX): whichever node answers the request, every node then sends the stage's clients to that owner.
+// A node that can no longer renew a lease (another node holds it) gives the stage up at once (`lost`). While Redis is
+// away nobody can take a lease, so the owner keeps serving; once Redis is back (restarted, empty) each owner writes its
+// leases again before anyone else can place those stages.
+import { EventEmitter } from 'node:events';
+import { Redis } from 'ioredis';
+import { RequestError, WrongNodeError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+
+/** A node writes its heartbeat this often. */
+export const HEARTBEAT_MS = 1000;
+/** A node whose heartbeat is older than this is gone: its key expires. */
+export const NODE_TTL_MS = 5000;
+/** A stage's lease lasts this long unless renewed. */
+export const LEASE_MS = 6000;
+/** The owner renews its leases this often (three chances per lease). */
+export const LEASE_RENEW_MS = 2000;
+
+const KEY = {
+  nodes: 'sr:nodes',
+  node: (id: string) => `sr:node:${id}`,
+  owned: (id: string) => `sr:node:${id}:stages`,
+  owner: (stageId: string) => `sr:stage:${stageId}:owner`,
+};
+
+/** What a node tells the others about itself: what placement weighs, and what the admin view shows. */
+export interface NodeLoad {
+  /** Stages whose media this node serves (open routers). */
+  stages: number;
+  /** Of those, stages on air (a mix running). */
+  onAir: number;
+  performers: number;
+  /** mediasoup workers alive. */
+  workers: number;
+  /** This node takes no new stages (shutting down). */
+  draining: boolean;
+}
+
+export interface NodeInfo {
+  id: string;
+  /** The base URL clients and other nodes reach it at. */
+  url: string;
+  load: NodeLoad;
+  /** Stages placed on it (leases it holds, or was given and has not yet taken up). */
+  owned: number;
+  startedAt: string;
+  /** Its last heartbeat. */
+  seenAt: string;
+}
+
+interface Heartbeat {
+  id: string;
+  url: string;
+  load: NodeLoad;
+  startedAt: string;
+  seenAt: string;
+}
+
+// KEYS[1] owner key, KEYS[2] the candidate's owned set; ARGV[1] candidate id, ARGV[2] lease ms, ARGV[3] stage id.
+// Places the stage on the candidate unless someone holds it; returns the holder.
+const PLACE = `
+local cur = redis.call('GET', KEYS[1])
+if cur then return cur end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+return ARGV[1]`;
+
+// KEYS[1] owner key, KEYS[2] own owned set; ARGV[1] own id, ARGV[2] lease ms, ARGV[3] stage id.
+// 1: renewed; 2: the key was gone (Redis restarted, or it expired unseen) and is ours again; 0: another node holds it.
+const RENEW = `
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+if not cur then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('SADD', KEYS[2], ARGV[3])
+  return 2
+end
+return 0`;
+
+// KEYS[1] owner key, KEYS[2] own owned set; ARGV[1] own id, ARGV[2] stage id. Lets go of a lease only if it is ours.
+const RELEASE = `
+redis.call('SREM', KEYS[2], ARGV[2])
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`;
+
+type ClusterEvents = { lost: [stageId: string, holder: string] };
+
+export interface ClusterArgs {
+  redisUrl: string;
+  nodeId: string;
+  /** This node's load now (asked at every heartbeat). */
+  load: () => NodeLoad;
+  log: Logger;
+}
+
+export class Cluster extends EventEmitter<ClusterEvents> {
+  readonly nodeId: string;
+  /** This node's base URL for clients and other nodes (set by announce()). */
+  publicUrl = '';
+  readonly #redis: Redis;
+  readonly #load: () => NodeLoad;
+  readonly #log: Logger;
+  readonly #startedAt = new Date().toISOString();
+  /** Stages this node serves, whose leases it renews. */
+  readonly #held = new Set<string>();
+  #heartbeat: NodeJS.Timeout | undefined;
+  #renewal: NodeJS.Timeout | undefined;
+  #redisDown = false;
+  #closed = false;
+
+  private constructor(args: ClusterArgs, redis: Redis) {
+    super();
+    this.nodeId = args.nodeId;
+    this.#redis = redis;
+    this.#load = args.load;
+    this.#log = args.log.child({ node: args.nodeId });
+  }
+
+  /**
+   * Connects to Redis and clears what an earlier run of this node left placed on it. The node takes part (heartbeat,
+   * placement) from announce() on.
+   */
+  static async open(args: ClusterArgs): Promise<Cluster> {
+    const redis = new Redis(args.redisUrl, {
+      // Fail fast while Redis is away: a lease renewal or a placement must not wait in a queue for minutes.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      commandTimeout: 2000,
+      connectTimeout: 3000,
+      lazyConnect: true,
+      retryStrategy: (times) => Math.min(200 * times, 1000),
+    });
+    redis.on('error', () => undefined); // reported through the heartbeat's failures, once per outage
+    try {
+      await redis.connect();
+    } catch (err) {
+      redis.disconnect();
+      throw new Error(`cannot reach Redis at ${redactUrl(args.redisUrl)}: ${String(err instanceof Error ? err.message : err)}`);
+    }
+    const c = new Cluster(args, redis);
+    // This node is starting: nothing is on it yet (stages an earlier run of it was given are placed anew).
+    const stale = await redis.smembers(KEY.owned(c.nodeId));
+    for (const stageId of stale) await redis.eval(RELEASE, 2, KEY.owner(stageId), KEY.owned(c.nodeId), c.nodeId, stageId);
+    await redis.del(KEY.owned(c.nodeId));
+    c.#renewal = setInterval(() => void c.#renew(), LEASE_RENEW_MS);
+    c.#redisLabel = redactUrl(args.redisUrl);
+    return c;
+  }
+
+  #redisLabel = '';
+
+  /** The node listens at `publicUrl`: it starts beating, and so can be given stages. */
+  async announce(publicUrl: string): Promise<void> {
+    if (this.#closed || this.#heartbeat) return;
+    this.publicUrl = publicUrl.replace(/\/+$/, '');
+    await this.#beat();
+    this.#heartbeat = setInterval(() => void this.#beat(), HEARTBEAT_MS);
+    this.#log.info('cluster node up', { url: this.publicUrl, redis: this.#redisLabel });
+  }
+
+  async #beat(): Promise<void> {
+    if (this.#closed || !this.publicUrl) return;
+    const hb: Heartbeat = { id: this.nodeId, url: this.publicUrl, load: this.#load(), startedAt: this.#startedAt, seenAt: new Date().toISOString() };
+    try {
+      await this.#redis.multi().set(KEY.node(this.nodeId), JSON.stringify(hb), 'PX', NODE_TTL_MS).sadd(KEY.nodes, this.nodeId).exec();
+      if (this.#redisDown) {
+        this.#redisDown = false;
+        this.#log.info('Redis is back');
+        // A restarted Redis lost the leases: write ours again before another node places those stages.
+        void this.#renew();
+      }
+    } catch (err) {
+      if (!this.#redisDown) this.#log.warn('Redis unreachable: stages served here keep going; no new stage can be placed', { error: String(err) });
+      this.#redisDown = true;
+    }
+  }
+
+  async #renew(): Promise<void> {
+    if (this.#closed) return;
+    for (const stageId of [...this.#held]) {
+      let r: unknown;
+      try {
+        r = await this.#redis.eval(RENEW, 2, KEY.owner(stageId), KEY.owned(this.nodeId), this.nodeId, String(LEASE_MS), stageId);
+      } catch {
+        return; // Redis away: nobody else can take the lease either; the heartbeat reports the outage
+      }
+      if (r === 0 && this.#held.delete(stageId)) {
+        const holder = (await this.#redis.get(KEY.owner(stageId)).catch(() => null)) ?? 'unknown';
+        this.#log.warn('lost the lease of a stage to another node: giving it up', { stageId, holder });
+        this.emit('lost', stageId, holder);
+      } else if (r === 2) {
+        this.#log.info('wrote the lease of a stage again (Redis had lost it)', { stageId });
+      }
+    }
+  }
+
+  /** The live nodes, this one included, least loaded first. */
+  async nodes(): Promise<NodeInfo[]> {
+    const ids = await this.#redis.smembers(KEY.nodes);
+    if (ids.length === 0) return [];
+    const [beats, counts] = await Promise.all([this.#redis.mget(ids.map(KEY.node)), Promise.all(ids.map((id) => this.#redis.scard(KEY.owned(id))))]);
+    const out: NodeInfo[] = [];
+    const gone: string[] = [];
+    ids.forEach((id, i) => {
+      const raw = beats[i];
+      if (!raw) return void gone.push(id);
+      try {
+        const hb = JSON.parse(raw) as Heartbeat;
+        out.push({ id: hb.id, url: hb.url, load: hb.load, owned: counts[i] ?? 0, startedAt: hb.startedAt, seenAt: hb.seenAt });
+      } catch {
+        gone.push(id);
+      }
+    });
+    // Nodes gone for good leave the set (a node coming back adds itself again).
+    if (gone.length > 0) await this.#redis.srem(KEY.nodes, ...gone).catch(() => undefined);
+    return out.sort(byLoad);
+  }
+
+  /** The live node that owns the stage, or null when nobody does (or its owner is gone). */
+  owner(stageId: string): Promise<NodeInfo | null> {
+    return unavailableWithoutRedis(async () => {
+      const holder = await this.#redis.get(KEY.owner(stageId));
+      if (!holder) return null;
+      return (await this.nodes()).find((n) => n.id === holder) ?? null;
+    });
+  }
+
+  /**
+   * The node that serves the stage: its owner, or, when it has none, the least-loaded live node that takes new stages,
+   * which is then given the stage's lease (atomically: two nodes placing at once agree on one).
+   */
+  place(stageId: string): Promise<NodeInfo> {
+    return unavailableWithoutRedis(() => this.#place(stageId));
+  }
+
+  async #place(stageId: string): Promise<NodeInfo> {
+    const nodes = await this.nodes();
+    const holder = await this.#redis.get(KEY.owner(stageId));
+    const owner = holder ? nodes.find((n) => n.id === holder) : undefined;
+    if (owner) return owner;
+    // Held by a node that is gone: its lease expires by itself within LEASE_MS; until then nobody else may serve it.
+    if (holder) throw new WrongNodeUnavailable(holder);
+    const candidates = nodes.filter((n) => !n.load.draining);
+    const chosen = candidates[0] ?? nodes.find((n) => n.id === this.nodeId);
+    if (!chosen) throw new Error('no live node to place the stage on');
+    const got = String(await this.#redis.eval(PLACE, 2, KEY.owner(stageId), KEY.owned(chosen.id), chosen.id, String(LEASE_MS), stageId));
+    if (got !== chosen.id) return (await this.owner(stageId)) ?? Promise.reject(new WrongNodeUnavailable(got));
+    this.#log.info('placed a stage', { stageId, on: chosen.id, owned: chosen.owned + 1 });
+    return { ...chosen, owned: chosen.owned + 1 };
+  }
+
+  /**
+   * Before this node opens a stage's media: the stage is placed (if it was not) and must be placed here. Throws
+   * WrongNodeError with the owner's URL otherwise. From here on this node renews the lease until release().
+   */
+  async claim(stageId: string): Promise<void> {
+    if (this.#closed) throw new Error('cluster closed');
+    const owner = await this.place(stageId);
+    if (owner.id !== this.nodeId) throw new WrongNodeError(owner.url, owner.id);
+    this.#held.add(stageId);
+  }
+
+  /** The stage's media closed here: its lease is let go (if still ours), so it can be placed anew. */
+  release(stageId: string): void {
+    if (!this.#held.delete(stageId) || this.#closed) return;
+    this.#redis.eval(RELEASE, 2, KEY.owner(stageId), KEY.owned(this.nodeId), this.nodeId, stageId).catch(() => undefined);
+  }
+
+  /** Stages whose leases this node holds. */
+  get held(): string[] {
+    return [...this.#held];
+  }
+
+  /** Stops the heartbeat and renewals, lets go of this node's leases and its registry entry, and disconnects. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    clearInterval(this.#heartbeat);
+    clearInterval(this.#renewal);
+    const held = [...this.#held];
+    this.#held.clear();
+    try {
+      for (const stageId of held) await this.#redis.eval(RELEASE, 2, KEY.owner(stageId), KEY.owned(this.nodeId), this.nodeId, stageId);
+      await this.#redis.multi().del(KEY.node(this.nodeId)).del(KEY.owned(this.nodeId)).srem(KEY.nodes, this.nodeId).exec();
+    } catch (err) {
+      this.#log.warn('could not remove this node from Redis at close (its keys expire by themselves)', { error: String(err) });
+    }
+    this.#closed = true;
+    this.removeAllListeners();
+    await this.#redis.quit().catch(() => this.#redis.disconnect());
+  }
+}
+
+/** The stage's owner is gone and its lease has not expired yet: the client retries shortly (UNAVAILABLE, Retry-After). */
+export class WrongNodeUnavailable extends RequestError {
+  constructor(readonly holder: string) {
+    super('UNAVAILABLE', `the node serving this stage (${holder}) stopped answering; it moves to another node within ${LEASE_MS / 1000} s`, Math.ceil(LEASE_MS / 1000));
+    this.name = 'WrongNodeUnavailable';
+  }
+}
+
+/** Redis unreachable: nothing can be placed or looked up now; the client retries (UNAVAILABLE, Retry-After 2). */
+async function unavailableWithoutRedis<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof RequestError) throw err;
+    throw new RequestError('UNAVAILABLE', `the cluster's Redis cannot be reached: ${err instanceof Error ? err.message : String(err)}`, 2);
+  }
+}
+
+function byLoad(a: NodeInfo, b: NodeInfo): number {
+  return a.owned - b.owned || a.load.performers - b.load.performers || a.id.localeCompare(b.id);
+}
+
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return 'redis://?';
+  }
+}

@@ -1,0 +1,221 @@
+// Cluster mode (docs/cluster.md) on one machine: three nodes (each its own port, RTC port range, CDN folder, spool and
+// journal) sharing a real redis-server, a real PostgreSQL and one archive folder. The nodes run in this process (each
+// a whole app with its own media workers); what a node's death does needs processes and is tested apart.
+import fs from 'node:fs';
+import path from 'node:path';
+import { expect } from 'chai';
+import { Redis } from 'ioredis';
+import type { Browser } from 'playwright-core';
+import type { App } from '../../services/app.ts';
+import { LEASE_RENEW_MS } from '../../services/cluster/cluster.ts';
+import type { NodeList } from '../../services/shared/rest.ts';
+import { parseMediaPlaylist } from '../../pipelines/hls/playlist.ts';
+import { createStage, startTestApp, TEST_ADMIN_TOKEN } from '../support/app.ts';
+import { waitArchived } from '../support/archive.ts';
+import { decodeToPcm, toneDb } from '../support/audio.ts';
+import { eventually, launchPerformerBrowser } from '../support/browser.ts';
+import { segmentsInput } from '../support/hls.ts';
+import { TempDir, toneWav } from '../support/media.ts';
+import { startPostgres, type PostgresServer } from '../support/postgres.ts';
+import { startRedis, type RedisServer } from '../support/redis.ts';
+import { SyntheticPerformer } from '../support/synthetic.ts';
+
+const admin = { authorization: `Bearer ${TEST_ADMIN_TOKEN}`, 'content-type': 'application/json' };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function post(url: string, body: unknown = {}): Promise<{ status: number; body: Record<string, unknown> }> {
+  const res = await fetch(url, { method: 'POST', headers: admin, body: JSON.stringify(body) });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+async function nodesOf(app: App): Promise<NodeList> {
+  const res = await fetch(`${app.url}/api/nodes`, { headers: admin });
+  expect(res.status, 'GET /api/nodes').to.equal(200);
+  return (await res.json()) as NodeList;
+}
+
+/** What a listener of `entry` hears of the stage: the live playlist and its last `count` segments, fetched through `entry`. */
+async function listenThrough(entry: App, stageId: string, dir: TempDir, count = 3): Promise<Float32Array> {
+  const base = `${entry.url}/live/${stageId}/`;
+  const res = await fetch(`${base}index.m3u8`);
+  expect(res.status, `playlist of ${stageId} through ${entry.url}`).to.equal(200);
+  const playlist = parseMediaPlaylist(await res.text());
+  const segments = playlist.segments.slice(-count);
+  expect(segments.length, 'segments listed').to.equal(count);
+  const local = dir.file(`listen-${stageId}-${Date.now()}`);
+  fs.mkdirSync(local, { recursive: true });
+  for (const uri of new Set(segments.flatMap((s) => [s.uri, ...(s.map ? [s.map] : [])]))) {
+    const r = await fetch(`${base}${uri}`);
+    expect(r.status, `${uri} through ${entry.url}`).to.equal(200);
+    fs.writeFileSync(path.join(local, uri), Buffer.from(await r.arrayBuffer()));
+  }
+  return decodeToPcm(segmentsInput(local, segments));
+}
+
+describe('cluster: three nodes through Redis (in one process)', function () {
+  this.timeout(180_000);
+  let tmp: TempDir;
+  let redis: RedisServer;
+  let pg: PostgresServer;
+  let spy: Redis;
+  const nodes: App[] = [];
+  const senders: SyntheticPerformer[] = [];
+  let browser: Browser | null = null;
+  /** Stages on air in this file, with the node that serves each. */
+  const onAir = new Map<string, App>();
+
+  const ownerOf = (stageId: string): App[] => nodes.filter((n) => n.registry.get(stageId)?.onAir);
+
+  before(async () => {
+    tmp = new TempDir();
+    redis = await startRedis();
+    pg = await startPostgres();
+    spy = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
+    spy.on('error', () => undefined);
+    await spy.connect();
+    for (let i = 1; i <= 3; i++) {
+      nodes.push(
+        await startTestApp({
+          REDIS_URL: redis.url,
+          DATABASE_URL: pg.url,
+          NODE_ID: `node-${i}`,
+          PGLITE_DIR: '',
+          TLS: 'off',
+          MEDIASOUP_WORKERS: '1',
+          RTC_MIN_PORT: String(41000 + i * 1000),
+          RTC_MAX_PORT: String(41000 + i * 1000 + 999),
+          CDN_DIR: tmp.file(`cdn-${i}`),
+          ARCHIVE_DIR: tmp.file('archive'),
+          HLS_SEGMENT_SECONDS: '1',
+        }),
+      );
+    }
+  });
+
+  after(async () => {
+    await browser?.close();
+    await Promise.all(senders.map((s) => s.stop()));
+    await Promise.all(nodes.map((n) => n.close()));
+    spy?.disconnect();
+    await redis?.close();
+    await pg?.stop();
+    tmp?.remove();
+  });
+
+  it('every node lists the three live nodes, each once, with its own address', async () => {
+    for (const app of nodes) {
+      const list = await nodesOf(app);
+      expect(list.cluster).to.equal(true);
+      expect(list.nodes.map((n) => n.id).sort()).to.deep.equal(['node-1', 'node-2', 'node-3']);
+      const self = list.nodes.filter((n) => n.self);
+      expect(self.map((n) => n.id), 'the answering node marks itself').to.deep.equal([app.cluster!.nodeId]);
+      expect(self[0]!.url).to.equal(app.url);
+      expect(list.nodes.every((n) => n.workers === 1 && !n.draining)).to.equal(true);
+    }
+  });
+
+  it('six stages created and started through one node are placed two per node; each plays through that node with its own tone', async () => {
+    const entry = nodes[0]!;
+    const freqs = [330, 440, 550, 660, 770, 880];
+    const ids: string[] = [];
+    for (const f of freqs) ids.push((await createStage(entry, `Spread ${f}`)).id);
+    for (const id of ids) {
+      const r = await post(`${entry.url}/api/stages/${id}/start`);
+      expect(r.status, `start ${id} through node-1: ${JSON.stringify(r.body)}`).to.equal(200);
+      expect(r.body['status']).to.equal('live');
+      // Links in the answer point where the client is, whichever node served the stage.
+      expect(String(r.body['hlsUrl'])).to.equal(`${entry.url}/live/${id}/index.m3u8`);
+    }
+    const perNode = nodes.map((n) => ids.filter((id) => n.registry.get(id)?.onAir).length);
+    expect(perNode, 'stages on air per node').to.deep.equal([2, 2, 2]);
+    for (const id of ids) {
+      const owners = ownerOf(id);
+      expect(owners.length, `${id} on air on exactly one node`).to.equal(1);
+      onAir.set(id, owners[0]!);
+      expect(await spy.get(`sr:stage:${id}:owner`), 'its lease').to.equal(owners[0]!.cluster!.nodeId);
+    }
+    // A tone into each stage's router, on its owner.
+    for (const [i, id] of ids.entries()) {
+      const stage = onAir.get(id)!.registry.get(id)!;
+      const sender = await SyntheticPerformer.start(stage.router, freqs[i]!);
+      senders.push(sender);
+      await stage.broadcast!.mixer.attach(`tone-${freqs[i]}`, sender.producer, `Tone ${freqs[i]}`);
+    }
+    await sleep(5000);
+    for (const [i, id] of ids.entries()) {
+      const pcm = await listenThrough(entry, id, tmp);
+      const own = toneDb(pcm, freqs[i]!);
+      expect(own, `${freqs[i]} Hz heard on ${id} through node-1 (served by ${onAir.get(id)!.cluster!.nodeId})`).to.be.greaterThan(-30);
+      for (const other of freqs.filter((f) => f !== freqs[i])) expect(toneDb(pcm, other), `no ${other} Hz on ${id}`).to.be.lessThan(own - 30);
+    }
+    const list = await nodesOf(entry);
+    expect(list.nodes.map((n) => n.onAir), 'each node reports its two stages on air').to.deep.equal([2, 2, 2]);
+  });
+
+  it('a browser performer opening a stage on a node that does not serve it is moved to the owner by the page and heard in the mix', async () => {
+    const stage = await createStage(nodes[0]!, 'Wrong node');
+    const r = await post(`${nodes[0]!.url}/api/stages/${stage.id}/start`);
+    expect(r.status).to.equal(200);
+    const served = ownerOf(stage.id)[0]!;
+    const entry = nodes.find((n) => n !== served)!;
+    browser = await launchPerformerBrowser(toneWav(tmp, 990));
+    const page = await browser.newPage();
+    page.on('pageerror', (err) => process.stderr.write(`[page Mover] ${err.message}\n`));
+    await page.goto(`${entry.url}/stage/${stage.id}?key=${encodeURIComponent(stage.performerKey)}&name=Mover&raw=1`);
+    await page.getByRole('button', { name: 'Join stage' }).click();
+    // The page follows the server's WRONG_NODE by itself, to the same page on the owner, and joins there.
+    await page.waitForURL((u) => u.origin === new URL(served.url).origin, { timeout: 15_000 });
+    await page.waitForFunction(() => document.body.dataset['state'] === 'publishing', null, { timeout: 15_000 });
+    expect(new URL(page.url()).searchParams.get('join'), 'the one-shot join flag is gone from the address').to.equal(null);
+    expect(served.registry.get(stage.id)!.size, 'one performer on the owner').to.equal(1);
+    expect(entry.registry.get(stage.id), 'no copy of the stage on the node first reached').to.equal(undefined);
+    await sleep(4000);
+    const pcm = await listenThrough(entry, stage.id, tmp);
+    expect(toneDb(pcm, 990), '990 Hz of the browser in the mix, heard through the first node').to.be.greaterThan(-30);
+    onAir.set(stage.id, served);
+  });
+
+  it('Redis restarted mid-show (empty): no broadcast stops, every stage keeps its one owner, whose lease is written again', async () => {
+    const before = [...onAir].map(([id, n]) => [id, n.registry.get(id)!.broadcast!.id, n.cluster!.nodeId] as const);
+    await redis.stop();
+    await sleep(1500);
+    await redis.start();
+    // Each owner writes its leases again at its next renewal (and at once on reconnecting); nobody else has them.
+    const leases = await eventually(
+      async () => Promise.all(before.map(([id]) => spy.get(`sr:stage:${id}:owner`).catch(() => null))),
+      (v) => v.every((x, i) => x === before[i]![2]),
+      LEASE_RENEW_MS * 3,
+    );
+    expect(leases, 'leases after the restart').to.deep.equal(before.map((b) => b[2]));
+    for (const [id, broadcastId, nodeId] of before) {
+      const owners = ownerOf(id);
+      expect(owners.map((n) => n.cluster!.nodeId), `${id} on air on one node`).to.deep.equal([nodeId]);
+      expect(owners[0]!.registry.get(id)!.broadcast!.id, 'the same broadcast').to.equal(broadcastId);
+    }
+    const list = await eventually(() => nodesOf(nodes[1]!), (l) => l.nodes.length === 3, 5000);
+    expect(list.nodes.length, 'all three nodes beat again').to.equal(3);
+  });
+
+  it('a node whose lease another node holds (it was cut off) lets its copy go at once: a stage is never mixed twice', async () => {
+    const [id, owner] = [...onAir][0]!;
+    await spy.set(`sr:stage:${id}:owner`, 'node-9', 'PX', 60_000);
+    const gone = await eventually(async () => owner.registry.get(id), (s) => s === undefined, LEASE_RENEW_MS * 2 + 1000);
+    expect(gone, 'the stage closed on its old owner').to.equal(undefined);
+    onAir.delete(id);
+    await spy.del(`sr:stage:${id}:owner`);
+  });
+
+  it('stops sent to any node end each broadcast on its owner, and each is archived by the node that recorded it', async () => {
+    const entry = nodes[2]!;
+    for (const [id] of onAir) {
+      const r = await post(`${entry.url}/api/stages/${id}/stop`);
+      expect(r.status, `stop ${id} through node-3: ${JSON.stringify(r.body)}`).to.equal(200);
+    }
+    for (const [id, owner] of onAir) {
+      const { rec } = await waitArchived(entry.url, id, 30_000);
+      expect(rec.status, `${id} archived`).to.equal('archived');
+      const { rows } = await owner.db.query<{ node_id: string }>('select node_id from broadcasts where stage_id = $1', [id]);
+      expect(rows.map((r) => r.node_id)).to.deep.equal([owner.cluster!.nodeId]);
+    }
+  });
+});
