@@ -30,6 +30,9 @@ import { ListenerSignaling } from './signaling/listeners.ts';
 import { CallDesk, storedRates } from './calls/desk.ts';
 import { Cluster } from './cluster/cluster.ts';
 import { Forwarder } from './cluster/forward.ts';
+import { OrphanSweep } from './cluster/orphans.ts';
+import { latestBroadcastNode } from './broadcast/takeover.ts';
+import { StageRepo } from './db/repositories.ts';
 import type { NodeList } from './shared/rest.ts';
 import { WhipIngest } from './whip/ingest.ts';
 import { SignalingServer } from './signaling/server.ts';
@@ -147,6 +150,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
         })
       : null;
     if (cluster) cleanups.push(() => cluster.close());
+    if (cluster) admission.on('draining', () => void cluster.beatNow());
     const forwarder = cluster ? new Forwarder(cluster.nodeId, log) : null;
     if (forwarder) cleanups.push(() => forwarder.close());
 
@@ -235,7 +239,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     registryRef = registry;
     // Another node holds this stage's lease now (this one was cut off from Redis too long): it serves the stage; this
     // node lets its copy go at once, so that no stage is ever mixed twice.
-    cluster?.on('lost', (stageId) => void registry.get(stageId)?.close('another node took this stage over', 'aborted'));
+    cluster?.on('lost', (stageId) => void registry.get(stageId)?.close('another node took this stage over', 'aborted', { handOver: true }));
     // Closes every stage, and so ends every broadcast still on air (shutdown ended them first: this is the backstop).
     cleanups.push(() => registry.close());
     timeline = new TimelineService({ db, registry });
@@ -246,7 +250,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     const stages = new StageCatalog({ db, registry, admission, links, log });
     const whip = new WhipIngest({ registry, stages, admission, settings: { rtpTimeoutMs: config.whip.rtpTimeoutMs, attemptsPerMinute: config.rateLimits.joinPerMinute }, log });
     cleanups.push(() => whip.close());
-    const onAir = new OnAir({ catalog: stages, registry, admission });
+    const onAir = new OnAir({ catalog: stages, registry, admission, db });
 
     await archiver.start();
     log.info('archive store', { store: archiver.store.description });
@@ -307,8 +311,9 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     });
     const server = http.createServer(web.listener);
     server.keepAliveTimeout = 65_000;
-    const signaling = new SignalingServer({ httpServer: server, registry, stages, onAir, timeline, admission, calls, log, joinsPerMinute: config.rateLimits.joinPerMinute });
-    const listeners = new ListenerSignaling({ io: signaling.io, stages, registry, timeline, calls, log });
+    const otherNodes = cluster ? async () => (await cluster.nodes()).filter((n) => n.id !== cluster.nodeId && !n.load.draining).map((n) => n.url) : null;
+    const signaling = new SignalingServer({ httpServer: server, registry, stages, onAir, timeline, admission, calls, log, joinsPerMinute: config.rateLimits.joinPerMinute, otherNodes });
+    const listeners = new ListenerSignaling({ io: signaling.io, stages, registry, timeline, calls, log, otherNodes });
     io = signaling.io;
     admin = new AdminService({ io: signaling.io, adminToken: config.adminToken, pool, registry, stages, onAir, archiver, metrics, problems, calls, log });
     const adminService = admin;
@@ -325,8 +330,21 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     const localHost = config.http.host === '0.0.0.0' || config.http.host === '::' ? 'localhost' : config.http.host;
     baseUrl = config.http.publicUrl ?? `http://${localHost}:${port}`;
     const secureUrl = tls ? `https://${localHost}:${port}` : null;
-    // Listening: the other nodes may now send this one clients and stages.
+    // Listening: the other nodes may now send this one clients and stages, and it takes over those of dead nodes.
     await cluster?.announce(config.cluster?.publicUrl ?? baseUrl);
+    if (cluster) {
+      const stageRepo = new StageRepo(db);
+      const sweep = new OrphanSweep({
+        cluster,
+        liveStages: async () => (await stageRepo.listByStatus('live')).map((r) => r.id),
+        recorder: (stageId) => latestBroadcastNode(db, stageId),
+        onAirHere: (stageId) => registry.get(stageId)?.onAir ?? false,
+        accepting: () => !admission.draining,
+        takeOver: (stageId) => onAir.takeOver(stageId, 'the node recording it stopped answering; continued on another node'),
+        log,
+      });
+      cleanups.push(() => sweep.close());
+    }
 
     let closing: Promise<void> | null = null;
     // Broadcasts end while the HTTP server and the sockets are still up: performers get `stageStatus: ended`, players
@@ -337,7 +355,17 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       calls.close();
       const ended = onAir.live().map((s) => s.broadcastId);
       try {
-        await onAir.stopAll('server shutting down');
+        // Cluster mode, with another node to take them: the stages are handed over (they stay live; the others
+        // continue their playlists once this node has left), not ended.
+        const others = cluster ? (await cluster.nodes().catch(() => [])).filter((n) => n.id !== cluster.nodeId && !n.load.draining) : [];
+        if (cluster && others.length > 0) {
+          const live = onAir.live();
+          await Promise.all(live.map(({ stageId }) => registry.get(stageId)?.close('handed over to another node: this node is shutting down', 'aborted', { handOver: true })));
+          await cluster.withdraw();
+          if (live.length > 0) log.info('shutdown: stages handed over to the other nodes', { stages: live.map((l) => l.stageId), nodes: others.map((n) => n.id) });
+        } else {
+          await onAir.stopAll('server shutting down');
+        }
       } catch (err) {
         log.error('shutdown: could not end every broadcast', { error: String(err) });
       }

@@ -47,9 +47,19 @@ export class UsageMeter implements UsageTicks {
     if (!cron.validate(this.#schedule)) throw new Error(`invalid usage schedule (cron expression): ${this.#schedule}`);
   }
 
-  /** A broadcast went on air: it is ticked until the returned handle is closed (idempotent). */
-  register(entry: UsageEntry): { close(): void } {
+  /**
+   * A broadcast went on air: it is ticked until the returned handle is closed (idempotent). `tickNow`: its stage was on
+   * air in this minute already (a broadcast taken over from a node that died, docs/cluster.md): the minute is ticked at
+   * once, so that a minute boundary that fell while the stage moved is not missed. The database keeps one on-air tick
+   * per stage and minute, whichever broadcast wrote it.
+   */
+  register(entry: UsageEntry, opts: { tickNow?: boolean } = {}): { close(): void } {
     this.#entries.add(entry);
+    if (opts.tickNow && !this.#closed) {
+      const minute = minuteOf(new Date()).toISOString();
+      const ticks = [{ broadcastId: entry.broadcastId, stageId: entry.stageId, performerId: null, minute }];
+      void this.#writes.write('usage.ticks', { ticks });
+    }
     return { close: () => void this.#entries.delete(entry) };
   }
 

@@ -68,8 +68,10 @@ export function renderLivePlaylist(s: LivePlaylistState, o: LivePlaylistOptions)
   lines.push('#EXT-X-INDEPENDENT-SEGMENTS');
   lines.push(...s.dateRanges);
   let map: string | null = null;
-  const head = (seg: { discontinuity: boolean; map: string; programDateTime: string }, isFirst: boolean, dated = true) => {
-    if (seg.discontinuity && !isFirst) lines.push('#EXT-X-DISCONTINUITY');
+  const head = (seg: { discontinuity: boolean; map: string; programDateTime: string }, dated = true) => {
+    // Also on the first segment listed: its discontinuity number is then the header's plus one, as it was for players
+    // that saw it listed after others (the header counts it only once it has left the window).
+    if (seg.discontinuity) lines.push('#EXT-X-DISCONTINUITY');
     if (seg.map !== map) {
       lines.push(`#EXT-X-MAP:URI="${seg.map}"`);
       map = seg.map;
@@ -88,7 +90,7 @@ export function renderLivePlaylist(s: LivePlaylistState, o: LivePlaylistOptions)
     withParts = i;
   }
   s.segments.forEach((seg, i) => {
-    head(seg, i === 0);
+    head(seg);
     if (ll && i >= withParts) partLines(seg.parts);
     lines.push(`#EXTINF:${secs(seg.duration)},`, seg.uri);
   });
@@ -98,7 +100,7 @@ export function renderLivePlaylist(s: LivePlaylistState, o: LivePlaylistOptions)
   // only (no segment yet) made it read past its segments and throw (`reading 'ref'`) on every reload with a DATERANGE
   // that starts in the segment being made.
   if (ll && s.partial && s.partial.parts.length > 0 && !s.ended) {
-    head(s.partial, s.segments.length === 0, false);
+    head(s.partial, false);
     partLines(s.partial.parts);
   }
   if (ll && s.preloadHint && !s.ended) lines.push(`#EXT-X-PRELOAD-HINT:TYPE=PART,URI="${s.preloadHint}"`);

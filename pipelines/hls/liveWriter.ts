@@ -68,6 +68,12 @@ export interface LiveWriterOptions {
   originWallMs: () => number;
   /** Where a run starts on the programme clock (seconds), once known. */
   runStartSeconds: (run: number) => number | null;
+  /**
+   * This playlist continues another one at the same address (a broadcast taken over from a node that died): its first
+   * segment is number `msn`, after a DISCONTINUITY, and `discontinuitySequence` is the discontinuity number of the other
+   * playlist's last segment. Players that were playing the other one go on across the break.
+   */
+  continues?: { msn: number; discontinuitySequence: number } | null;
   log: Log;
 }
 
@@ -110,6 +116,8 @@ export class LiveHlsWriter {
   #partial: Partial | null = null;
   #nextMsn = 0;
   #discontinuitySequence = 0;
+  /** The first segment follows another playlist's last (continues): it starts after a DISCONTINUITY. */
+  #leadingDiscontinuity = false;
   /** The run of the last part written: a part of another run begins a new segment, after a DISCONTINUITY. */
   #lastRun: Run | null = null;
   #ranges: DateRange[] = [];
@@ -126,6 +134,11 @@ export class LiveHlsWriter {
   constructor(opts: LiveWriterOptions) {
     this.#o = opts;
     this.#log = opts.log;
+    if (opts.continues) {
+      this.#nextMsn = opts.continues.msn;
+      this.#discontinuitySequence = opts.continues.discontinuitySequence;
+      this.#leadingDiscontinuity = true;
+    }
     this.#playlistOptions = {
       // A segment closes once it is within half a part of its target (#addPart): it is at most half a part longer.
       targetDuration: Math.max(1, Math.round(opts.segmentSeconds + opts.partSeconds / 2)),
@@ -240,11 +253,13 @@ export class LiveHlsWriter {
     if (newRun && this.#partial) await this.#closeSegment(true);
     let partial = this.#partial;
     if (!partial) {
+      const discontinuity = newRun || this.#leadingDiscontinuity;
+      this.#leadingDiscontinuity = false;
       partial = {
         msn: this.#nextMsn++,
         programDateTime: new Date(startMs).toISOString(),
         startMs,
-        discontinuity: newRun,
+        discontinuity,
         map: run.map,
         run: run.index,
         parts: [],

@@ -46,6 +46,12 @@ export interface MixerOptions {
    * `rtp`, an RTP socket per slot (an SDP input), as before (docs/decisions.md, "Cost per stage: one pipe").
    */
   input?: 'ogg' | 'rtp';
+  /**
+   * The mix continues another one's HLS at the same address (a broadcast taken over from a node that died): the first
+   * segment is number `msn`, after a DISCONTINUITY, and runs (init sections) are numbered from `run`, so no name the
+   * other playlist used comes back. `discontinuitySequence`: the other playlist's last segment's discontinuity number.
+   */
+  continues?: { msn: number; run: number; discontinuitySequence: number } | null;
 }
 
 interface Feed {
@@ -106,8 +112,10 @@ export class Mixer {
       listSize: opts.listSize,
       originWallMs: () => this.#originWallMs,
       runStartSeconds: (run) => this.runStart(run),
+      continues: opts.continues ? { msn: opts.continues.msn, discontinuitySequence: opts.continues.discontinuitySequence } : null,
       log,
     });
+    this.#nextRun = opts.continues?.run ?? 0;
     this.#ffmpeg = new SupervisedFfmpeg(
       {
         input: sdpPath ?? 'pipe:0',
@@ -160,7 +168,7 @@ export class Mixer {
       }
       mixer.#originPerf = startMs;
       mixer.#originWallMs = Date.now() - (performance.now() - startMs);
-      mixer.#runs.push({ index: 0, startSeconds: 0, startedAtMs: mixer.#originWallMs });
+      mixer.#runs.push({ index: opts.continues?.run ?? 0, startSeconds: 0, startedAtMs: mixer.#originWallMs });
       return mixer;
     } catch (err) {
       await mixer.stop().catch(() => undefined);

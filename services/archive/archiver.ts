@@ -319,13 +319,15 @@ export class Archiver implements BroadcastArchive {
     const stray = files
       .flatMap((f) => {
         const m = SEGMENT_FILE_RE.exec(f);
-        return m && !known.has(Number(m[1])) ? [{ seq: Number(m[1]), file: f }] : [];
+        // Below its first segment: an earlier broadcast of this stage that left files in the same folder.
+        return m && !known.has(Number(m[1])) && Number(m[1]) >= rec.hlsFirstMsn ? [{ seq: Number(m[1]), file: f }] : [];
       })
       .sort((a, b) => a.seq - b.seq);
     const inits = new Map((await this.repo.objects(rec.id, 'init')).map((o) => [o.run, o.mediaStart]));
     const initFiles = new Map<number, { file: string; mtimeNs: bigint }>();
     for (const f of files) {
       const m = INIT_FILE_RE.exec(f);
+      if (m && Number(m[1]) < rec.hlsFirstRun) continue;
       const stat = m ? await fsp.stat(path.join(dir, f), { bigint: true }).catch(() => null) : null;
       if (m && stat) initFiles.set(Number(m[1]), { file: path.join(dir, f), mtimeNs: stat.mtimeNs });
     }

@@ -10,6 +10,7 @@ import crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { types as ms } from 'mediasoup';
 import { Mixer } from '../../pipelines/mixer/mixer.ts';
+import { recordContinuation, type HlsContinuation } from './takeover.ts';
 import { BroadcastRepo } from '../db/broadcasts.ts';
 import type { Db } from '../db/db.ts';
 import { StageRepo } from '../db/repositories.ts';
@@ -48,6 +49,8 @@ export class Broadcast extends EventEmitter<BroadcastEvents> {
     mixer: Mixer;
     sink: SegmentSink | null;
     log: Logger;
+    /** It continues a broadcast of the same stage that another node was making (a takeover). */
+    continuing: boolean;
   }) {
     super();
     this.id = args.id;
@@ -70,7 +73,7 @@ export class Broadcast extends EventEmitter<BroadcastEvents> {
       stageId: this.stageId,
       broadcastId: this.id,
       performerIds: () => this.#stage.performers.filter((p) => p.producer).map((p) => p.id),
-    });
+    }, { tickNow: args.continuing });
     // A mix that cannot be kept running ends the broadcast: the playlist gets its ENDLIST, the archive what there is.
     this.mixer.ffmpeg.once('failed', (error) => void this.close(`the mix failed: ${error}`, 'failed'));
   }
@@ -79,12 +82,13 @@ export class Broadcast extends EventEmitter<BroadcastEvents> {
    * Puts the stage on air: records the broadcast, starts the mix (FFmpeg listening on every slot) and the archive's
    * sink. Anything that fails on the way is undone before the error is thrown. Called by the stage only.
    */
-  static async create(stage: BroadcastStage, services: BroadcastServices, db: Db): Promise<Broadcast> {
+  static async create(stage: BroadcastStage, services: BroadcastServices, db: Db, opts: { continues?: HlsContinuation | null } = {}): Promise<Broadcast> {
     const id = crypto.randomUUID();
     const log = services.log.child({ stageId: stage.id, broadcastId: id });
     const s = services.settings;
     const hlsDir = s.hlsDir(stage.id);
     await new BroadcastRepo(db).start({ id, stageId: stage.id });
+    if (opts.continues) await recordContinuation(db, id, opts.continues);
     let mixer: Mixer | null = null;
     let sink: SegmentSink | null = null;
     try {
@@ -99,6 +103,7 @@ export class Broadcast extends EventEmitter<BroadcastEvents> {
         listSize: s.listSize,
         aacBitrateKbps: s.aacBitrateKbps,
         input: s.mixInput,
+        continues: opts.continues ?? null,
         log,
         ...(services.archive ? { tracksDir: services.archive.tracksDir(id) } : {}),
       });
@@ -111,7 +116,7 @@ export class Broadcast extends EventEmitter<BroadcastEvents> {
       await services.writes.write('broadcast.end', { broadcastId: id, reason, status: 'failed', at: new Date().toISOString() });
       throw err;
     }
-    const broadcast = new Broadcast({ id, stage, services, mixer, sink, log });
+    const broadcast = new Broadcast({ id, stage, services, mixer, sink, log, continuing: Boolean(opts.continues) });
     for (const p of stage.performers) broadcast.attach(p);
     log.info('on air');
     return broadcast;
@@ -172,12 +177,16 @@ export class Broadcast extends EventEmitter<BroadcastEvents> {
    * Ends the broadcast. Idempotent: later calls wait for the first one. Never rejects: a child that fails to close is
    * logged and reported, and the others still close.
    */
-  close(reason = 'stopped', status: BroadcastEndStatus = 'complete'): Promise<void> {
-    this.#closing ??= this.#close(reason, status);
+  /**
+   * `handOver` (cluster mode): the stage is not over, another node continues it (this node is shutting down, or lost
+   * the stage's lease): the stage stays live in the database.
+   */
+  close(reason = 'stopped', status: BroadcastEndStatus = 'complete', opts: { handOver?: boolean } = {}): Promise<void> {
+    this.#closing ??= this.#close(reason, status, opts.handOver ?? false);
     return this.#closing;
   }
 
-  async #close(reason: string, status: BroadcastEndStatus): Promise<void> {
+  async #close(reason: string, status: BroadcastEndStatus, handOver: boolean): Promise<void> {
     this.#end = { status, reason };
     const problems: string[] = [];
     const step = async (name: string, fn: () => Promise<unknown> | unknown) => {
@@ -199,7 +208,7 @@ export class Broadcast extends EventEmitter<BroadcastEvents> {
     for (const performerId of this.#onAir) void writes.write('performer.offAir', { broadcastId: this.id, performerId, at });
     this.#onAir.clear();
     // In order after the segments' rows (one write-behind): once the end is recorded, the archive has every segment.
-    void writes.write('stage.status', { stageId: this.stageId, status: 'ended' });
+    if (!handOver) void writes.write('stage.status', { stageId: this.stageId, status: 'ended' });
     const ended = writes.write('broadcast.end', { broadcastId: this.id, reason, status, at });
     this.#recorded = ended;
     void ended.then((written) => {

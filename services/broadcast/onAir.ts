@@ -1,6 +1,8 @@
 // Going on and off air, as the API asks for it (REST and Socket.IO): one transition of a stage at a time, the stage's
 // record checked first. The broadcast itself is the stage's child (services/broadcast/broadcast.ts).
 import type { Admission } from '../admission.ts';
+import { interruptForTakeover } from './takeover.ts';
+import type { Db } from '../db/db.ts';
 import { RequestError } from '../errors.ts';
 import type { StageRegistry } from '../sfu/registry.ts';
 import type { StageView } from '../shared/rest.ts';
@@ -13,10 +15,12 @@ export class OnAir {
   readonly #catalog: StageCatalog;
   readonly #registry: StageRegistry;
   readonly #admission: Admission;
+  readonly #db: Db;
   /** Start/stop of one stage run one at a time. */
   readonly #transitions = new Map<string, Promise<unknown>>();
 
-  constructor(args: { catalog: StageCatalog; registry: StageRegistry; admission: Admission }) {
+  constructor(args: { catalog: StageCatalog; registry: StageRegistry; admission: Admission; db: Db }) {
+    this.#db = args.db;
     this.#catalog = args.catalog;
     this.#registry = args.registry;
     this.#admission = args.admission;
@@ -68,6 +72,23 @@ export class OnAir {
       clearTimeout(timer);
       const view = (await this.#catalog.view(id))!;
       return { view: { ...view, status: 'ended', endedAt: view.endedAt ?? new Date().toISOString() }, changed: true };
+    });
+  }
+
+  /**
+   * Cluster mode: this node takes over a live stage whose node died (services/cluster/takeover.ts): the broadcast that
+   * node left open is ended (aborted) and a new one continues its live playlist here. Does nothing when the stage is
+   * no longer live in the database or already on air here.
+   */
+  takeOver(id: string, reason: string): Promise<boolean> {
+    return this.#serialized(id, async () => {
+      const rec = await this.#catalog.record(id);
+      if (!rec || rec.status !== 'live' || this.#registry.get(id)?.onAir) return false;
+      const stage = await this.#registry.open(id);
+      if (stage.onAir) return false;
+      const taken = await interruptForTakeover(this.#db, id, reason, stage.performers.map((p) => p.id));
+      await stage.startBroadcast({ continues: taken?.continues ?? null });
+      return true;
     });
   }
 

@@ -27,7 +27,7 @@ export interface BroadcastArchive {
 
 /** The usage meter, as a broadcast sees it: a broadcast is ticked every minute while it is registered. */
 export interface UsageTicks {
-  register(entry: { stageId: string; broadcastId: string; performerIds: () => string[] }): { close(): void };
+  register(entry: { stageId: string; broadcastId: string; performerIds: () => string[] }, opts?: { tickNow?: boolean }): { close(): void };
 }
 
 export interface BroadcastSettings {

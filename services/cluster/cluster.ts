@@ -144,6 +144,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       throw new Error(`cannot reach Redis at ${redactUrl(args.redisUrl)}: ${String(err instanceof Error ? err.message : err)}`);
     }
     const c = new Cluster(args, redis);
+    c.#readySince = performance.now();
+    redis.on('ready', () => (c.#readySince = performance.now()));
+    redis.on('close', () => (c.#readySince = null));
     // This node is starting: nothing is on it yet (stages an earlier run of it was given are placed anew).
     const stale = await redis.smembers(KEY.owned(c.nodeId));
     for (const stageId of stale) await redis.eval(RELEASE, 2, KEY.owner(stageId), KEY.owned(c.nodeId), c.nodeId, stageId);
@@ -154,6 +157,18 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   }
 
   #redisLabel = '';
+  /** Since when the connection to Redis has been up (null while it is down). */
+  #readySince: number | null = null;
+
+  /** How long the connection to Redis has been up without a break (0 while it is down). */
+  get redisUpMs(): number {
+    return this.#readySince === null ? 0 : performance.now() - this.#readySince;
+  }
+
+  /** The id of the node whose lease the stage has, live or not (null: none). */
+  holder(stageId: string): Promise<string | null> {
+    return unavailableWithoutRedis(() => this.#redis.get(KEY.owner(stageId)));
+  }
 
   /** The node listens at `publicUrl`: it starts beating, and so can be given stages. */
   async announce(publicUrl: string): Promise<void> {
@@ -164,8 +179,13 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.#log.info('cluster node up', { url: this.publicUrl, redis: this.#redisLabel });
   }
 
+  /** Writes the heartbeat now (the load changed in a way the others must know at once: draining). */
+  beatNow(): Promise<void> {
+    return this.#beat();
+  }
+
   async #beat(): Promise<void> {
-    if (this.#closed || !this.publicUrl) return;
+    if (this.#closed || this.#withdrawn || !this.publicUrl) return;
     const hb: Heartbeat = { id: this.nodeId, url: this.publicUrl, load: this.#load(), startedAt: this.#startedAt, seenAt: new Date().toISOString() };
     try {
       await this.#redis.multi().set(KEY.node(this.nodeId), JSON.stringify(hb), 'PX', NODE_TTL_MS).sadd(KEY.nodes, this.nodeId).exec();
@@ -182,7 +202,17 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   }
 
   async #renew(): Promise<void> {
-    if (this.#closed) return;
+    if (this.#closed || this.#withdrawn) return;
+    // Stages placed here that never came (the request that placed them failed): their leases expired; they no longer
+    // weigh on this node's placement count.
+    try {
+      const placed = await this.#redis.smembers(KEY.owned(this.nodeId));
+      const gone = [];
+      for (const stageId of placed) if (!this.#held.has(stageId) && (await this.#redis.get(KEY.owner(stageId))) !== this.nodeId) gone.push(stageId);
+      if (gone.length > 0) await this.#redis.srem(KEY.owned(this.nodeId), ...gone);
+    } catch {
+      return; // Redis away
+    }
     for (const stageId of [...this.#held]) {
       let r: unknown;
       try {
@@ -272,6 +302,28 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.#redis.eval(RELEASE, 2, KEY.owner(stageId), KEY.owned(this.nodeId), this.nodeId, stageId).catch(() => undefined);
   }
 
+  /**
+   * The node leaves the cluster before it shuts down (its stages were handed over): no more heartbeats, its registry
+   * entry and leases are removed at once, so the others take its stages now rather than once its keys expire.
+   */
+  async withdraw(): Promise<void> {
+    if (this.#closed || this.#withdrawn) return;
+    this.#withdrawn = true;
+    clearInterval(this.#heartbeat);
+    clearInterval(this.#renewal);
+    const held = [...this.#held];
+    this.#held.clear();
+    try {
+      for (const stageId of held) await this.#redis.eval(RELEASE, 2, KEY.owner(stageId), KEY.owned(this.nodeId), this.nodeId, stageId);
+      await this.#redis.multi().del(KEY.node(this.nodeId)).del(KEY.owned(this.nodeId)).srem(KEY.nodes, this.nodeId).exec();
+      this.#log.info('left the cluster');
+    } catch (err) {
+      this.#log.warn('could not leave the cluster cleanly (its keys expire by themselves)', { error: String(err) });
+    }
+  }
+
+  #withdrawn = false;
+
   /** Stages whose leases this node holds. */
   get held(): string[] {
     return [...this.#held];
@@ -299,7 +351,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 /** The stage's owner is gone and its lease has not expired yet: the client retries shortly (UNAVAILABLE, Retry-After). */
 export class WrongNodeUnavailable extends RequestError {
   constructor(readonly holder: string) {
-    super('UNAVAILABLE', `the node serving this stage (${holder}) stopped answering; it moves to another node within ${LEASE_MS / 1000} s`, Math.ceil(LEASE_MS / 1000));
+    super('UNAVAILABLE', `the node serving this stage (${holder}) stopped answering; it moves to another node within ${LEASE_MS / 1000} s`, 2);
     this.name = 'WrongNodeUnavailable';
   }
 }

@@ -54,6 +54,12 @@ export interface Recording {
   keyPrefix: string | null;
   /** Finalization attempts that failed on their own (interruptions by a shutdown are not counted). */
   finalizeAttempts: number;
+  /**
+   * Its live playlist's first segment and FFmpeg run numbers: 0, or where it continued another broadcast's playlist
+   * (a takeover, docs/cluster.md). Files below them in its folder are an earlier broadcast's.
+   */
+  hlsFirstMsn: number;
+  hlsFirstRun: number;
 }
 
 interface ObjectRow {
@@ -123,10 +129,12 @@ interface RecordingRow {
   spool_dir: string | null;
   key_prefix: string | null;
   finalize_attempts: number;
+  hls_first_msn: number | null;
+  hls_first_run: number | null;
 }
 
 const RECORDING_COLUMNS = `id, stage_id, started_at, ended_at, end_reason, end_status, archive_status, archive_error, archived_at,
-  duration_seconds, origin_at, hls_dir, spool_dir, key_prefix, finalize_attempts`;
+  duration_seconds, origin_at, hls_dir, spool_dir, key_prefix, finalize_attempts, hls_first_msn, hls_first_run`;
 
 function recordingFromRow(r: RecordingRow): Recording {
   return {
@@ -145,6 +153,8 @@ function recordingFromRow(r: RecordingRow): Recording {
     spoolDir: r.spool_dir,
     keyPrefix: r.key_prefix,
     finalizeAttempts: r.finalize_attempts,
+    hlsFirstMsn: r.hls_first_msn ?? 0,
+    hlsFirstRun: r.hls_first_run ?? 0,
   };
 }
 

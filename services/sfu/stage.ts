@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { types as ms } from 'mediasoup';
 import { Broadcast, type BroadcastEndStatus } from '../broadcast/broadcast.ts';
 import type { BroadcastServices } from '../broadcast/services.ts';
+import type { HlsContinuation } from '../broadcast/takeover.ts';
 import type { Db } from '../db/db.ts';
 import type { Logger } from '../logger.ts';
 import { InvalidStateError, RequestError } from '../errors.ts';
@@ -126,15 +127,15 @@ export class Stage extends EventEmitter<StageEvents> {
    * Goes on air: a Broadcast is made (the mix, the archive's sink, the timeline, the usage ticks), and every performer
    * who publishes, now or later, is fed into it. Idempotent: the broadcast on air (or being started) is returned.
    */
-  startBroadcast(): Promise<Broadcast> {
+  startBroadcast(opts: { continues?: HlsContinuation | null } = {}): Promise<Broadcast> {
     if (this.#closed) return Promise.reject(new InvalidStateError('stage closed'));
     if (this.#broadcast) return Promise.resolve(this.#broadcast);
-    this.#starting ??= this.#start().finally(() => (this.#starting = null));
+    this.#starting ??= this.#start(opts).finally(() => (this.#starting = null));
     return this.#starting;
   }
 
-  async #start(): Promise<Broadcast> {
-    const broadcast = await Broadcast.create(this, this.#services.broadcasts, this.#services.db);
+  async #start(opts: { continues?: HlsContinuation | null }): Promise<Broadcast> {
+    const broadcast = await Broadcast.create(this, this.#services.broadcasts, this.#services.db, opts);
     if (this.#closed) {
       await broadcast.close('stage closed', 'aborted');
       throw new InvalidStateError('stage closed');
@@ -272,14 +273,15 @@ export class Stage extends EventEmitter<StageEvents> {
 
   /**
    * Idempotent. Ends the broadcast on air first (with this reason; `aborted` unless said otherwise), then closes every
-   * performer and the router. Never leaves the router open, whatever the broadcast's close did.
+   * performer and the router. Never leaves the router open, whatever the broadcast's close did. `handOver`: another
+   * node continues the stage (the stage stays live in the database).
    */
-  async close(reason = 'stage closed', status: BroadcastEndStatus = 'aborted'): Promise<void> {
+  async close(reason = 'stage closed', status: BroadcastEndStatus = 'aborted', opts: { handOver?: boolean } = {}): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     try {
       await this.#starting?.catch(() => undefined);
-      await this.#broadcast?.close(reason, status);
+      await this.#broadcast?.close(reason, status, opts);
     } finally {
       for (const p of [...this.#performers.values()]) p.close('stage closed');
       this.#performers.clear();

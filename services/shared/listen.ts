@@ -15,7 +15,11 @@ export const listenContract = defineNamespace({
   requests: {
     subscribe: {
       request: z.strictObject({ stageId: stageIdSchema }),
-      response: timelineSnapshotSchema.extend({ stage: stageSummarySchema }),
+      response: timelineSnapshotSchema.extend({
+        stage: stageSummarySchema,
+        /** Cluster mode: the other live nodes' base URLs, to reopen the page on if this node stops answering. */
+        nodes: z.array(z.string()).optional(),
+      }),
     },
     comment: {
       request: z.strictObject({

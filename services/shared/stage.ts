@@ -68,6 +68,8 @@ export const stageContract = defineNamespace({
         stage: stageSummarySchema,
         routerRtpCapabilities: z.unknown(),
         performers: z.array(performerInfoSchema),
+        /** Cluster mode: the other live nodes' base URLs, to reopen the page on if this node stops answering. */
+        nodes: z.array(z.string()).optional(),
       }),
     },
     createTransport: { request: z.strictObject({ direction: z.enum(['send', 'recv']) }), response: transportInfoSchema },

@@ -49,7 +49,19 @@ export class ListenerSignaling {
   readonly #onCall = new Map<string, () => void>();
   readonly #onCallChanged = (listenerId: string, call: CallView) => this.#callChanged(listenerId, call);
 
-  constructor(args: { io: Server; stages: StageCatalog; registry: StageRegistry; timeline: TimelineService; calls: CallDesk; log: Logger }) {
+  readonly #otherNodes: (() => Promise<string[]>) | null;
+
+  constructor(args: {
+    io: Server;
+    stages: StageCatalog;
+    registry: StageRegistry;
+    timeline: TimelineService;
+    calls: CallDesk;
+    log: Logger;
+    /** Cluster mode: the other live nodes' URLs, for the page to try if this node stops answering. */
+    otherNodes?: (() => Promise<string[]>) | null;
+  }) {
+    this.#otherNodes = args.otherNodes ?? null;
     this.#calls = args.calls;
     this.#calls.on('changed', this.#onCallChanged);
     this.#stages = args.stages;
@@ -83,7 +95,11 @@ export class ListenerSignaling {
         stageId = id;
         await socket.join(roomOf(id));
         const snap = await this.#timeline.snapshot(id);
-        return { stage: { id: rec.id, title: rec.title, status: rec.status }, ...snap };
+        return {
+          stage: { id: rec.id, title: rec.title, status: rec.status },
+          ...snap,
+          ...(this.#otherNodes ? { nodes: await this.#otherNodes().catch(() => []) } : {}),
+        };
       },
       comment: async (input) => {
         if (!stageId) throw new RequestError('NOT_JOINED', 'subscribe to a stage first');

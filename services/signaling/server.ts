@@ -50,6 +50,7 @@ export class SignalingServer {
   readonly #calls: CallDesk;
   readonly #onQueue = (stageId: string) => this.#nsp.to(roomOf(stageId)).emit('callQueue', { calls: this.#calls.queue(stageId) });
   #closed = false;
+  readonly #otherNodes: (() => Promise<string[]>) | null;
 
   constructor(args: {
     httpServer: HttpServer;
@@ -61,7 +62,10 @@ export class SignalingServer {
     calls: CallDesk;
     log: Logger;
     joinsPerMinute?: number;
+    /** Cluster mode: the other live nodes' URLs, for the pages to try if this node stops answering. */
+    otherNodes?: (() => Promise<string[]>) | null;
   }) {
+    this.#otherNodes = args.otherNodes ?? null;
     this.#calls = args.calls;
     this.#calls.on('queue', this.#onQueue);
     this.#registry = args.registry;
@@ -138,6 +142,7 @@ export class SignalingServer {
           stage: record,
           routerRtpCapabilities: stage.rtpCapabilities,
           performers: stage.performers.filter((p) => p !== performer).map((p) => p.info()),
+          ...(this.#otherNodes ? { nodes: await this.#otherNodes().catch(() => []) } : {}),
         };
       },
       createTransport: async ({ direction }) => joined().performer.createTransport(direction),

@@ -17,6 +17,7 @@ import { eventually, launchPerformerBrowser } from '../support/browser.ts';
 import { segmentsInput } from '../support/hls.ts';
 import { TempDir, toneWav } from '../support/media.ts';
 import { startPostgres, type PostgresServer } from '../support/postgres.ts';
+import { startClusterNginx, type Nginx } from '../support/nginx.ts';
 import { startRedis, type RedisServer } from '../support/redis.ts';
 import { SyntheticPerformer } from '../support/synthetic.ts';
 
@@ -35,10 +36,11 @@ async function nodesOf(app: App): Promise<NodeList> {
 }
 
 /** What a listener of `entry` hears of the stage: the live playlist and its last `count` segments, fetched through `entry`. */
-async function listenThrough(entry: App, stageId: string, dir: TempDir, count = 3): Promise<Float32Array> {
-  const base = `${entry.url}/live/${stageId}/`;
+async function listenThrough(entry: App | string, stageId: string, dir: TempDir, count = 3): Promise<Float32Array> {
+  const entryUrl = typeof entry === 'string' ? entry : entry.url;
+  const base = `${entryUrl}/live/${stageId}/`;
   const res = await fetch(`${base}index.m3u8`);
-  expect(res.status, `playlist of ${stageId} through ${entry.url}`).to.equal(200);
+  expect(res.status, `playlist of ${stageId} through ${entryUrl}`).to.equal(200);
   const playlist = parseMediaPlaylist(await res.text());
   const segments = playlist.segments.slice(-count);
   expect(segments.length, 'segments listed').to.equal(count);
@@ -46,7 +48,7 @@ async function listenThrough(entry: App, stageId: string, dir: TempDir, count = 
   fs.mkdirSync(local, { recursive: true });
   for (const uri of new Set(segments.flatMap((s) => [s.uri, ...(s.map ? [s.map] : [])]))) {
     const r = await fetch(`${base}${uri}`);
-    expect(r.status, `${uri} through ${entry.url}`).to.equal(200);
+    expect(r.status, `${uri} through ${entryUrl}`).to.equal(200);
     fs.writeFileSync(path.join(local, uri), Buffer.from(await r.arrayBuffer()));
   }
   return decodeToPcm(segmentsInput(local, segments));
@@ -63,6 +65,9 @@ describe('cluster: three nodes through Redis (in one process)', function () {
   let browser: Browser | null = null;
   /** Stages on air in this file, with the node that serves each. */
   const onAir = new Map<string, App>();
+  /** The tone each spread stage carries. */
+  const tones = new Map<string, number>();
+  let nginx: Nginx | null = null;
 
   const ownerOf = (stageId: string): App[] => nodes.filter((n) => n.registry.get(stageId)?.onAir);
 
@@ -80,7 +85,6 @@ describe('cluster: three nodes through Redis (in one process)', function () {
           DATABASE_URL: pg.url,
           NODE_ID: `node-${i}`,
           PGLITE_DIR: '',
-          TLS: 'off',
           MEDIASOUP_WORKERS: '1',
           RTC_MIN_PORT: String(41000 + i * 1000),
           RTC_MAX_PORT: String(41000 + i * 1000 + 999),
@@ -93,6 +97,7 @@ describe('cluster: three nodes through Redis (in one process)', function () {
   });
 
   after(async () => {
+    await nginx?.stop();
     await browser?.close();
     await Promise.all(senders.map((s) => s.stop()));
     await Promise.all(nodes.map((n) => n.close()));
@@ -140,6 +145,7 @@ describe('cluster: three nodes through Redis (in one process)', function () {
       const sender = await SyntheticPerformer.start(stage.router, freqs[i]!);
       senders.push(sender);
       await stage.broadcast!.mixer.attach(`tone-${freqs[i]}`, sender.producer, `Tone ${freqs[i]}`);
+      tones.set(id, freqs[i]!);
     }
     await sleep(5000);
     for (const [i, id] of ids.entries()) {
@@ -150,6 +156,26 @@ describe('cluster: three nodes through Redis (in one process)', function () {
     }
     const list = await nodesOf(entry);
     expect(list.nodes.map((n) => n.onAir), 'each node reports its two stages on air').to.deep.equal([2, 2, 2]);
+  });
+
+  it("one public address through Debian's nginx (infra/nginx/cluster.conf, requests spread over the nodes): each stage plays there with its own tone, whichever node serves it, and its links point there", async () => {
+    const tls = nodes[0]!.config.tls;
+    if (tls.mode !== 'self-signed') throw new Error('the test nodes make their certificate');
+    nginx = await startClusterNginx({ nodePorts: nodes.map((n) => n.port), tlsDir: tls.dir });
+    for (const [id, freq] of tones) {
+      const pcm = await listenThrough(nginx.httpUrl, id, tmp);
+      const own = toneDb(pcm, freq);
+      expect(own, `${freq} Hz on ${id} through nginx`).to.be.greaterThan(-30);
+      for (const other of [...tones.values()].filter((f) => f !== freq)) expect(toneDb(pcm, other), `no ${other} Hz on ${id}`).to.be.lessThan(own - 30);
+      const view = await fetch(`${nginx.httpUrl}/api/stages/${id}`);
+      expect(view.status).to.equal(200);
+      const body = (await view.json()) as { hlsUrl: string; listenUrl: string; status: string };
+      expect(body.status).to.equal('live');
+      expect(body.hlsUrl, 'the HLS URL is the public one').to.equal(`${nginx.httpUrl}/live/${id}/index.m3u8`);
+    }
+    // The requests were spread: every node answered some of them (its access log names the upstream).
+    const log = fs.readFileSync(path.join(path.dirname(nginx.conf.match(/access_log (\S+) main;/)![1]!), 'access.log'), 'utf8');
+    for (const n of nodes) expect(log, `requests sent to node on port ${n.port}`).to.include(`up=127.0.0.1:${n.port}`);
   });
 
   it('a browser performer opening a stage on a node that does not serve it is moved to the owner by the page and heard in the mix', async () => {

@@ -389,6 +389,52 @@ describe('deployment files (docker-compose.yml, infra/Dockerfile, infra/nginx/ng
     });
   });
 
+  describe("docker-compose.yml's cluster profile and infra/nginx/cluster.conf", () => {
+    const clusterNodes = ['node-1', 'node-2'];
+    const clusterConf = fs.readFileSync(path.join(ROOT, 'infra', 'nginx', 'cluster.conf'), 'utf8');
+    const nodeEnv = (name: string) => Object.fromEntries(Object.entries(envOf(svc(name), name)).map(([k, v]) => [k, interpolate(v)]));
+
+    it('adds redis, two nodes and their nginx, only under the profile, and the nodes share postgres and the bucket', () => {
+      for (const name of ['redis', ...clusterNodes, 'nginx-cluster']) expect(svc(name).profiles, name).to.deep.equal(['cluster']);
+      for (const name of ['app', 'postgres', 'minio', 'nginx']) expect(svc(name).profiles, name).to.equal(undefined);
+      const configs = clusterNodes.map((n) => loadConfig(nodeEnv(n)));
+      for (const c of configs) {
+        expect(c.cluster, 'cluster mode').to.not.equal(null);
+        expect(new URL(c.cluster!.redisUrl).hostname).to.equal('redis');
+        expect(c.db).to.deep.equal(config.db);
+        expect(c.archive).to.deep.equal(config.archive);
+      }
+      expect(new Set(configs.map((c) => c.cluster!.nodeId)).size, 'distinct NODE_IDs').to.equal(2);
+      expect(new Set(configs.map((c) => c.cluster!.publicUrl)).size, 'distinct NODE_PUBLIC_URLs').to.equal(2);
+    });
+
+    it('gives each node its own published port (its NODE_PUBLIC_URL), RTC port range, CDN folder, spool and journal', () => {
+      const ranges = clusterNodes.map((n) => loadConfig(nodeEnv(n)).mediasoup);
+      expect(ranges[0]!.rtcMaxPort < ranges[1]!.rtcMinPort || ranges[1]!.rtcMaxPort < ranges[0]!.rtcMinPort, 'RTC ranges do not overlap').to.equal(true);
+      const appRange = config.mediasoup;
+      for (const r of ranges) expect(r.rtcMaxPort < appRange.rtcMinPort || appRange.rtcMaxPort < r.rtcMinPort, 'nor the app').to.equal(true);
+      const volumes = clusterNodes.map((n) => mountsOf(svc(n), n).map((v) => v.source));
+      expect(volumes[0]!.filter((v) => volumes[1]!.includes(v)), 'no volume shared by the nodes').to.deep.equal([]);
+      for (const n of clusterNodes) {
+        const c = loadConfig(nodeEnv(n));
+        const published = portsOf(svc(n), n).find((p) => p.protocol === 'tcp' && p.container[0] === c.http.port);
+        expect(published, `${n} publishes its HTTP port`).to.not.equal(undefined);
+        expect(Number(new URL(c.cluster!.publicUrl!).port)).to.equal(published!.host[0]);
+      }
+    });
+
+    it('nginx-cluster mounts cluster.conf, whose upstream names every node on its port, with websocket upgrades', () => {
+      expect(mountsOf(svc('nginx-cluster'), 'nginx-cluster').map((v) => `${v.source}:${v.target}`)).to.include('./infra/nginx/cluster.conf:/etc/nginx/nginx.conf');
+      const upstream = /upstream\s+stage_radio_nodes\s*\{([^}]*)\}/.exec(clusterConf)?.[1] ?? '';
+      const servers = [...upstream.matchAll(/server\s+([\w-]+):(\d+)/g)].map((m) => ({ host: m[1], port: Number(m[2]) }));
+      expect(servers.map((x) => x.host)).to.deep.equal(clusterNodes);
+      for (const x of servers) expect(x.port).to.equal(loadConfig(nodeEnv(x.host!)).http.port);
+      const socketIo = /location\s+\/socket\.io\/\s*\{([^}]*)\}/.exec(clusterConf)?.[1] ?? '';
+      expect(socketIo).to.match(/proxy_set_header\s+Upgrade\s+\$http_upgrade\s*;/);
+      expect(socketIo).to.match(/proxy_pass\s+http:\/\/stage_radio_nodes\s*;/);
+    });
+  });
+
   describe('infra/nginx/nginx.conf', () => {
     it('proxies to the app service on its port, including websocket upgrades for /socket.io/', () => {
       const targets = [...nginxConf.matchAll(/(?:proxy_pass|set\s+\$\w+)\s+(https?:\/\/[^\s;]+)\s*;/g)].map((m) => new URL(m[1] ?? ''));

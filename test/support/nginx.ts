@@ -56,10 +56,43 @@ export function fillConf(text: string, opts: { cdnDir: string; appPort: number; 
   return out;
 }
 
+export const NGINX_CLUSTER_CONF = path.resolve(import.meta.dirname, '../../infra/nginx/cluster.conf');
+
+/** infra/nginx/cluster.conf with this test's node addresses (in place of its two example nodes), ports and paths. */
+export function fillClusterConf(text: string, opts: { nodePorts: number[]; tlsDir: string; httpPort: number; httpsPort: number; dir: string }): string {
+  const servers = opts.nodePorts.map((p) => `        server 127.0.0.1:${p} max_fails=1 fail_timeout=10s;`).join('\n');
+  const rules: [RegExp, string, number][] = [
+    [/^user nginx;$/m, os.userInfo().uid === 0 ? 'user root;' : '# user: the test\'s own', 1],
+    [/^pid \/var\/run\/nginx\.pid;$/m, `pid ${opts.dir}/nginx.pid;`, 1],
+    [/^error_log \/var\/log\/nginx\/error\.log warn;$/m, `error_log ${opts.dir}/error.log warn;`, 1],
+    [/access_log \/var\/log\/nginx\/access\.log main;/, `access_log ${opts.dir}/access.log main;`, 1],
+    [/^ {8}server node-1:8080 [^\n]*\n {8}server node-2:8080 [^\n]*$/m, servers, 1],
+    [/listen 80;/, `listen 127.0.0.1:${opts.httpPort};`, 1],
+    [/listen 443 ssl;/, `listen 127.0.0.1:${opts.httpsPort} ssl;`, 1],
+    [/\/etc\/nginx\/tls\//g, `${opts.tlsDir}/`, 2],
+  ];
+  let out = text;
+  for (const [re, replacement, times] of rules) {
+    const n = [...out.matchAll(new RegExp(re.source, re.flags.includes('g') ? re.flags : `${re.flags}g`))].length;
+    if (n !== times) throw new Error(`cluster.conf: expected ${times} of ${re} , found ${n}`);
+    out = out.replace(re, replacement);
+  }
+  return out;
+}
+
 export async function startNginx(opts: { cdnDir: string; appPort: number; tlsDir: string }): Promise<Nginx> {
+  return runNginx((ports) => fillConf(fs.readFileSync(NGINX_CONF, 'utf8'), { ...opts, ...ports }));
+}
+
+/** Debian's nginx running infra/nginx/cluster.conf in front of these nodes. */
+export async function startClusterNginx(opts: { nodePorts: number[]; tlsDir: string }): Promise<Nginx> {
+  return runNginx((ports) => fillClusterConf(fs.readFileSync(NGINX_CLUSTER_CONF, 'utf8'), { ...opts, ...ports }));
+}
+
+async function runNginx(make: (ports: { httpPort: number; httpsPort: number; dir: string }) => string): Promise<Nginx> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stage-radio-nginx-'));
   const [httpPort, httpsPort] = [await freePort(), await freePort()];
-  const conf = fillConf(fs.readFileSync(NGINX_CONF, 'utf8'), { ...opts, httpPort, httpsPort, dir });
+  const conf = make({ httpPort, httpsPort, dir });
   const confFile = path.join(dir, 'nginx.conf');
   fs.writeFileSync(confFile, conf);
   const args = ['-p', `${dir}/`, '-c', confFile, '-e', path.join(dir, 'error.log')];

@@ -28,6 +28,24 @@ describe('live playlist', () => {
     ended: false,
   };
 
+  it('a first segment after a discontinuity keeps its DISCONTINUITY (its number is the header plus one, as for players that saw it listed later)', () => {
+    const text = renderLivePlaylist(
+      { ...state, segments: state.segments.slice(2), discontinuitySequence: 2, dateRanges: [] },
+      { targetDuration: 1, partTarget: null, partHoldBack: 0.6, partsForSegments: 2 },
+    );
+    const lines = text.split('\n');
+    expect(lines.slice(lines.indexOf('#EXT-X-MEDIA-SEQUENCE:9'), lines.indexOf('seg_00009.m4s') + 1)).to.deep.equal([
+      '#EXT-X-MEDIA-SEQUENCE:9',
+      '#EXT-X-DISCONTINUITY-SEQUENCE:2',
+      '#EXT-X-INDEPENDENT-SEGMENTS',
+      '#EXT-X-DISCONTINUITY',
+      '#EXT-X-MAP:URI="init_1.mp4"',
+      '#EXT-X-PROGRAM-DATE-TIME:2030-01-01T00:00:08.640Z',
+      '#EXTINF:0.96,',
+      'seg_00009.m4s',
+    ]);
+  });
+
   it('LL-HLS: server control, part target, parts of the last segments, the segment being made (undated), a preload hint', () => {
     expect(renderLivePlaylist(state, { targetDuration: 1, partTarget: 0.2, partHoldBack: 0.6, partsForSegments: 2 })).to.equal(
       [

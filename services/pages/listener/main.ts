@@ -294,6 +294,48 @@ function update(): void {
   else setState('offair', stage.status === 'live' ? t('listener.onAirPressPlay') : t('listener.offAir'));
 }
 
+const NODES_KEY = `stage-radio:nodes:${stageId}`;
+/** Polls that must fail in a row (a second apart) before the page tries another node of the cluster. */
+const FAILOVER_AFTER = 2;
+let unreachable = 0;
+{
+  // Nodes the page came through knew of: kept until this node's own subscribe answers with its list.
+  const params = new URLSearchParams(location.search);
+  const carried = params.get('nodes');
+  if (carried !== null) {
+    sessionStorage.setItem(NODES_KEY, JSON.stringify(carried.split(' ').filter(Boolean)));
+    params.delete('nodes');
+    const rest = params.toString();
+    history.replaceState(null, '', `${location.pathname}${rest ? `?${rest}` : ''}${location.hash}`);
+  }
+}
+
+/** Cluster mode: this node stopped answering; the page reopens itself on another one it knows of (none: false). */
+function failOver(): boolean {
+  let nodes: string[] = [];
+  try {
+    nodes = (JSON.parse(sessionStorage.getItem(NODES_KEY) ?? '[]') as unknown[]).filter((n): n is string => typeof n === 'string');
+  } catch {
+    return false;
+  }
+  const origin = (n: string): string | null => {
+    try {
+      return new URL(n).origin;
+    } catch {
+      return null;
+    }
+  };
+  const next = nodes.find((n) => origin(n) !== null && origin(n) !== location.origin);
+  if (!next) return false;
+  const target = new URL(location.pathname + location.search + location.hash, next);
+  const rest = nodes.filter((n) => n !== next);
+  if (rest.length > 0) target.searchParams.set('nodes', rest.join(' '));
+  stopEverything();
+  ui.status.textContent = t('listener.movingNode');
+  location.replace(target.toString());
+  return true;
+}
+
 async function poll(): Promise<void> {
   pollTimer = null;
   try {
@@ -301,13 +343,17 @@ async function poll(): Promise<void> {
     if (res.status === 404 || res.status === 400) return fail(t('listener.noStage'));
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
     const view = (await res.json()) as StageView;
+    unreachable = 0;
     stage = view;
     showStage(view);
     update();
   } catch {
+    unreachable++;
+    if (unreachable >= FAILOVER_AFTER && navigator.onLine && failOver()) return;
     if (!stage) ui.status.textContent = t('listener.noServer');
   }
-  if (state !== 'error' && state !== 'ended') pollTimer = window.setTimeout(() => void poll(), POLL_MS);
+  // After a failure, sooner: a node that stopped answering is left within seconds (cluster mode).
+  if (state !== 'error' && state !== 'ended') pollTimer = window.setTimeout(() => void poll(), unreachable > 0 ? 1_000 : POLL_MS);
 }
 
 audio.addEventListener('playing', () => {
@@ -648,6 +694,7 @@ async function subscribe(): Promise<void> {
     return;
   }
   const { data } = res;
+  if (data.nodes) sessionStorage.setItem(NODES_KEY, JSON.stringify(data.nodes));
   if (broadcastId !== null && data.broadcastId !== broadcastId) {
     // Another broadcast: the previous one's events are not this stream's.
     events.clear();

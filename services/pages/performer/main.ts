@@ -111,11 +111,50 @@ class RequestFailed extends Error {
   }
 }
 
+const NODES_KEY = `stage-radio:nodes:${stageId}`;
+/** The node this page came from when it fled one that stopped answering: not to be sent back there at once. */
+const fledFrom = new URLSearchParams(location.search).get('from');
+/** Connection attempts that must fail in a row before the page tries another node of the cluster. */
+const FAILOVER_AFTER = 3;
+let unreachable = 0;
+
+function sameOrigin(url: string, origin: string | null): boolean {
+  try {
+    return origin !== null && new URL(url).origin === origin;
+  } catch {
+    return false;
+  }
+}
+
+/** Reopens the page on the next other node this tab knows of (none: false). */
+function failOver(): boolean {
+  let nodes: string[] = [];
+  try {
+    nodes = (JSON.parse(sessionStorage.getItem(NODES_KEY) ?? '[]') as unknown[]).filter((n): n is string => typeof n === 'string');
+  } catch {
+    return false;
+  }
+  const next = nodes.find((n) => {
+    try {
+      return new URL(n).origin !== location.origin;
+    } catch {
+      return false;
+    }
+  });
+  if (!next) return false;
+  // The list goes along (minus the node being left), in the address: another origin has its own storage.
+  const rest = nodes.filter((n) => n !== next);
+  if (!followOwner(next, rest)) return false;
+  wantOnStage = false;
+  endSession();
+  return true;
+}
+
 /**
  * Cluster mode: this stage is served by another node. The page moves there and joins at once (`join=1`), carrying the
  * name (the other node is another origin: this one's storage does not go with it).
  */
-function followOwner(ownerUrl: string): boolean {
+function followOwner(ownerUrl: string, nodes: string[] = []): boolean {
   let target: URL;
   try {
     target = new URL(location.pathname + location.search + location.hash, ownerUrl);
@@ -124,6 +163,8 @@ function followOwner(ownerUrl: string): boolean {
   }
   if (!/^https?:$/.test(target.protocol) || target.origin === location.origin) return false;
   target.searchParams.set('join', '1');
+  if (nodes.length > 0) target.searchParams.set('nodes', nodes.join(' '));
+  target.searchParams.set('from', location.origin);
   const name = ui.name.value.trim();
   if (name) target.searchParams.set('name', name);
   setState('joining', t('performer.movingToOwner'));
@@ -578,6 +619,8 @@ async function joinOnce(my: number): Promise<void> {
   const joined = await request('join', { stageId, key, displayName: ui.name.value.trim(), ...(resume ? { resume } : {}) });
   // The next join (a reload of this tab, a lost connection, a replaced media server) continues as this performer.
   sessionStorage.setItem(RESUME_KEY, joined.resumeToken);
+  // Cluster mode: where to go if this node stops answering (the list as of this join).
+  if (joined.nodes) sessionStorage.setItem(NODES_KEY, JSON.stringify(joined.nodes));
   document.body.dataset['resumed'] = String(joined.resumed);
   if (my !== session) {
     // Torn down while the join was answered: the server must not keep this performer.
@@ -728,6 +771,12 @@ async function join(): Promise<void> {
     if (my !== session || err instanceof Superseded) return; // whoever tore the session down takes care of what is next
     const code = err instanceof RequestFailed ? err.code : 'ERROR';
     const message = err instanceof Error ? err.message : String(err);
+    if (err instanceof RequestFailed && code === 'WRONG_NODE' && sameOrigin(err.ownerUrl, fledFrom)) {
+      // The cluster still names the node this page left (it stopped answering a moment ago): its stages move within
+      // seconds (docs/cluster.md); ask again here.
+      recover(t('performer.stageMoving'), false, 2000);
+      return;
+    }
     if (err instanceof RequestFailed && code === 'WRONG_NODE' && followOwner(err.ownerUrl)) {
       wantOnStage = false;
       endSession();
@@ -816,9 +865,14 @@ socket.on('disconnect', (reason) => {
 });
 socket.on('connect_error', () => {
   connecting = false;
+  unreachable++;
+  // Cluster mode: this node has stopped answering and others are known: the page moves to one, which serves the
+  // stage or sends it on to the node that does (a stage whose node died moves within seconds).
+  if (wantOnStage && unreachable >= FAILOVER_AFTER && navigator.onLine && failOver()) return;
   if (wantOnStage) recover('cannot reach the server');
 });
 socket.on('connect', () => {
+  unreachable = 0;
   connecting = false;
   if (wantOnStage) void join();
 });
@@ -850,6 +904,11 @@ if (sessionStorage.getItem(RESUME_KEY) && ui.name.value.trim()) startJoin();
 // Sent here from another node of the cluster after pressing Join there: join at once.
 else if (params.get('join') === '1' && ui.name.value.trim()) {
   params.delete('join');
+  // Nodes the page came through knew of: kept until this node's own join answers with its list.
+  const carried = params.get('nodes');
+  if (carried) sessionStorage.setItem(NODES_KEY, JSON.stringify(carried.split(' ').filter(Boolean)));
+  params.delete('nodes');
+  params.delete('from');
   history.replaceState(null, '', `${location.pathname}?${params.toString()}${location.hash}`);
   startJoin();
 }
