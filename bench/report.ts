@@ -23,6 +23,8 @@ export interface BenchResults {
   llCost: PairCost | null;
   /** The mixer's one pipe (MIX_INPUT=ogg) against its RTP sockets (rtp), side by side. */
   pipeCost: PairCost | null;
+  /** A node in cluster mode (Redis) against a single node, both on one PostgreSQL, side by side. */
+  clusterCost: PairCost | null;
   archive: ArchiveBenchResult[] | null;
   /** What could not be measured, by measure. */
   errors: Record<string, string>;
@@ -260,6 +262,19 @@ export function tableRows(r: BenchResults): Row[] {
       `median of ${p.windows.length} windows of ${p.windowSeconds} s: one pipe (MIX_INPUT=ogg) ${f3(p.aCoresPerStage)} (Node ${f3(p.aSplit.node)}, mediasoup ${f3(p.aSplit.mediasoup)}, FFmpeg ${f3(p.aSplit.ffmpeg)}), ` +
         `RTP sockets (MIX_INPUT=rtp) ${f3(p.bCoresPerStage)} (Node ${f3(p.bSplit.node)}, mediasoup ${f3(p.bSplit.mediasoup)}, FFmpeg ${f3(p.bSplit.ffmpeg)}) cores per stage; ` +
         `ratios ${p.windows.map((x) => x.ratio.toFixed(3)).join(', ')}; FFmpeg restarts ${p.ffmpegRestarts.a} and ${p.ffmpegRestarts.b}`,
+    ]);
+  }
+  if (r.clusterCost) {
+    const k = r.clusterCost;
+    rows.push([
+      `CPU per stage, a cluster node (REDIS_URL) / a single node, side by side (${k.stages} stages each, one PostgreSQL)`,
+      `${k.ratio.toFixed(3)}×`,
+      '—',
+      met(null),
+      `median of ${k.windows.length} windows of ${k.windowSeconds} s: cluster node ${f3(k.aCoresPerStage)} (Node ${f3(k.aSplit.node)}, mediasoup ${f3(k.aSplit.mediasoup)}, FFmpeg ${f3(k.aSplit.ffmpeg)}), ` +
+        `single node ${f3(k.bCoresPerStage)} (Node ${f3(k.bSplit.node)}, mediasoup ${f3(k.bSplit.mediasoup)}, FFmpeg ${f3(k.bSplit.ffmpeg)}) cores per stage: ` +
+        `cluster mode costs ${f3(k.aCoresPerStage - k.bCoresPerStage)} cores per stage (heartbeats, lease renewals, the orphan sweep); ` +
+        `ratios ${k.windows.map((x) => x.ratio.toFixed(3)).join(', ')}; FFmpeg restarts ${k.ffmpegRestarts.a} and ${k.ffmpegRestarts.b}`,
     ]);
   }
   for (const a of r.archive ?? []) {

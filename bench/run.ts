@@ -21,6 +21,9 @@ import { benchBaseline, benchCost, onAirStage, PERFORMER_TONES } from './cost.ts
 import { benchIngestLatency, benchOnAirLatency, MARKER_HZ, MARKER_SECONDS } from './latency.ts';
 import { benchHeldReloads } from './llhls.ts';
 import { benchPair } from './pair.ts';
+import { startPostgres } from '../test/support/postgres.ts';
+import { startRedis } from '../test/support/redis.ts';
+import pg from 'pg';
 import { benchOrigin } from './origin.ts';
 import { costSvg, markdownTable, tableRows, type BenchResults } from './report.ts';
 import { RtpSender } from './sender.ts';
@@ -61,7 +64,7 @@ const machine = {
 
 const started = new Date();
 const phases: Record<string, number> = {};
-const results: BenchResults = { sound: null, cost: null, baseline: null, ingest: null, onAir: null, browser: null, pages: null, origin: null, held: null, llCost: null, pipeCost: null, archive: null, errors: {} };
+const results: BenchResults = { sound: null, cost: null, baseline: null, ingest: null, onAir: null, browser: null, pages: null, origin: null, held: null, llCost: null, pipeCost: null, clusterCost: null, archive: null, errors: {} };
 
 /** Runs one measure; a failure is reported in the table, and the other measures go on. */
 async function measure<T>(name: string, fn: () => Promise<T>): Promise<T | null> {
@@ -183,6 +186,33 @@ try {
   results.pipeCost = await measure('mixer input: pipe / RTP', () =>
     benchPair({ a: { label: 'one pipe', env: { MIX_INPUT: 'ogg' } }, b: { label: 'RTP sockets', env: { MIX_INPUT: 'rtp' } }, stages: plan.llStages, warmupSeconds: plan.warmup, windowSeconds: plan.window, windows: plan.llWindows, log }),
   );
+  // (7) Cluster mode's own cost: a node with REDIS_URL (alone in its cluster: heartbeats, lease renewals, the orphan
+  // sweep) against a single node, both on one real PostgreSQL (the cluster needs one), the same way.
+  results.clusterCost = await measure('cluster node / single node', async () => {
+    const redis = await startRedis();
+    const pgs = await startPostgres();
+    try {
+      // One server, a database each: a single node ends, at its start, every broadcast its database says is live.
+      const client = new pg.Client({ connectionString: pgs.url });
+      await client.connect();
+      await client.query('create database single_node');
+      await client.end();
+      const singleUrl = new URL(pgs.url);
+      singleUrl.pathname = '/single_node';
+      return await benchPair({
+        a: { label: 'cluster node', env: { DATABASE_URL: pgs.url, REDIS_URL: redis.url, NODE_ID: 'bench-node' } },
+        b: { label: 'single node', env: { DATABASE_URL: singleUrl.toString() } },
+        stages: plan.llStages,
+        warmupSeconds: plan.warmup,
+        windowSeconds: plan.window,
+        windows: plan.llWindows,
+        log,
+      });
+    } finally {
+      await pgs.stop();
+      await redis.close();
+    }
+  });
 } finally {
   archive.child?.stop();
   await app?.close().catch(() => undefined);

@@ -29,7 +29,7 @@ import { WorkerPool } from './sfu/workerPool.ts';
 import { ListenerSignaling } from './signaling/listeners.ts';
 import { CallDesk, storedRates } from './calls/desk.ts';
 import { Cluster } from './cluster/cluster.ts';
-import { Forwarder } from './cluster/forward.ts';
+import { FORWARDED_HEADER, Forwarder, verifyForwarded } from './cluster/forward.ts';
 import { OrphanSweep } from './cluster/orphans.ts';
 import { latestBroadcastNode } from './broadcast/takeover.ts';
 import { StageRepo } from './db/repositories.ts';
@@ -151,7 +151,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       : null;
     if (cluster) cleanups.push(() => cluster.close());
     if (cluster) admission.on('draining', () => void cluster.beatNow());
-    const forwarder = cluster ? new Forwarder(cluster.nodeId, log) : null;
+    const forwarder = cluster ? new Forwarder(cluster.nodeId, config.adminToken, log) : null;
     if (forwarder) cleanups.push(() => forwarder.close());
 
     const orphaned = await endOrphanedBroadcasts(
@@ -248,7 +248,14 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     const sessions = new SessionRecorder({ registry, writes });
     cleanups.push(() => sessions.close());
     const stages = new StageCatalog({ db, registry, admission, links, log });
-    const whip = new WhipIngest({ registry, stages, admission, settings: { rtpTimeoutMs: config.whip.rtpTimeoutMs, attemptsPerMinute: config.rateLimits.joinPerMinute }, log });
+    const whip = new WhipIngest({
+      registry,
+      stages,
+      admission,
+      settings: { rtpTimeoutMs: config.whip.rtpTimeoutMs, attemptsPerMinute: config.rateLimits.joinPerMinute },
+      log,
+      sharedLimits: cluster?.buckets ?? null,
+    });
     cleanups.push(() => whip.close());
     const onAir = new OnAir({ catalog: stages, registry, admission, db });
 
@@ -303,16 +310,18 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
                 const owner = place ? await cluster.place(stageId) : await cluster.owner(stageId);
                 return owner && owner.id !== cluster.nodeId ? owner.url : null;
               },
-              forward: (req, res, url) => forwarder.forward(req, res, url),
+              forward: (req, res, url, client) => forwarder.forward(req, res, url, client),
+              forwardedFor: (req) => verifyForwarded(config.adminToken, req.headers[FORWARDED_HEADER] as string | undefined, req.method ?? 'GET', req.url ?? '/'),
             }
           : null,
+      sharedLimits: cluster?.buckets ?? null,
       dbBacklog: () => writes.pending,
       problems: () => problems.list(),
     });
     const server = http.createServer(web.listener);
     server.keepAliveTimeout = 65_000;
     const otherNodes = cluster ? async () => (await cluster.nodes()).filter((n) => n.id !== cluster.nodeId && !n.load.draining).map((n) => n.url) : null;
-    const signaling = new SignalingServer({ httpServer: server, registry, stages, onAir, timeline, admission, calls, log, joinsPerMinute: config.rateLimits.joinPerMinute, otherNodes });
+    const signaling = new SignalingServer({ httpServer: server, registry, stages, onAir, timeline, admission, calls, log, joinsPerMinute: config.rateLimits.joinPerMinute, otherNodes, sharedLimits: cluster?.buckets ?? null });
     const listeners = new ListenerSignaling({ io: signaling.io, stages, registry, timeline, calls, log, otherNodes });
     io = signaling.io;
     admin = new AdminService({ io: signaling.io, adminToken: config.adminToken, pool, registry, stages, onAir, archiver, metrics, problems, calls, log });

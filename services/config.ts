@@ -99,6 +99,9 @@ export const ENV_SCHEMA = z
       ctx.addIssue({ code: 'custom', path: [env.TLS_CERT_FILE === undefined ? 'TLS_CERT_FILE' : 'TLS_KEY_FILE'], message: 'is required when the other TLS_*_FILE is set' });
     }
     const s3Set = [env.S3_ENDPOINT, env.S3_ACCESS_KEY_ID, env.S3_SECRET_ACCESS_KEY].some((v) => v !== undefined);
+    if (env.REDIS_URL !== undefined && env.ADMIN_TOKEN === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['ADMIN_TOKEN'], message: 'is required with REDIS_URL: the nodes of a cluster share it (it also signs the requests they pass on to each other)' });
+    }
     if (env.REDIS_URL !== undefined && env.DATABASE_URL === undefined) {
       ctx.addIssue({ code: 'custom', path: ['DATABASE_URL'], message: 'is required with REDIS_URL: the nodes of a cluster share one PostgreSQL (the embedded PGlite is one process\'s own)' });
     }

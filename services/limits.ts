@@ -65,14 +65,47 @@ export class RateLimiter {
   }
 }
 
+/**
+ * Token buckets kept outside this process (cluster mode: Redis, services/cluster/limits.ts), so that every node draws
+ * on the same budget. take() answers 0 when a token was taken, else the whole seconds to wait.
+ */
+export interface SharedBuckets {
+  take(key: string, capacity: number, perSecond: number): Promise<number>;
+}
+
 /** Per client address and per stage together: the stage allows `stageFactor` times the address's rate. */
 export class KeyedLimits {
   readonly byAddress: RateLimiter;
   readonly byStage: RateLimiter;
+  readonly #perMinute: number;
+  readonly #stageFactor: number;
+  readonly #shared: { buckets: SharedBuckets; name: string } | null;
 
-  constructor(perMinute: number, stageFactor = 2) {
+  /**
+   * `shared` (cluster mode): the budget is the cluster's, in those buckets under `name`; while they cannot be reached,
+   * this process's own buckets stand in.
+   */
+  constructor(perMinute: number, stageFactor = 2, shared: { buckets: SharedBuckets; name: string } | null = null) {
+    this.#perMinute = perMinute;
+    this.#stageFactor = stageFactor;
+    this.#shared = shared;
     this.byAddress = new RateLimiter({ capacity: perMinute, perSecond: perMinute / 60 });
     this.byStage = new RateLimiter({ capacity: perMinute * stageFactor, perSecond: (perMinute * stageFactor) / 60 });
+  }
+
+  /** As take(), from the shared buckets when there are some (the cluster's budget), else this process's. */
+  async takeShared(address: string, stageId: string | null): Promise<number> {
+    const shared = this.#shared;
+    if (!shared) return this.take(address, stageId);
+    const perMinute = this.#perMinute;
+    const stagePerMinute = perMinute * this.#stageFactor;
+    try {
+      const wait = await shared.buckets.take(`${shared.name}:a:${address}`, perMinute, perMinute / 60);
+      if (wait > 0 || stageId === null) return wait;
+      return await shared.buckets.take(`${shared.name}:s:${stageId}`, stagePerMinute, stagePerMinute / 60);
+    } catch {
+      return this.take(address, stageId);
+    }
   }
 
   /**

@@ -11,7 +11,9 @@
 import { EventEmitter } from 'node:events';
 import { Redis } from 'ioredis';
 import { RequestError, WrongNodeError } from '../errors.ts';
+import type { SharedBuckets } from '../limits.ts';
 import type { Logger } from '../logger.ts';
+import { RedisBuckets } from './limits.ts';
 
 /** A node writes its heartbeat this often. */
 export const HEARTBEAT_MS = 1000;
@@ -164,6 +166,13 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   get redisUpMs(): number {
     return this.#readySince === null ? 0 : performance.now() - this.#readySince;
   }
+
+  /** Rate-limit buckets every node shares (in this node's Redis connection). */
+  get buckets(): SharedBuckets {
+    return (this.#buckets ??= new RedisBuckets(this.#redis));
+  }
+
+  #buckets: SharedBuckets | null = null;
 
   /** The id of the node whose lease the stage has, live or not (null: none). */
   holder(stageId: string): Promise<string | null> {

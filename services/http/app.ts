@@ -10,7 +10,7 @@ import type { OnAir } from '../broadcast/onAir.ts';
 import type { Db } from '../db/db.ts';
 import { isDbUnavailable } from '../db/writeBehind.ts';
 import { RequestError } from '../errors.ts';
-import { KeyedLimits } from '../limits.ts';
+import { KeyedLimits, type SharedBuckets } from '../limits.ts';
 import type { Logger } from '../logger.ts';
 import type { AppMetrics } from '../ops/metrics.ts';
 import { pickEncoding, type Encoded, type PageBundle } from '../pages/bundle.ts';
@@ -70,6 +70,8 @@ export interface HttpDeps {
   liveCache?: LiveFileCache;
   /** The nodes of the service (GET /api/nodes). */
   nodes: () => Promise<NodeList>;
+  /** Cluster mode: the rate limits' buckets, shared by every node. */
+  sharedLimits?: SharedBuckets | null;
   /** Cluster mode: requests about stages other nodes serve are passed on to them. */
   cluster?: ClusterRouting | null;
   /** The live HLS writer of a stage on air: LL-HLS blocking playlist reloads and preload-hinted parts wait on it. */
@@ -147,7 +149,7 @@ export function createHttpApp(deps: HttpDeps): express.Express {
     next();
   });
   // Before the body is read: a flood costs no parsing.
-  api.use(writeLimits(new KeyedLimits(deps.writesPerMinute ?? 120)));
+  api.use(writeLimits(new KeyedLimits(deps.writesPerMinute ?? 120, 2, deps.sharedLimits ? { buckets: deps.sharedLimits, name: 'write' } : null)));
   api.use(express.json({ limit: MAX_BODY, strict: true }));
 
   api.get(

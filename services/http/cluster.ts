@@ -10,16 +10,23 @@ import { stageIdSchema } from '../shared/ids.ts';
 export interface ClusterRouting {
   /** The base URL of the node that serves the stage when that is another node (placing it first when `place`), else null. */
   elsewhere(stageId: string, place: boolean): Promise<string | null>;
-  /** Passes the request on to that node and its answer back. */
-  forward(req: IncomingMessage, res: ServerResponse, ownerUrl: string): Promise<void>;
+  /** Passes the request on to that node and its answer back; `client` is the client's address as seen here. */
+  forward(req: IncomingMessage, res: ServerResponse, ownerUrl: string, client: string): Promise<void>;
+  /** The client address of a request another node of the cluster passed on (a valid signature), else null. */
+  forwardedFor(req: IncomingMessage): string | null;
 }
 
 const STAGE_PATH = /^\/(api\/stages|whip|live)\/([^/]+)(\/.*)?$/;
 
 export function clusterRouting(cluster: ClusterRouting): RequestHandler {
   return (req: Request, res: Response, next: NextFunction) => {
-    // Already passed on once: answered here, whatever this node thinks (no loops).
-    if (req.get(FORWARDED_HEADER)) return next();
+    // Passed on by another node: answered here, whatever this node thinks (no loops), and counted against the client's
+    // address (rate limits), not the forwarding node's. A header that does not verify is ignored.
+    const client = req.get(FORWARDED_HEADER) ? cluster.forwardedFor(req) : null;
+    if (client !== null) {
+      Object.defineProperty(req, 'ip', { value: client, configurable: true });
+      return next();
+    }
     const m = STAGE_PATH.exec(req.path);
     if (!m) return next();
     const [, kind, id = '', sub = ''] = m;
@@ -28,7 +35,7 @@ export function clusterRouting(cluster: ClusterRouting): RequestHandler {
     if (kind === 'api/stages' && (sub === '' || sub === '/' || sub.startsWith('/recordings'))) return next();
     const place = req.method === 'POST' && ((kind === 'api/stages' && sub === '/start') || (kind === 'whip' && (sub === '' || sub === '/')));
     cluster.elsewhere(id, place).then(
-      (url) => (url ? cluster.forward(req, res, url) : next()),
+      (url) => (url ? cluster.forward(req, res, url, req.ip ?? req.socket.remoteAddress ?? 'unknown') : next()),
       (err: unknown) => next(err),
     );
   };

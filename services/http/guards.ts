@@ -63,10 +63,11 @@ export function writeLimits(limits: KeyedLimits): RequestHandler {
     if (!WRITE_METHODS.has(req.method)) return next();
     const raw = STAGE_PATH.exec(req.path)?.[1];
     const stage = raw === undefined ? null : stageIdSchema.safeParse(raw);
-    const wait = limits.take(req.ip ?? req.socket.remoteAddress ?? 'unknown', stage?.success ? stage.data : null);
-    if (wait === 0) return next();
-    res.setHeader('Retry-After', String(wait));
-    res.setHeader('Cache-Control', 'no-store');
-    res.status(429).json({ ok: false, error: { code: 'RATE_LIMITED', message: `too many writes; retry in ${wait} s` } });
+    void limits.takeShared(req.ip ?? req.socket.remoteAddress ?? 'unknown', stage?.success ? stage.data : null).then((wait) => {
+      if (wait === 0) return next();
+      res.setHeader('Retry-After', String(wait));
+      res.setHeader('Cache-Control', 'no-store');
+      res.status(429).json({ ok: false, error: { code: 'RATE_LIMITED', message: `too many writes; retry in ${wait} s` } });
+    }, next);
   };
 }

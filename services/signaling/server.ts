@@ -8,7 +8,7 @@ import type { OnAir } from '../broadcast/onAir.ts';
 import { RequestError } from '../errors.ts';
 import { DATA_HEADERS } from '../http/guards.ts';
 import { clientAddress } from '../http/util.ts';
-import { KeyedLimits } from '../limits.ts';
+import { KeyedLimits, type SharedBuckets } from '../limits.ts';
 import type { Logger } from '../logger.ts';
 import type { Performer } from '../sfu/performer.ts';
 import type { StageRegistry } from '../sfu/registry.ts';
@@ -64,6 +64,8 @@ export class SignalingServer {
     joinsPerMinute?: number;
     /** Cluster mode: the other live nodes' URLs, for the pages to try if this node stops answering. */
     otherNodes?: (() => Promise<string[]>) | null;
+    /** Cluster mode: the join limits' buckets, shared by every node. */
+    sharedLimits?: SharedBuckets | null;
   }) {
     this.#otherNodes = args.otherNodes ?? null;
     this.#calls = args.calls;
@@ -74,7 +76,7 @@ export class SignalingServer {
     this.#timeline = args.timeline;
     this.#admission = args.admission;
     this.#log = args.log.child({ component: 'signaling' });
-    this.#joinLimits = new KeyedLimits(args.joinsPerMinute ?? 30);
+    this.#joinLimits = new KeyedLimits(args.joinsPerMinute ?? 30, 2, args.sharedLimits ? { buckets: args.sharedLimits, name: 'join' } : null);
     // maxHttpBufferSize caps WebSocket messages and HTTP long-polling bodies alike (a larger POST gets 413).
     // A connection that vanished without closing (a network switch) is noticed within 20 s, not Socket.IO's default 45 s:
     // until then its performer holds a seat and a mix slot.
@@ -114,7 +116,7 @@ export class SignalingServer {
       join: async ({ stageId, key, displayName, resume }) => {
         this.#admission.assertAccepting();
         // Counted before the key is checked: guessing keys is slowed down as much as flooding joins.
-        const wait = this.#joinLimits.take(address, stageId);
+        const wait = await this.#joinLimits.takeShared(address, stageId);
         if (wait > 0) {
           log.debug('join rate-limited', { stageId, address });
           throw new RequestError('RATE_LIMITED', `too many join attempts; retry in ${wait} s`, wait);

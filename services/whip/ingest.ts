@@ -7,7 +7,7 @@ import crypto from 'node:crypto';
 import type { types as ms } from 'mediasoup';
 import type { Admission } from '../admission.ts';
 import { RequestError } from '../errors.ts';
-import { KeyedLimits } from '../limits.ts';
+import { KeyedLimits, type SharedBuckets } from '../limits.ts';
 import type { Logger } from '../logger.ts';
 import type { Performer } from '../sfu/performer.ts';
 import type { StageRegistry } from '../sfu/registry.ts';
@@ -48,13 +48,21 @@ export class WhipIngest {
   #sweeping = false;
   #closed = false;
 
-  constructor(args: { registry: StageRegistry; stages: StageCatalog; admission: Admission; settings: WhipSettings; log: Logger }) {
+  constructor(args: {
+    registry: StageRegistry;
+    stages: StageCatalog;
+    admission: Admission;
+    settings: WhipSettings;
+    log: Logger;
+    /** Cluster mode: the attempt limits' buckets, shared by every node. */
+    sharedLimits?: SharedBuckets | null;
+  }) {
     this.#registry = args.registry;
     this.#stages = args.stages;
     this.#admission = args.admission;
     this.#settings = args.settings;
     this.#log = args.log.child({ component: 'whip' });
-    this.#limits = new KeyedLimits(args.settings.attemptsPerMinute);
+    this.#limits = new KeyedLimits(args.settings.attemptsPerMinute, 2, args.sharedLimits ? { buckets: args.sharedLimits, name: 'whip' } : null);
     this.#timer = setInterval(() => void this.#sweep(), SWEEP_MS);
   }
 
@@ -91,7 +99,7 @@ export class WhipIngest {
   async publish(args: { stageId: string; key: string; name: string; address: string; offer: string }): Promise<{ resourceId: string; answer: string; performerId: string }> {
     if (this.#closed) throw new RequestError('UNAVAILABLE', 'the server is shutting down');
     this.#admission.assertAccepting();
-    const wait = this.#limits.take(args.address, args.stageId);
+    const wait = await this.#limits.takeShared(args.address, args.stageId);
     if (wait > 0) throw new RequestError('RATE_LIMITED', `too many WHIP attempts; retry in ${wait} s`, wait);
     await this.#stages.authorize(args.stageId, args.key);
     const offer = parseOffer(args.offer);

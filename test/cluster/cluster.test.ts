@@ -178,6 +178,43 @@ describe('cluster: three nodes through Redis (in one process)', function () {
     for (const n of nodes) expect(log, `requests sent to node on port ${n.port}`).to.include(`up=127.0.0.1:${n.port}`);
   });
 
+  it("rate limits are the cluster's: writes spread over the three nodes are limited at one node's budget, each counted against the client's address, also when passed on to the stage's owner", async () => {
+    const budget = nodes[0]!.config.rateLimits.writePerMinute;
+    const client = '203.0.113.77';
+    const headers = { authorization: 'Bearer not-the-token', 'content-type': 'application/json', 'x-forwarded-for': client };
+    const attempts = budget * 3 / 2;
+    const t0 = performance.now();
+    const statuses: number[] = [];
+    for (let i = 0; i < attempts; i++) {
+      const res = await fetch(`${nodes[i % 3]!.url}/api/stages`, { method: 'POST', headers, body: '{"title":"x"}' });
+      statuses.push(res.status);
+      await res.body?.cancel();
+    }
+    const elapsedS = (performance.now() - t0) / 1000;
+    const allowed = statuses.filter((x) => x !== 429).length;
+    // Each node alone would let all of them through (half its budget each); the bucket refills at budget/60 per second.
+    const refill = Math.ceil((elapsedS * budget) / 60);
+    console.log(`      ${attempts} writes over 3 nodes in ${elapsedS.toFixed(1)} s: ${allowed} let through (budget ${budget}, refill in that time ≤ ${refill}), ${statuses.length - allowed} refused with 429`);
+    expect(allowed, 'let through').to.be.at.least(budget);
+    expect(allowed, 'let through').to.be.at.most(budget + refill);
+    expect(statuses.filter((x) => x !== 429 && x !== 401), 'every write let through reached the route (wrong token)').to.deep.equal([]);
+    // A write to a stage another node serves is passed on and counted against its own client, not the passing node.
+    const [stageId, owner] = [...onAir][0]!;
+    const entry = nodes.find((n) => n !== owner)!;
+    const other = await fetch(`${entry.url}/api/stages/${stageId}/events`, {
+      method: 'POST',
+      headers: { ...admin, 'x-forwarded-for': '203.0.113.78' },
+      body: JSON.stringify({ type: 'marker', label: 'passed on' }),
+    });
+    expect(other.status, 'another client, passed on to the owner').to.equal(201);
+    const refused = await fetch(`${entry.url}/api/stages/${stageId}/events`, {
+      method: 'POST',
+      headers: { ...admin, 'x-forwarded-for': client },
+      body: JSON.stringify({ type: 'marker', label: 'over budget' }),
+    });
+    expect(refused.status, 'the client over its budget, passed on to the owner').to.equal(429);
+  });
+
   it('a browser performer opening a stage on a node that does not serve it is moved to the owner by the page and heard in the mix', async () => {
     const stage = await createStage(nodes[0]!, 'Wrong node');
     const r = await post(`${nodes[0]!.url}/api/stages/${stage.id}/start`);

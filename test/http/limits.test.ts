@@ -8,7 +8,7 @@ import { io, type Socket } from 'socket.io-client';
 import type { App } from '../../services/app.ts';
 import type { Ack } from '../../services/shared/errors.ts';
 import { MAX_MESSAGE_BYTES } from '../../services/shared/stage.ts';
-import { RateLimiter } from '../../services/limits.ts';
+import { KeyedLimits, RateLimiter } from '../../services/limits.ts';
 import { clientAddress } from '../../services/http/util.ts';
 import { TEST_ADMIN_TOKEN, createStage, startTestApp } from '../support/app.ts';
 import { TempDir } from '../support/media.ts';
@@ -303,5 +303,29 @@ describe('limits: the rate limiter stays bounded', () => {
     t += 5000;
     expect(limiter.take('fresh', t)).to.equal(true);
     expect(limiter.size).to.equal(1);
+  });
+});
+
+describe('limits: shared buckets (cluster mode)', () => {
+  it("takeShared draws on the shared buckets (the address's, then the stage's), and on this process's own while they fail", async () => {
+    const calls: string[] = [];
+    let failing = false;
+    const buckets = {
+      take: async (key: string, capacity: number, perSecond: number) => {
+        if (failing) throw new Error('Redis is away');
+        calls.push(`${key} ${capacity} ${perSecond.toFixed(2)}`);
+        return key.includes(':a:') ? 0 : 7;
+      },
+    };
+    const limits = new KeyedLimits(60, 2, { buckets, name: 'write' });
+    expect(await limits.takeShared('198.51.100.1', 'stage1'), "the stage's wait").to.equal(7);
+    expect(calls).to.deep.equal(['write:a:198.51.100.1 60 1.00', 'write:s:stage1 120 2.00']);
+    expect(limits.byAddress.size, 'nothing taken locally').to.equal(0);
+    failing = true;
+    expect(await limits.takeShared('198.51.100.1', null), 'local stand-in').to.equal(0);
+    expect(limits.byAddress.size).to.equal(1);
+    const local = new KeyedLimits(1);
+    expect(await local.takeShared('198.51.100.2', null)).to.equal(0);
+    expect(await local.takeShared('198.51.100.2', null), 'no shared buckets: the local limit').to.be.greaterThan(0);
   });
 });

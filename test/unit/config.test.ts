@@ -72,10 +72,11 @@ describe('config', () => {
     expect(loadConfig({ TLS: 'off', TLS_CERT_FILE: 'c.pem', TLS_KEY_FILE: 'k.pem' }).tls).to.deep.equal({ mode: 'off' });
   });
 
-  it('cluster mode: off without REDIS_URL; with it, DATABASE_URL is required, NODE_ID checked or generated, the node URL taken from NODE_PUBLIC_URL, else PUBLIC_URL', () => {
+  it('cluster mode: off without REDIS_URL; with it, DATABASE_URL and ADMIN_TOKEN are required, NODE_ID checked or generated, the node URL taken from NODE_PUBLIC_URL, else PUBLIC_URL', () => {
     expect(loadConfig({}).cluster).to.equal(null);
-    expect(() => loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379' })).to.throw(ConfigError, /DATABASE_URL: is required with REDIS_URL/);
-    const db = { DATABASE_URL: 'postgres://u@db/radio', REDIS_URL: 'redis://127.0.0.1:6379' };
+    expect(() => loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379', ADMIN_TOKEN: 'a'.repeat(32) })).to.throw(ConfigError, /DATABASE_URL: is required with REDIS_URL/);
+    expect(() => loadConfig({ REDIS_URL: 'redis://127.0.0.1:6379', DATABASE_URL: 'postgres://u@db/radio' })).to.throw(ConfigError, /ADMIN_TOKEN: is required with REDIS_URL/);
+    const db = { DATABASE_URL: 'postgres://u@db/radio', REDIS_URL: 'redis://127.0.0.1:6379', ADMIN_TOKEN: 'a'.repeat(32) };
     expect(loadConfig({ ...db, NODE_ID: 'node-a', NODE_PUBLIC_URL: 'https://a.example.com/', PUBLIC_URL: 'https://radio.example.com' }).cluster).to.deep.equal({
       redisUrl: 'redis://127.0.0.1:6379',
       nodeId: 'node-a',
