@@ -247,10 +247,23 @@ function broadcastChecks(open: () => Db): void {
     expect(all.stageMinutes).to.be.at.least(4);
     expect(all.performerMinutes).to.be.at.least(4);
 
-    // A tick for an unknown broadcast is a foreign-key error.
-    expect(String(await rejection(usage.recordTicks([{ broadcastId: 'no-such', stageId: s1, performerId: null, minute: m0 }])))).to.match(
+    // A tick for an unknown broadcast is a foreign-key error (in a minute the stage has no tick for: see below).
+    expect(String(await rejection(usage.recordTicks([{ broadcastId: 'no-such', stageId: s1, performerId: null, minute: new Date('2030-01-01T10:09:00Z') }])))).to.match(
       /foreign key/,
     );
+  });
+
+  it("a stage's on-air minute is counted once, whichever broadcast ticks it (a takeover: the broadcast that died and the one that continues it)", async () => {
+    const stage = await newStage();
+    const m0 = new Date('2030-02-01T10:00:00Z');
+    const m1 = new Date('2030-02-01T10:01:00Z');
+    await broadcasts.start({ id: 'b-died', stageId: stage });
+    expect(await usage.recordTicks([{ broadcastId: 'b-died', stageId: stage, performerId: null, minute: m0 }, { broadcastId: 'b-died', stageId: stage, performerId: 'p1', minute: m0 }])).to.equal(2);
+    await broadcasts.end('b-died', 'the node recording it stopped answering', 'aborted');
+    await broadcasts.start({ id: 'b-continued', stageId: stage });
+    expect(await usage.recordTicks([{ broadcastId: 'b-continued', stageId: stage, performerId: null, minute: m0 }]), 'the same minute again').to.equal(0);
+    expect(await usage.recordTicks([{ broadcastId: 'b-continued', stageId: stage, performerId: null, minute: m1 }]), 'the next minute').to.equal(1);
+    expect(await usage.minutes({ stageId: stage })).to.deep.equal({ stageMinutes: 2, performerMinutes: 1 });
   });
 
   it('records a large batch of ticks (several statements) and counts them', async () => {
