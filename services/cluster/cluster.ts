@@ -338,19 +338,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     return [...this.#held];
   }
 
-  /** Stops the heartbeat and renewals, lets go of this node's leases and its registry entry, and disconnects. */
+  /** Stops the heartbeat and renewals, lets go of this node's leases and its registry entry (withdraw()), and disconnects. */
   async close(): Promise<void> {
     if (this.#closed) return;
-    clearInterval(this.#heartbeat);
-    clearInterval(this.#renewal);
-    const held = [...this.#held];
-    this.#held.clear();
-    try {
-      for (const stageId of held) await this.#redis.eval(RELEASE, 2, KEY.owner(stageId), KEY.owned(this.nodeId), this.nodeId, stageId);
-      await this.#redis.multi().del(KEY.node(this.nodeId)).del(KEY.owned(this.nodeId)).srem(KEY.nodes, this.nodeId).exec();
-    } catch (err) {
-      this.#log.warn('could not remove this node from Redis at close (its keys expire by themselves)', { error: String(err) });
-    }
+    await this.withdraw();
     this.#closed = true;
     this.removeAllListeners();
     await this.#redis.quit().catch(() => this.#redis.disconnect());

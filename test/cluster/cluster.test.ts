@@ -17,6 +17,7 @@ import { eventually, launchPerformerBrowser } from '../support/browser.ts';
 import { segmentsInput } from '../support/hls.ts';
 import { TempDir, toneWav } from '../support/media.ts';
 import { startPostgres, type PostgresServer } from '../support/postgres.ts';
+import { clusterNodeEnv } from '../support/cluster.ts';
 import { startClusterNginx, type Nginx } from '../support/nginx.ts';
 import { startRedis, type RedisServer } from '../support/redis.ts';
 import { SyntheticPerformer } from '../support/synthetic.ts';
@@ -80,18 +81,7 @@ describe('cluster: three nodes through Redis (in one process)', function () {
     await spy.connect();
     for (let i = 1; i <= 3; i++) {
       nodes.push(
-        await startTestApp({
-          REDIS_URL: redis.url,
-          DATABASE_URL: pg.url,
-          NODE_ID: `node-${i}`,
-          PGLITE_DIR: '',
-          MEDIASOUP_WORKERS: '1',
-          RTC_MIN_PORT: String(41000 + i * 1000),
-          RTC_MAX_PORT: String(41000 + i * 1000 + 999),
-          CDN_DIR: tmp.file(`cdn-${i}`),
-          ARCHIVE_DIR: tmp.file('archive'),
-          HLS_SEGMENT_SECONDS: '1',
-        }),
+        await startTestApp({ ...clusterNodeEnv(i, { redisUrl: redis.url, databaseUrl: pg.url, tmp, rtcBase: 41000 }), HLS_SEGMENT_SECONDS: '1' }),
       );
     }
   });

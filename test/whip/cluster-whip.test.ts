@@ -12,6 +12,7 @@ import { eventually } from '../support/browser.ts';
 import { segmentsInput } from '../support/hls.ts';
 import { TempDir } from '../support/media.ts';
 import { startPostgres, type PostgresServer } from '../support/postgres.ts';
+import { clusterNodeEnv } from '../support/cluster.ts';
 import { startRedis, type RedisServer } from '../support/redis.ts';
 import { WhipPublisher } from '../support/whip.ts';
 
@@ -31,16 +32,7 @@ describe('WHIP in cluster mode: an encoder pointed at a node that does not serve
     pg = await startPostgres();
     for (let i = 1; i <= 2; i++) {
       nodes.push(
-        await startTestApp({
-          REDIS_URL: redis.url,
-          DATABASE_URL: pg.url,
-          NODE_ID: `node-${i}`,
-          MEDIASOUP_WORKERS: '1',
-          RTC_MIN_PORT: String(47000 + i * 1000),
-          RTC_MAX_PORT: String(47000 + i * 1000 + 999),
-          CDN_DIR: tmp.file(`cdn-${i}`),
-          ARCHIVE_DIR: tmp.file('archive'),
-        }),
+        await startTestApp(clusterNodeEnv(i, { redisUrl: redis.url, databaseUrl: pg.url, tmp, rtcBase: 47000 })),
       );
     }
   });

@@ -12,6 +12,7 @@ import type { StageStatus } from '../../shared/model.ts';
 import type { StageView } from '../../shared/rest.ts';
 import type { TimelineEvent, TimelineEventType } from '../../shared/timeline.ts';
 import { requester, type ContractSocket } from '../client.ts';
+import { nextNode, rememberNodes, takeCarriedNodes } from '../nodes.ts';
 import { setupCallIn } from './call.ts';
 import { setupLanguage, t, type Key } from '../i18n/index.ts';
 
@@ -294,17 +295,13 @@ function update(): void {
   else setState('offair', stage.status === 'live' ? t('listener.onAirPressPlay') : t('listener.offAir'));
 }
 
-const NODES_KEY = `stage-radio:nodes:${stageId}`;
 /** Polls that must fail in a row (a second apart) before the page tries another node of the cluster. */
 const FAILOVER_AFTER = 2;
 let unreachable = 0;
 {
   // Nodes the page came through knew of: kept until this node's own subscribe answers with its list.
   const params = new URLSearchParams(location.search);
-  const carried = params.get('nodes');
-  if (carried !== null) {
-    sessionStorage.setItem(NODES_KEY, JSON.stringify(carried.split(' ').filter(Boolean)));
-    params.delete('nodes');
+  if (takeCarriedNodes(stageId, params)) {
     const rest = params.toString();
     history.replaceState(null, '', `${location.pathname}${rest ? `?${rest}` : ''}${location.hash}`);
   }
@@ -312,24 +309,10 @@ let unreachable = 0;
 
 /** Cluster mode: this node stopped answering; the page reopens itself on another one it knows of (none: false). */
 function failOver(): boolean {
-  let nodes: string[] = [];
-  try {
-    nodes = (JSON.parse(sessionStorage.getItem(NODES_KEY) ?? '[]') as unknown[]).filter((n): n is string => typeof n === 'string');
-  } catch {
-    return false;
-  }
-  const origin = (n: string): string | null => {
-    try {
-      return new URL(n).origin;
-    } catch {
-      return null;
-    }
-  };
-  const next = nodes.find((n) => origin(n) !== null && origin(n) !== location.origin);
-  if (!next) return false;
-  const target = new URL(location.pathname + location.search + location.hash, next);
-  const rest = nodes.filter((n) => n !== next);
-  if (rest.length > 0) target.searchParams.set('nodes', rest.join(' '));
+  const found = nextNode(stageId);
+  if (!found) return false;
+  const target = new URL(location.pathname + location.search + location.hash, found.next);
+  if (found.rest.length > 0) target.searchParams.set('nodes', found.rest.join(' '));
   stopEverything();
   ui.status.textContent = t('listener.movingNode');
   location.replace(target.toString());
@@ -694,7 +677,7 @@ async function subscribe(): Promise<void> {
     return;
   }
   const { data } = res;
-  if (data.nodes) sessionStorage.setItem(NODES_KEY, JSON.stringify(data.nodes));
+  if (data.nodes) rememberNodes(stageId, data.nodes);
   if (broadcastId !== null && data.broadcastId !== broadcastId) {
     // Another broadcast: the previous one's events are not this stream's.
     events.clear();

@@ -13,6 +13,7 @@ import type { EncoderList, StageView } from '../../shared/rest.ts';
 import type { PerformerInfo, StageStatus } from '../../shared/model.ts';
 import type { StageContract, StageRequest, StageRequestName, StageResponse } from '../../shared/stage.ts';
 import { requester, type ContractSocket } from '../client.ts';
+import { nextNode, rememberNodes, takeCarriedNodes } from '../nodes.ts';
 import { explainInsecureOrigin } from '../secure.ts';
 import { setupLanguage, t, type Key } from '../i18n/index.ts';
 
@@ -111,7 +112,6 @@ class RequestFailed extends Error {
   }
 }
 
-const NODES_KEY = `stage-radio:nodes:${stageId}`;
 /** The node this page came from when it fled one that stopped answering: not to be sent back there at once. */
 const fledFrom = new URLSearchParams(location.search).get('from');
 /** Connection attempts that must fail in a row before the page tries another node of the cluster. */
@@ -128,23 +128,8 @@ function sameOrigin(url: string, origin: string | null): boolean {
 
 /** Reopens the page on the next other node this tab knows of (none: false). */
 function failOver(): boolean {
-  let nodes: string[] = [];
-  try {
-    nodes = (JSON.parse(sessionStorage.getItem(NODES_KEY) ?? '[]') as unknown[]).filter((n): n is string => typeof n === 'string');
-  } catch {
-    return false;
-  }
-  const next = nodes.find((n) => {
-    try {
-      return new URL(n).origin !== location.origin;
-    } catch {
-      return false;
-    }
-  });
-  if (!next) return false;
-  // The list goes along (minus the node being left), in the address: another origin has its own storage.
-  const rest = nodes.filter((n) => n !== next);
-  if (!followOwner(next, rest)) return false;
+  const found = nextNode(stageId);
+  if (!found || !followOwner(found.next, found.rest)) return false;
   wantOnStage = false;
   endSession();
   return true;
@@ -620,7 +605,7 @@ async function joinOnce(my: number): Promise<void> {
   // The next join (a reload of this tab, a lost connection, a replaced media server) continues as this performer.
   sessionStorage.setItem(RESUME_KEY, joined.resumeToken);
   // Cluster mode: where to go if this node stops answering (the list as of this join).
-  if (joined.nodes) sessionStorage.setItem(NODES_KEY, JSON.stringify(joined.nodes));
+  if (joined.nodes) rememberNodes(stageId, joined.nodes);
   document.body.dataset['resumed'] = String(joined.resumed);
   if (my !== session) {
     // Torn down while the join was answered: the server must not keep this performer.
@@ -905,9 +890,7 @@ if (sessionStorage.getItem(RESUME_KEY) && ui.name.value.trim()) startJoin();
 else if (params.get('join') === '1' && ui.name.value.trim()) {
   params.delete('join');
   // Nodes the page came through knew of: kept until this node's own join answers with its list.
-  const carried = params.get('nodes');
-  if (carried) sessionStorage.setItem(NODES_KEY, JSON.stringify(carried.split(' ').filter(Boolean)));
-  params.delete('nodes');
+  takeCarriedNodes(stageId, params);
   params.delete('from');
   history.replaceState(null, '', `${location.pathname}?${params.toString()}${location.hash}`);
   startJoin();
