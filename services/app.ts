@@ -154,12 +154,9 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     const forwarder = cluster ? new Forwarder(cluster.nodeId, config.adminToken, log) : null;
     if (forwarder) cleanups.push(() => forwarder.close());
 
-    const orphaned = await endOrphanedBroadcasts(
-      db,
-      links,
-      cluster ? async (stageId) => ((await cluster.owner(stageId))?.id ?? cluster.nodeId) !== cluster.nodeId : null,
-    );
+    const orphaned = await endOrphanedBroadcasts(db, links, cluster?.nodeId ?? null);
     if (orphaned.stages > 0) log.warn('ended broadcasts an earlier run left on air', { count: orphaned.stages });
+    if (orphaned.handedOver > 0) log.warn('broadcasts an earlier run of this node left on air continue on the cluster', { count: orphaned.handedOver });
     if (orphaned.sessions > 0) log.info('closed performer sessions left open by an earlier run', { count: orphaned.sessions });
     if (orphaned.calls > 0) log.warn('ended calls an earlier run left open', { count: orphaned.calls });
 
@@ -237,9 +234,13 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       log,
     });
     registryRef = registry;
-    // Another node holds this stage's lease now (this one was cut off from Redis too long): it serves the stage; this
-    // node lets its copy go at once, so that no stage is ever mixed twice.
-    cluster?.on('lost', (stageId) => void registry.get(stageId)?.close('another node took this stage over', 'aborted', { handOver: true }));
+    // Another node holds this stage's lease now, or this node has been cut off from Redis so long that its lease may
+    // expire (and another node take the stage): this node lets its copy go at once, so that no stage is ever mixed
+    // twice. The stage stays live in the database: the node that takes it over continues its playlist.
+    cluster?.on('lost', (stageId, holder) => {
+      const reason = holder === 'unknown' ? "cut off from the cluster's Redis: another node continues this stage" : 'another node took this stage over';
+      void registry.get(stageId)?.close(reason, 'aborted', { handOver: true });
+    });
     // Closes every stage, and so ends every broadcast still on air (shutdown ended them first: this is the backstop).
     cleanups.push(() => registry.close());
     timeline = new TimelineService({ db, registry });

@@ -5,9 +5,12 @@
 // - stage ownership: sr:stage:<id>:owner holds the id of the one node whose router and mix serve the stage, as a lease
 //   the owner renews. A stage is placed on the least-loaded live node the first time it needs media, atomically (SET
 //   NX): whichever node answers the request, every node then sends the stage's clients to that owner.
-// A node that can no longer renew a lease (another node holds it) gives the stage up at once (`lost`). While Redis is
-// away nobody can take a lease, so the owner keeps serving; once Redis is back (restarted, empty) each owner writes its
-// leases again before anyone else can place those stages.
+// A node that can no longer renew a lease (another node holds it) gives the stage up at once (`lost`). A node that
+// cannot reach Redis cannot know whether it alone is cut off (a partition: the others will take its stages once its
+// leases expire) or Redis is away for everyone: it keeps serving for FENCE_MS after its last confirmed renewal, then
+// gives its stages up (`lost`, holder unknown) before their leases can expire, so that a stage is never served by two
+// nodes. A Redis restart shorter than that stops nothing: once Redis is back (empty) each owner writes its leases again
+// before anyone else can place those stages.
 import { EventEmitter } from 'node:events';
 import { Redis } from 'ioredis';
 import { RequestError, WrongNodeError } from '../errors.ts';
@@ -21,8 +24,19 @@ export const HEARTBEAT_MS = 1000;
 export const NODE_TTL_MS = 5000;
 /** A stage's lease lasts this long unless renewed. */
 export const LEASE_MS = 6000;
-/** The owner renews its leases this often (three chances per lease). */
-export const LEASE_RENEW_MS = 2000;
+/** The owner renews its leases this often. */
+export const LEASE_RENEW_MS = 1000;
+/**
+ * An owner that has had no renewal of a lease confirmed for this long (counted from when it sent the last one that
+ * succeeded, so never later than the lease's expiry in Redis) gives the stage up: it is cut off from Redis, and the
+ * lease may expire in 1.5 s, after which another node may take the stage. The margin covers the owner's own timers
+ * running late. A Redis outage shorter than about FENCE_MS - LEASE_RENEW_MS - RECONNECT_MS (3 s) stops nothing.
+ */
+export const FENCE_MS = LEASE_MS - 1500;
+/** How often the owner checks its leases' age against FENCE_MS. */
+const FENCE_CHECK_MS = 200;
+/** While Redis is away the connection is tried again this often. */
+const RECONNECT_MS = 250;
 
 const KEY = {
   nodes: 'sr:nodes',
@@ -111,6 +125,9 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   readonly #startedAt = new Date().toISOString();
   /** Stages this node serves, whose leases it renews. */
   readonly #held = new Set<string>();
+  /** For each held stage, when this node sent the last renewal (or claim) of its lease that Redis confirmed. */
+  readonly #confirmed = new Map<string, number>();
+  #fence: NodeJS.Timeout | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
   #renewal: NodeJS.Timeout | undefined;
   #redisDown = false;
@@ -136,7 +153,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
       commandTimeout: 2000,
       connectTimeout: 3000,
       lazyConnect: true,
-      retryStrategy: (times) => Math.min(200 * times, 1000),
+      retryStrategy: () => RECONNECT_MS,
     });
     redis.on('error', () => undefined); // reported through the heartbeat's failures, once per outage
     try {
@@ -147,13 +164,17 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
     const c = new Cluster(args, redis);
     c.#readySince = performance.now();
-    redis.on('ready', () => (c.#readySince = performance.now()));
+    redis.on('ready', () => {
+      c.#readySince = performance.now();
+      void c.#renew(); // back after an outage: write the leases again before their fence runs out
+    });
     redis.on('close', () => (c.#readySince = null));
     // This node is starting: nothing is on it yet (stages an earlier run of it was given are placed anew).
     const stale = await redis.smembers(KEY.owned(c.nodeId));
     for (const stageId of stale) await redis.eval(RELEASE, 2, KEY.owner(stageId), KEY.owned(c.nodeId), c.nodeId, stageId);
     await redis.del(KEY.owned(c.nodeId));
     c.#renewal = setInterval(() => void c.#renew(), LEASE_RENEW_MS);
+    c.#fence = setInterval(() => c.#checkFence(), FENCE_CHECK_MS);
     c.#redisLabel = redactUrl(args.redisUrl);
     return c;
   }
@@ -205,38 +226,82 @@ export class Cluster extends EventEmitter<ClusterEvents> {
         void this.#renew();
       }
     } catch (err) {
-      if (!this.#redisDown) this.#log.warn('Redis unreachable: stages served here keep going; no new stage can be placed', { error: String(err) });
+      if (!this.#redisDown) {
+        this.#log.warn(`Redis unreachable: stages served here keep going for ${FENCE_MS / 1000} s after their last renewal; no new stage can be placed`, {
+          error: String(err),
+        });
+      }
       this.#redisDown = true;
     }
   }
 
+  #renewing = false;
+
   async #renew(): Promise<void> {
-    if (this.#closed || this.#withdrawn) return;
-    // Stages placed here that never came (the request that placed them failed): their leases expired; they no longer
-    // weigh on this node's placement count.
+    if (this.#closed || this.#withdrawn || this.#renewing) return;
+    this.#renewing = true;
+    try {
+      await Promise.all([...this.#held].map((stageId) => this.#renewOne(stageId)));
+      await this.#forgetUnclaimed();
+    } finally {
+      this.#renewing = false;
+    }
+  }
+
+  /** Renews one lease; a lease another node holds is given up at once. Never throws. */
+  async #renewOne(stageId: string): Promise<void> {
+    const sentAt = performance.now();
+    let r: unknown;
+    try {
+      r = await this.#redis.eval(RENEW, 2, KEY.owner(stageId), KEY.owned(this.nodeId), this.nodeId, String(LEASE_MS), stageId);
+    } catch {
+      return; // Redis away: the fence gives the stage up if this lasts
+    }
+    if (!this.#held.has(stageId)) return; // let go meanwhile (closed, or fenced)
+    if (r === 0) {
+      this.#drop(stageId);
+      const holder = (await this.#redis.get(KEY.owner(stageId)).catch(() => null)) ?? 'unknown';
+      this.#log.warn('lost the lease of a stage to another node: giving it up', { stageId, holder });
+      this.emit('lost', stageId, holder);
+      return;
+    }
+    if (r === 2) this.#log.info('wrote the lease of a stage again (Redis had lost it)', { stageId });
+    if (sentAt > (this.#confirmed.get(stageId) ?? -Infinity)) this.#confirmed.set(stageId, sentAt);
+  }
+
+  /**
+   * Stages placed here that never came (the request that placed them failed): their leases expired; they no longer
+   * weigh on this node's placement count.
+   */
+  async #forgetUnclaimed(): Promise<void> {
     try {
       const placed = await this.#redis.smembers(KEY.owned(this.nodeId));
       const gone = [];
       for (const stageId of placed) if (!this.#held.has(stageId) && (await this.#redis.get(KEY.owner(stageId))) !== this.nodeId) gone.push(stageId);
       if (gone.length > 0) await this.#redis.srem(KEY.owned(this.nodeId), ...gone);
     } catch {
-      return; // Redis away
+      // Redis away
     }
+  }
+
+  /** Gives up every held stage whose lease this node has not seen renewed for FENCE_MS (cut off from Redis). */
+  #checkFence(): void {
+    const now = performance.now();
     for (const stageId of [...this.#held]) {
-      let r: unknown;
-      try {
-        r = await this.#redis.eval(RENEW, 2, KEY.owner(stageId), KEY.owned(this.nodeId), this.nodeId, String(LEASE_MS), stageId);
-      } catch {
-        return; // Redis away: nobody else can take the lease either; the heartbeat reports the outage
-      }
-      if (r === 0 && this.#held.delete(stageId)) {
-        const holder = (await this.#redis.get(KEY.owner(stageId)).catch(() => null)) ?? 'unknown';
-        this.#log.warn('lost the lease of a stage to another node: giving it up', { stageId, holder });
-        this.emit('lost', stageId, holder);
-      } else if (r === 2) {
-        this.#log.info('wrote the lease of a stage again (Redis had lost it)', { stageId });
-      }
+      const age = now - (this.#confirmed.get(stageId) ?? now);
+      if (age < FENCE_MS) continue;
+      this.#drop(stageId);
+      this.#log.error('cut off from Redis: giving a stage up before its lease can expire, so that no other node serves it at the same time', {
+        stageId,
+        sinceRenewalMs: Math.round(age),
+      });
+      this.emit('lost', stageId, 'unknown');
     }
+  }
+
+  #drop(stageId: string): void {
+    this.#held.delete(stageId);
+    this.#confirmed.delete(stageId);
   }
 
   /** The live nodes, this one included, least loaded first. */
@@ -302,12 +367,25 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (this.#closed) throw new Error('cluster closed');
     const owner = await this.place(stageId);
     if (owner.id !== this.nodeId) throw new WrongNodeError(owner.url, owner.id);
+    // The lease may have been written a while ago (placed here by another node): renew it now, so that its fence
+    // counts from a renewal this node has seen.
+    const sentAt = performance.now();
+    const r = await unavailableWithoutRedis(() =>
+      this.#redis.eval(RENEW, 2, KEY.owner(stageId), KEY.owned(this.nodeId), this.nodeId, String(LEASE_MS), stageId),
+    );
+    if (r === 0) {
+      const now = await this.owner(stageId);
+      if (now) throw new WrongNodeError(now.url, now.id);
+      throw new WrongNodeUnavailable(String(await this.holder(stageId)));
+    }
     this.#held.add(stageId);
+    this.#confirmed.set(stageId, sentAt);
   }
 
   /** The stage's media closed here: its lease is let go (if still ours), so it can be placed anew. */
   release(stageId: string): void {
-    if (!this.#held.delete(stageId) || this.#closed) return;
+    if (!this.#held.has(stageId) || this.#closed) return;
+    this.#drop(stageId);
     this.#redis.eval(RELEASE, 2, KEY.owner(stageId), KEY.owned(this.nodeId), this.nodeId, stageId).catch(() => undefined);
   }
 
@@ -320,8 +398,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     this.#withdrawn = true;
     clearInterval(this.#heartbeat);
     clearInterval(this.#renewal);
+    clearInterval(this.#fence);
     const held = [...this.#held];
     this.#held.clear();
+    this.#confirmed.clear();
     try {
       for (const stageId of held) await this.#redis.eval(RELEASE, 2, KEY.owner(stageId), KEY.owned(this.nodeId), this.nodeId, stageId);
       await this.#redis.multi().del(KEY.node(this.nodeId)).del(KEY.owned(this.nodeId)).srem(KEY.nodes, this.nodeId).exec();

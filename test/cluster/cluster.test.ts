@@ -7,11 +7,11 @@ import { expect } from 'chai';
 import { Redis } from 'ioredis';
 import type { Browser } from 'playwright-core';
 import type { App } from '../../services/app.ts';
-import { LEASE_RENEW_MS } from '../../services/cluster/cluster.ts';
+import { FENCE_MS, LEASE_MS, LEASE_RENEW_MS } from '../../services/cluster/cluster.ts';
 import type { NodeList } from '../../services/shared/rest.ts';
 import { parseMediaPlaylist } from '../../pipelines/hls/playlist.ts';
 import { createStage, startTestApp, TEST_ADMIN_TOKEN } from '../support/app.ts';
-import { waitArchived } from '../support/archive.ts';
+import { recordings, waitArchived } from '../support/archive.ts';
 import { decodeToPcm, toneDb } from '../support/audio.ts';
 import { eventually, launchPerformerBrowser } from '../support/browser.ts';
 import { segmentsInput } from '../support/hls.ts';
@@ -19,6 +19,7 @@ import { TempDir, toneWav } from '../support/media.ts';
 import { startPostgres, type PostgresServer } from '../support/postgres.ts';
 import { clusterNodeEnv } from '../support/cluster.ts';
 import { startClusterNginx, type Nginx } from '../support/nginx.ts';
+import { PartitionableLink } from '../support/partition.ts';
 import { startRedis, type RedisServer } from '../support/redis.ts';
 import { SyntheticPerformer } from '../support/synthetic.ts';
 
@@ -69,6 +70,10 @@ describe('cluster: three nodes through Redis (in one process)', function () {
   /** The tone each spread stage carries. */
   const tones = new Map<string, number>();
   let nginx: Nginx | null = null;
+  /** node-3 reaches Redis through this link, which the partition test cuts. */
+  let link: PartitionableLink;
+  /** Stages recorded by more than one node (taken over), with the nodes in order. */
+  const recordedBy = new Map<string, string[]>();
 
   const ownerOf = (stageId: string): App[] => nodes.filter((n) => n.registry.get(stageId)?.onAir);
 
@@ -79,10 +84,10 @@ describe('cluster: three nodes through Redis (in one process)', function () {
     spy = new Redis(redis.url, { lazyConnect: true, maxRetriesPerRequest: 1 });
     spy.on('error', () => undefined);
     await spy.connect();
+    link = await PartitionableLink.open({ host: '127.0.0.1', port: redis.port });
     for (let i = 1; i <= 3; i++) {
-      nodes.push(
-        await startTestApp({ ...clusterNodeEnv(i, { redisUrl: redis.url, databaseUrl: pg.url, tmp, rtcBase: 41000 }), HLS_SEGMENT_SECONDS: '1' }),
-      );
+      const redisUrl = i === 3 ? `redis://127.0.0.1:${link.port}` : redis.url;
+      nodes.push(await startTestApp({ ...clusterNodeEnv(i, { redisUrl, databaseUrl: pg.url, tmp, rtcBase: 41000 }), HLS_SEGMENT_SECONDS: '1' }));
     }
   });
 
@@ -92,6 +97,7 @@ describe('cluster: three nodes through Redis (in one process)', function () {
     await Promise.all(senders.map((s) => s.stop()));
     await Promise.all(nodes.map((n) => n.close()));
     spy?.disconnect();
+    await link?.close();
     await redis?.close();
     await pg?.stop();
     tmp?.remove();
@@ -109,9 +115,9 @@ describe('cluster: three nodes through Redis (in one process)', function () {
     }
   });
 
-  it('six stages created and started through one node are placed two per node; each plays through that node with its own tone', async () => {
+  it('twelve stages created and started through one node are placed four per node; each plays through that node with its own tone', async () => {
     const entry = nodes[0]!;
-    const freqs = [330, 440, 550, 660, 770, 880];
+    const freqs = Array.from({ length: 12 }, (_, i) => 330 + 110 * i);
     const ids: string[] = [];
     for (const f of freqs) ids.push((await createStage(entry, `Spread ${f}`)).id);
     for (const id of ids) {
@@ -122,7 +128,7 @@ describe('cluster: three nodes through Redis (in one process)', function () {
       expect(String(r.body['hlsUrl'])).to.equal(`${entry.url}/live/${id}/index.m3u8`);
     }
     const perNode = nodes.map((n) => ids.filter((id) => n.registry.get(id)?.onAir).length);
-    expect(perNode, 'stages on air per node').to.deep.equal([2, 2, 2]);
+    expect(perNode, 'stages on air per node').to.deep.equal([4, 4, 4]);
     for (const id of ids) {
       const owners = ownerOf(id);
       expect(owners.length, `${id} on air on exactly one node`).to.equal(1);
@@ -145,7 +151,7 @@ describe('cluster: three nodes through Redis (in one process)', function () {
       for (const other of freqs.filter((f) => f !== freqs[i])) expect(toneDb(pcm, other), `no ${other} Hz on ${id}`).to.be.lessThan(own - 30);
     }
     const list = await nodesOf(entry);
-    expect(list.nodes.map((n) => n.onAir), 'each node reports its two stages on air').to.deep.equal([2, 2, 2]);
+    expect(list.nodes.map((n) => n.onAir), 'each node reports its four stages on air').to.deep.equal([4, 4, 4]);
   });
 
   it("one public address through Debian's nginx (infra/nginx/cluster.conf, requests spread over the nodes): each stage plays there with its own tone, whichever node serves it, and its links point there", async () => {
@@ -249,13 +255,83 @@ describe('cluster: three nodes through Redis (in one process)', function () {
     expect(list.nodes.length, 'all three nodes beat again').to.equal(3);
   });
 
-  it('a node whose lease another node holds (it was cut off) lets its copy go at once: a stage is never mixed twice', async () => {
-    const [id, owner] = [...onAir][0]!;
+  it('a node whose lease another node holds lets its copy go at once (a stage is never mixed twice); once that lease is gone, a node continues the stage', async () => {
+    const [id, owner] = [...onAir].find(([, n]) => n !== nodes[2])!;
     await spy.set(`sr:stage:${id}:owner`, 'node-9', 'PX', 60_000);
     const gone = await eventually(async () => owner.registry.get(id), (s) => s === undefined, LEASE_RENEW_MS * 2 + 1000);
     expect(gone, 'the stage closed on its old owner').to.equal(undefined);
-    onAir.delete(id);
+    await sleep(2000);
+    expect(ownerOf(id), 'nobody serves it while node-9 holds its lease').to.deep.equal([]);
     await spy.del(`sr:stage:${id}:owner`);
+    // Handed over (its broadcast ended, the stage still live): the orphan sweep places it and that node continues it.
+    const on = await eventually(async () => ownerOf(id), (o) => o.length > 0, 10_000);
+    expect(on.length, 'on air again on one node').to.equal(1);
+    expect(await spy.get(`sr:stage:${id}:owner`), 'its lease').to.equal(on[0]!.cluster!.nodeId);
+    onAir.set(id, on[0]!);
+    recordedBy.set(id, [owner.cluster!.nodeId, on[0]!.cluster!.nodeId]);
+  });
+
+  it("a node cut off from Redis (its connection black-holed) gives its stages up before their leases can expire; other nodes continue them at the same address, never two at once; healed, it takes none back", async () => {
+    const cutNode = nodes[2]!;
+    const mine = [...onAir].filter(([, n]) => n === cutNode).map(([id]) => id);
+    expect(mine.length, 'stages on air on node-3').to.be.greaterThan(0);
+    const lastMsn = new Map<string, number>();
+    for (const id of mine) lastMsn.set(id, parseMediaPlaylist(await (await fetch(`${nodes[0]!.url}/live/${id}/index.m3u8`)).text()).mediaSequence);
+    // Every 50 ms: on which nodes each stage is on air (a stage is on air from its broadcast's start until its stage
+    // has closed, FFmpeg and all).
+    const twice: string[] = [];
+    const stoppedAt = new Map<string, number>();
+    const resumed = new Map<string, { at: number; node: App }>();
+    const t0 = performance.now();
+    const watch = setInterval(() => {
+      const now = performance.now() - t0;
+      for (const id of mine) {
+        const on = nodes.filter((n) => n.registry.get(id)?.onAir);
+        if (on.length > 1) twice.push(`${id} at ${Math.round(now)} ms on ${on.map((n) => n.cluster!.nodeId).join(' and ')}`);
+        if (!cutNode.registry.get(id) && !stoppedAt.has(id)) stoppedAt.set(id, now);
+        const other = on.find((n) => n !== cutNode);
+        if (other && !resumed.has(id)) resumed.set(id, { at: now, node: other });
+      }
+    }, 50);
+    link.cut();
+    try {
+      await eventually(async () => mine.every((id) => resumed.has(id)), (v) => v, 20_000, 100);
+    } finally {
+      clearInterval(watch);
+    }
+    expect(twice, 'a stage on air on two nodes at once').to.deep.equal([]);
+    for (const id of mine) {
+      const stopped = stoppedAt.get(id);
+      const back = resumed.get(id);
+      expect(stopped, `${id} closed on node-3`).to.be.a('number');
+      // Its last confirmed renewal was at most LEASE_RENEW_MS before the cut (plus the time a renewal takes).
+      expect(stopped!, `${id} closed on node-3 (ms after the cut) before its lease could expire`).to.be.lessThan(LEASE_MS - 200);
+      expect(stopped!, `${id} kept on node-3 until its fence`).to.be.greaterThan(FENCE_MS - LEASE_RENEW_MS - 500);
+      expect(back, `${id} on air on another node`).to.not.equal(undefined);
+      expect(back!.at, `${id} on air elsewhere (ms after the cut) within 15 s`).to.be.lessThan(15_000);
+      expect(await spy.get(`sr:stage:${id}:owner`), 'its lease').to.equal(back!.node.cluster!.nodeId);
+      console.log(`      partition: ${id} off node-3 at ${(stopped! / 1000).toFixed(1)} s, on ${back!.node.cluster!.nodeId} at ${(back!.at / 1000).toFixed(1)} s`);
+    }
+    // The same address goes on through any node: numbers continuing after a DISCONTINUITY.
+    for (const id of mine) {
+      const pl = await eventually(
+        async () => parseMediaPlaylist(await (await fetch(`${nodes[0]!.url}/live/${id}/index.m3u8`)).text()),
+        (p) => p.segments.some((s) => s.discontinuity),
+        10_000,
+      );
+      expect(pl.segments.some((s) => s.discontinuity), `${id}: a DISCONTINUITY where the new node starts`).to.equal(true);
+      expect(pl.mediaSequence, `${id}: segment numbers continue`).to.be.greaterThan(lastMsn.get(id)!);
+    }
+    link.heal();
+    const list = await eventually(() => nodesOf(nodes[0]!), (l) => l.nodes.some((n) => n.id === 'node-3'), 10_000);
+    expect(list.nodes.map((n) => n.id).sort(), 'node-3 beats again').to.deep.equal(['node-1', 'node-2', 'node-3']);
+    await sleep(3 * LEASE_RENEW_MS);
+    for (const id of mine) {
+      expect(ownerOf(id).map((n) => n.cluster!.nodeId), `${id} on air on its new node only`).to.deep.equal([resumed.get(id)!.node.cluster!.nodeId]);
+      expect(await spy.get(`sr:stage:${id}:owner`), `${id}: its lease stays with the new node`).to.equal(resumed.get(id)!.node.cluster!.nodeId);
+      onAir.set(id, resumed.get(id)!.node);
+      recordedBy.set(id, [...(recordedBy.get(id) ?? ['node-3']), resumed.get(id)!.node.cluster!.nodeId]);
+    }
   });
 
   it('stops sent to any node end each broadcast on its owner, and each is archived by the node that recorded it', async () => {
@@ -267,8 +343,10 @@ describe('cluster: three nodes through Redis (in one process)', function () {
     for (const [id, owner] of onAir) {
       const { rec } = await waitArchived(entry.url, id, 30_000);
       expect(rec.status, `${id} archived`).to.equal('archived');
-      const { rows } = await owner.db.query<{ node_id: string }>('select node_id from broadcasts where stage_id = $1', [id]);
-      expect(rows.map((r) => r.node_id)).to.deep.equal([owner.cluster!.nodeId]);
+      const all = await eventually(() => recordings(entry.url, id), (r) => r.every((x) => x.status === 'archived'), 30_000);
+      expect(all.map((r) => r.status), `${id}: every broadcast of it archived`).to.deep.equal(all.map(() => 'archived'));
+      const { rows } = await owner.db.query<{ node_id: string }>('select node_id from broadcasts where stage_id = $1 order by started_at', [id]);
+      expect(rows.map((r) => r.node_id), `${id}: the nodes that recorded it`).to.deep.equal(recordedBy.get(id) ?? [owner.cluster!.nodeId]);
     }
   });
 });
