@@ -1,7 +1,10 @@
 // Synthetic performers: FFmpeg encodes a tone to Opus RTP and sends it into a mediasoup PlainTransport producer,
-// as a browser's packets would arrive (20 ms frames, no DTX).
+// as a browser's packets would arrive (20 ms frames, no DTX). FFmpeg's RTCP goes to a socket of the sender's own,
+// never to the RTP port + 1: that port may be another sender's PlainTransport, which (comedia) would lock onto the
+// first source it hears, this sender's RTCP, and drop its own sender's RTP.
 import { spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
+import dgram from 'node:dgram';
 import type { types as ms } from 'mediasoup';
 import { sineGainDb } from './media.ts';
 
@@ -11,9 +14,11 @@ export class SyntheticPerformer {
   readonly #transport: ms.PlainTransport;
   readonly #proc: ChildProcess;
   readonly #exited: Promise<void>;
+  readonly #rtcpSink: dgram.Socket;
 
-  private constructor(freq: number, transport: ms.PlainTransport, producer: ms.Producer, proc: ChildProcess) {
+  private constructor(freq: number, transport: ms.PlainTransport, producer: ms.Producer, proc: ChildProcess, rtcpSink: dgram.Socket) {
     this.freq = freq;
+    this.#rtcpSink = rtcpSink;
     this.#transport = transport;
     this.producer = producer;
     this.#proc = proc;
@@ -31,14 +36,17 @@ export class SyntheticPerformer {
       },
     });
     const level = opts.levelDb ?? -12;
+    const rtcpSink = dgram.createSocket('udp4');
+    rtcpSink.on('message', () => undefined);
+    await new Promise<void>((resolve) => rtcpSink.bind(0, '127.0.0.1', () => resolve()));
     const proc = spawn(
       'ffmpeg',
       ['-v', 'error', '-re', '-f', 'lavfi', '-i', `sine=frequency=${freq}:sample_rate=48000`, '-af', `volume=${sineGainDb(level)}dB`,
         '-ac', '1', '-c:a', 'libopus', '-b:a', '64k', '-application', 'lowdelay', '-frame_duration', '20',
-        '-payload_type', '111', '-ssrc', String(ssrc), '-f', 'rtp', `rtp://127.0.0.1:${transport.tuple.localPort}`],
+        '-payload_type', '111', '-ssrc', String(ssrc), '-f', 'rtp', `rtp://127.0.0.1:${transport.tuple.localPort}?rtcpport=${rtcpSink.address().port}`],
       { stdio: ['ignore', 'ignore', 'inherit'] },
     );
-    return new SyntheticPerformer(freq, transport, producer, proc);
+    return new SyntheticPerformer(freq, transport, producer, proc, rtcpSink);
   }
 
   /** Stops the sender and closes its transport (and so its producer). */
@@ -46,5 +54,10 @@ export class SyntheticPerformer {
     if (this.#proc.exitCode === null && this.#proc.signalCode === null) this.#proc.kill('SIGKILL');
     await this.#exited;
     this.#transport.close();
+    try {
+      this.#rtcpSink.close();
+    } catch {
+      // closed already
+    }
   }
 }
