@@ -208,6 +208,12 @@ export function realTimeCheck(dirs: { name: string; dir: string; playlist: strin
 export async function onAirStage(app: App, sender: RtpSender, title: string, tones = PERFORMER_TONES): Promise<{ id: string; performers: string[] }> {
   const stage = await createStage(app, title);
   await transition(app, stage.id, 'start');
+  return { id: stage.id, performers: await attachPerformers(app, stage.id, sender, tones) };
+}
+
+/** Performers sending RTP through mediasoup into the mixer of a stage on air in `app`; returns their ids. */
+export async function attachPerformers(app: App, stageId: string, sender: RtpSender, tones = PERFORMER_TONES): Promise<string[]> {
+  const stage = { id: stageId };
   const s = app.registry.get(stage.id);
   if (!s?.broadcast) throw new Error(`stage ${stage.id} has no mixer after start`);
   const performers: string[] = [];
@@ -223,7 +229,7 @@ export async function onAirStage(app: App, sender: RtpSender, title: string, ton
     await s.broadcast.mixer.attach(id, producer, `Performer ${i + 1}`);
     performers.push(id);
   }
-  return { id: stage.id, performers };
+  return performers;
 }
 
 export async function benchCost(opts: {

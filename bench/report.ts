@@ -6,6 +6,7 @@ import type { BaselineResult, CostResult } from './cost.ts';
 import type { IngestLatency, OnAirLatency } from './latency.ts';
 import type { HeldReloads } from './llhls.ts';
 import type { PairCost } from './pair.ts';
+import type { ClusterSweep } from './cluster.ts';
 import type { OriginResult } from './origin.ts';
 import type { SoundBench } from './sound.ts';
 import type { PagesBench } from './pages.ts';
@@ -25,6 +26,8 @@ export interface BenchResults {
   pipeCost: PairCost | null;
   /** A node in cluster mode (Redis) against a single node, both on one PostgreSQL, side by side. */
   clusterCost: PairCost | null;
+  /** Stages on air in real time on three cluster nodes on this machine (one process). */
+  clusterSweep?: ClusterSweep | null;
   archive: ArchiveBenchResult[] | null;
   /** What could not be measured, by measure. */
   errors: Record<string, string>;
@@ -275,6 +278,29 @@ export function tableRows(r: BenchResults): Row[] {
         `single node ${f3(k.bCoresPerStage)} (Node ${f3(k.bSplit.node)}, mediasoup ${f3(k.bSplit.mediasoup)}, FFmpeg ${f3(k.bSplit.ffmpeg)}) cores per stage: ` +
         `cluster mode costs ${f3(k.aCoresPerStage - k.bCoresPerStage)} cores per stage (heartbeats, lease renewals, the orphan sweep); ` +
         `ratios ${k.windows.map((x) => x.ratio.toFixed(3)).join(', ')}; FFmpeg restarts ${k.ffmpegRestarts.a} and ${k.ffmpegRestarts.b}`,
+    ]);
+  }
+  if (r.clusterSweep) {
+    const c = r.clusterSweep;
+    const last = c.points.at(-1);
+    for (const p of c.points) {
+      rows.push([
+        `Three cluster nodes, ${p.stages} stages (per node ${p.perNode.join(' / ')})`,
+        `${f3(p.coresPerStage)} cores/stage`,
+        '—',
+        met(null),
+        `${f3(p.coresTotal)} cores above the three idle nodes (${f3(c.idleCores)}); machine ${(p.machineBusy * 100).toFixed(0)} % busy; ` +
+          `real time: ${p.realTime.ok ? 'yes' : `no (${p.realTime.problems.join('; ')})`}, ${p.realTime.minSegments}/${p.realTime.expectedSegments} segments, longest gap ${p.realTime.maxGapSeconds.toFixed(2)} s`,
+      ]);
+    }
+    rows.push([
+      'Stages on air in real time on three cluster nodes (most tried; the nodes in one process)',
+      c.failedAt === null ? `≥ ${c.maxRealTimeStages}` : `${c.maxRealTimeStages}`,
+      '—',
+      '—',
+      c.failedAt === null
+        ? `every stage real time up to ${c.maxRealTimeStages} stages, placed by load through the first node (${last ? f3(last.coresTotal) : 'n/a'} cores above idle)`
+        : `fails at ${c.failedAt} stages: ${last?.realTime.problems.join('; ')}`,
     ]);
   }
   for (const a of r.archive ?? []) {

@@ -29,6 +29,7 @@ import { costSvg, markdownTable, tableRows, type BenchResults } from './report.t
 import { RtpSender } from './sender.ts';
 import { benchSound } from './sound.ts';
 import { benchPages } from './pages.ts';
+import { benchClusterSweep } from './cluster.ts';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -39,8 +40,8 @@ const elapsed = () => ((performance.now() - t0) / 1000).toFixed(0).padStart(4);
 const log = (s: string) => process.stderr.write(`[bench ${elapsed()} s] ${s}\n`);
 
 const plan = quick
-  ? { soundSeconds: 30, soundRounds: 3, costKs: [1, 5], baselineKs: [5], warmup: 5, baselineWarmup: 3, window: 10, idle: 5, markers: 10, onAirRuns: 3, pageRounds: 5, listenSeconds: 20, originSeconds: 5, archiveSeconds: 60, heldConnections: 1000, heldRounds: 2, llStages: 2, llWindows: 2 }
-  : { soundSeconds: 60, soundRounds: 7, costKs: [1, 5, 10, 20, 30, 40, 50, 60], baselineKs: [10], warmup: 5, baselineWarmup: 5, window: 20, idle: 10, markers: 20, onAirRuns: 5, pageRounds: 9, listenSeconds: 40, originSeconds: 10, archiveSeconds: 600, heldConnections: 5000, heldRounds: 5, llStages: 3, llWindows: 5 };
+  ? { soundSeconds: 30, soundRounds: 3, costKs: [1, 5], baselineKs: [5], warmup: 5, baselineWarmup: 3, window: 10, idle: 5, markers: 10, onAirRuns: 3, pageRounds: 5, listenSeconds: 20, originSeconds: 5, archiveSeconds: 60, heldConnections: 1000, heldRounds: 2, llStages: 2, llWindows: 2, clusterKs: [3, 6] }
+  : { soundSeconds: 60, soundRounds: 7, costKs: [1, 5, 10, 20, 30, 40, 50, 60], baselineKs: [10], warmup: 5, baselineWarmup: 5, window: 20, idle: 10, markers: 20, onAirRuns: 5, pageRounds: 9, listenSeconds: 40, originSeconds: 10, archiveSeconds: 600, heldConnections: 5000, heldRounds: 5, llStages: 3, llWindows: 5, clusterKs: [6, 12, 18, 24, 30] };
 const ORIGIN_CONNECTIONS = 1000;
 
 function ffmpegVersion(): string {
@@ -64,7 +65,7 @@ const machine = {
 
 const started = new Date();
 const phases: Record<string, number> = {};
-const results: BenchResults = { sound: null, cost: null, baseline: null, ingest: null, onAir: null, browser: null, pages: null, origin: null, held: null, llCost: null, pipeCost: null, clusterCost: null, archive: null, errors: {} };
+const results: BenchResults = { sound: null, cost: null, baseline: null, ingest: null, onAir: null, browser: null, pages: null, origin: null, held: null, llCost: null, pipeCost: null, clusterCost: null, clusterSweep: null, archive: null, errors: {} };
 
 /** Runs one measure; a failure is reported in the table, and the other measures go on. */
 async function measure<T>(name: string, fn: () => Promise<T>): Promise<T | null> {
@@ -213,6 +214,10 @@ try {
       await redis.close();
     }
   });
+  // (8) Stages in real time on three cluster nodes on this machine, placed by load.
+  results.clusterSweep = await measure('three cluster nodes', () =>
+    benchClusterSweep({ ks: plan.clusterKs, warmupSeconds: plan.warmup, windowSeconds: plan.window, idleSeconds: plan.idle, log }),
+  );
 } finally {
   archive.child?.stop();
   await app?.close().catch(() => undefined);
