@@ -30,8 +30,10 @@ import { ListenerSignaling } from './signaling/listeners.ts';
 import { CallDesk, storedRates } from './calls/desk.ts';
 import { Cluster } from './cluster/cluster.ts';
 import { FORWARDED_HEADER, Forwarder, verifyForwarded } from './cluster/forward.ts';
+import { ClusterBus, type ClusterLink } from './cluster/events.ts';
 import { OrphanSweep } from './cluster/orphans.ts';
 import { latestBroadcastNode } from './broadcast/takeover.ts';
+import { LeaseRepo } from './db/leases.ts';
 import { StageRepo } from './db/repositories.ts';
 import type { NodeList } from './shared/rest.ts';
 import { WhipIngest } from './whip/ingest.ts';
@@ -151,6 +153,13 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       : null;
     if (cluster) cleanups.push(() => cluster.close());
     if (cluster) admission.on('draining', () => void cluster.beatNow());
+    if (cluster) {
+      // The history of ownership (stage_leases): what an earlier run of this node held ended with it.
+      const ended = await new LeaseRepo(db).endOpenOf(cluster.nodeId);
+      if (ended > 0) log.info('lease holdings of an earlier run of this node recorded as ended', { count: ended });
+      cluster.on('held', (stageId, id) => void writes.write('lease.taken', { id, stageId, nodeId: cluster.nodeId, at: new Date().toISOString() }));
+      cluster.on('leaseEnded', (_stageId, id, reason) => void writes.write('lease.ended', { id, reason, at: new Date().toISOString() }));
+    }
     const forwarder = cluster ? new Forwarder(cluster.nodeId, config.adminToken, log) : null;
     if (forwarder) cleanups.push(() => forwarder.close());
 
@@ -322,10 +331,17 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     const server = http.createServer(web.listener);
     server.keepAliveTimeout = 65_000;
     const otherNodes = cluster ? async () => (await cluster.nodes()).filter((n) => n.id !== cluster.nodeId && !n.load.draining).map((n) => n.url) : null;
+    // Cluster mode: /listen and /admin are joined across nodes through Redis (services/cluster/events.ts).
+    const bus = cluster && config.cluster ? await ClusterBus.open(config.cluster.redisUrl, cluster.nodeId, log) : null;
+    if (bus) cleanups.push(() => bus.close());
     const signaling = new SignalingServer({ httpServer: server, registry, stages, onAir, timeline, admission, calls, log, joinsPerMinute: config.rateLimits.joinPerMinute, otherNodes, sharedLimits: cluster?.buckets ?? null });
-    const listeners = new ListenerSignaling({ io: signaling.io, stages, registry, timeline, calls, log, otherNodes });
+    const clusterBus: ClusterLink | null =
+      bus && cluster
+        ? { bus, nodeId: cluster.nodeId, otherNodes: async () => (await cluster.nodes()).filter((n) => n.id !== cluster.nodeId).length, owner: (id) => cluster.owner(id) }
+        : null;
+    const listeners = new ListenerSignaling({ io: signaling.io, stages, registry, timeline, calls, log, otherNodes, cluster: clusterBus });
     io = signaling.io;
-    admin = new AdminService({ io: signaling.io, adminToken: config.adminToken, pool, registry, stages, onAir, archiver, metrics, problems, calls, log });
+    admin = new AdminService({ io: signaling.io, adminToken: config.adminToken, pool, registry, stages, onAir, archiver, metrics, problems, calls, log, cluster: clusterBus });
     const adminService = admin;
     let closeListener: () => Promise<void> = async () => {};
     cleanups.push(() => closeListener());

@@ -186,8 +186,16 @@ export class Broadcast extends EventEmitter<BroadcastEvents> {
     return this.#closing;
   }
 
+  /** Ended as a hand-over: another node continues the stage (cluster mode). */
+  get handedOver(): boolean {
+    return this.#handedOver;
+  }
+
+  #handedOver = false;
+
   async #close(reason: string, status: BroadcastEndStatus, handOver: boolean): Promise<void> {
     this.#end = { status, reason };
+    this.#handedOver = handOver;
     const problems: string[] = [];
     const step = async (name: string, fn: () => Promise<unknown> | unknown) => {
       try {

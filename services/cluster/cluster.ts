@@ -11,6 +11,7 @@
 // gives its stages up (`lost`, holder unknown) before their leases can expire, so that a stage is never served by two
 // nodes. A Redis restart shorter than that stops nothing: once Redis is back (empty) each owner writes its leases again
 // before anyone else can place those stages.
+import crypto from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { Redis } from 'ioredis';
 import { RequestError, WrongNodeError } from '../errors.ts';
@@ -23,16 +24,17 @@ export const HEARTBEAT_MS = 1000;
 /** A node whose heartbeat is older than this is gone: its key expires. */
 export const NODE_TTL_MS = 5000;
 /** A stage's lease lasts this long unless renewed. */
-export const LEASE_MS = 6000;
+export const LEASE_MS = 8000;
 /** The owner renews its leases this often. */
 export const LEASE_RENEW_MS = 1000;
 /**
  * An owner that has had no renewal of a lease confirmed for this long (counted from when it sent the last one that
  * succeeded, so never later than the lease's expiry in Redis) gives the stage up: it is cut off from Redis, and the
- * lease may expire in 1.5 s, after which another node may take the stage. The margin covers the owner's own timers
- * running late. A Redis outage shorter than about FENCE_MS - LEASE_RENEW_MS - RECONNECT_MS (3 s) stops nothing.
+ * lease may expire in 4 s, after which another node may take the stage. The margin covers the owner's own timers
+ * running late and the time its broadcast takes to close (0.1-2.6 s measured on a loaded machine: FFmpeg finishes its
+ * last segment). A Redis outage shorter than about FENCE_MS - LEASE_RENEW_MS - RECONNECT_MS (2.7 s) stops nothing.
  */
-export const FENCE_MS = LEASE_MS - 1500;
+export const FENCE_MS = LEASE_MS - 4000;
 /** How often the owner checks its leases' age against FENCE_MS. */
 const FENCE_CHECK_MS = 200;
 /** While Redis is away the connection is tried again this often. */
@@ -105,7 +107,16 @@ redis.call('SREM', KEYS[2], ARGV[2])
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`;
 
-type ClusterEvents = { lost: [stageId: string, holder: string] };
+/** Why a node stopped holding a lease (stage_leases.end_reason). */
+export type LeaseEnd = 'released' | 'lost' | 'fenced' | 'withdrawn';
+
+type ClusterEvents = {
+  lost: [stageId: string, holder: string];
+  /** This node now holds the stage's lease (a new holding, `leaseId`). */
+  held: [stageId: string, leaseId: string];
+  /** This node no longer holds it. */
+  leaseEnded: [stageId: string, leaseId: string, reason: LeaseEnd];
+};
 
 export interface ClusterArgs {
   redisUrl: string;
@@ -127,6 +138,8 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   readonly #held = new Set<string>();
   /** For each held stage, when this node sent the last renewal (or claim) of its lease that Redis confirmed. */
   readonly #confirmed = new Map<string, number>();
+  /** For each held stage, the id of this holding (stage_leases.id). */
+  readonly #holding = new Map<string, string>();
   #fence: NodeJS.Timeout | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
   #renewal: NodeJS.Timeout | undefined;
@@ -259,7 +272,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
     if (!this.#held.has(stageId)) return; // let go meanwhile (closed, or fenced)
     if (r === 0) {
-      this.#drop(stageId);
+      this.#drop(stageId, 'lost');
       const holder = (await this.#redis.get(KEY.owner(stageId)).catch(() => null)) ?? 'unknown';
       this.#log.warn('lost the lease of a stage to another node: giving it up', { stageId, holder });
       this.emit('lost', stageId, holder);
@@ -290,7 +303,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     for (const stageId of [...this.#held]) {
       const age = now - (this.#confirmed.get(stageId) ?? now);
       if (age < FENCE_MS) continue;
-      this.#drop(stageId);
+      this.#drop(stageId, 'fenced');
       this.#log.error('cut off from Redis: giving a stage up before its lease can expire, so that no other node serves it at the same time', {
         stageId,
         sinceRenewalMs: Math.round(age),
@@ -299,9 +312,12 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
   }
 
-  #drop(stageId: string): void {
+  #drop(stageId: string, reason: LeaseEnd): void {
     this.#held.delete(stageId);
     this.#confirmed.delete(stageId);
+    const leaseId = this.#holding.get(stageId);
+    this.#holding.delete(stageId);
+    if (leaseId) this.emit('leaseEnded', stageId, leaseId, reason);
   }
 
   /** The live nodes, this one included, least loaded first. */
@@ -380,12 +396,17 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
     this.#held.add(stageId);
     this.#confirmed.set(stageId, sentAt);
+    if (!this.#holding.has(stageId)) {
+      const leaseId = crypto.randomUUID();
+      this.#holding.set(stageId, leaseId);
+      this.emit('held', stageId, leaseId);
+    }
   }
 
   /** The stage's media closed here: its lease is let go (if still ours), so it can be placed anew. */
   release(stageId: string): void {
     if (!this.#held.has(stageId) || this.#closed) return;
-    this.#drop(stageId);
+    this.#drop(stageId, 'released');
     this.#redis.eval(RELEASE, 2, KEY.owner(stageId), KEY.owned(this.nodeId), this.nodeId, stageId).catch(() => undefined);
   }
 
@@ -400,8 +421,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     clearInterval(this.#renewal);
     clearInterval(this.#fence);
     const held = [...this.#held];
-    this.#held.clear();
-    this.#confirmed.clear();
+    for (const stageId of held) this.#drop(stageId, 'withdrawn');
     try {
       for (const stageId of held) await this.#redis.eval(RELEASE, 2, KEY.owner(stageId), KEY.owned(this.nodeId), this.nodeId, stageId);
       await this.#redis.multi().del(KEY.node(this.nodeId)).del(KEY.owned(this.nodeId)).srem(KEY.nodes, this.nodeId).exec();

@@ -8,6 +8,7 @@ import { CallRepo, type CallRecord } from './calls.ts';
 import type { CallEvent, CallEventType } from '../shared/calls.ts';
 import { BroadcastRepo, type BroadcastEndStatus, UsageRepo } from './broadcasts.ts';
 import { PerformerSessionRepo, StageRepo, type StageStatus } from './repositories.ts';
+import { LeaseRepo, type LeaseEndReason } from './leases.ts';
 import { TimelineRepo, type StoredEvent } from './timeline.ts';
 
 type Queryable = Pick<Db, 'query'>;
@@ -30,6 +31,9 @@ export interface WriteKinds {
   'archive.object': NewArchiveObject;
   'stage.status': { stageId: string; status: StageStatus };
   'broadcast.end': { broadcastId: string; reason: string; status: BroadcastEndStatus; at: string };
+  /** Cluster mode: this node took a stage's lease (a holding), or stopped holding it. */
+  'lease.taken': { id: string; stageId: string; nodeId: string; at: string };
+  'lease.ended': { id: string; reason: LeaseEndReason; at: string };
   /** A call's state (absolute values) and the event that brought it there. */
   'call.record': { call: CallRecord; event: { seq: number; type: CallEventType; at: string; data: CallEvent['data'] } | null };
 }
@@ -49,6 +53,8 @@ export const WRITE_EXECUTORS: WriteExecutors = {
   'stage.status': (db, d) => new StageRepo(db).setStatus(d.stageId, d.status),
   'broadcast.end': (db, d) => new BroadcastRepo(db).end(d.broadcastId, d.reason, d.status, d.at),
   'call.record': (db, d) => new CallRepo(db).record(d.call, d.event),
+  'lease.taken': (db, d) => new LeaseRepo(db).taken(d),
+  'lease.ended': (db, d) => new LeaseRepo(db).ended(d),
 };
 
 export function toStoredEventJson(e: StoredEvent): StoredEventJson {

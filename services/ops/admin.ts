@@ -1,7 +1,11 @@
 // The admin namespace (/admin): admins connect with the admin token in the handshake's auth and receive, about once a
 // second while any is connected, a snapshot of the service (workers, stages, performers, consumers, listeners, the
 // mix, archives), plus the performers' audio levels as they come (throttled, volatile). They send nothing.
+// Cluster mode: the snapshot covers every node. The node an admin is connected to asks the others for theirs over the
+// cluster's bus (services/cluster/events.ts) and merges them, each worker and stage marked with its node; levels of
+// stages served elsewhere come with the snapshot, once a second.
 import type { CallDesk } from '../calls/desk.ts';
+import type { ClusterLink } from '../cluster/events.ts';
 import type { Namespace, Server, Socket } from 'socket.io';
 import type { Archiver } from '../archive/archiver.ts';
 import { tokenMatches } from '../auth.ts';
@@ -36,6 +40,8 @@ const RECENT_STAGE_MS = 15 * 60_000;
 const MAX_RECENT_STAGES = 50;
 /** Archive figures cost two queries per stage: they are refreshed at most this often. */
 const ARCHIVE_REFRESH_MS = 2000;
+/** Cluster mode: how long a snapshot waits for the other nodes' parts. */
+const NODE_ANSWER_MS = 800;
 
 type AdminSocket = Socket<Record<string, never>, AdminServerEvents>;
 type AdminNamespace = Namespace<Record<string, never>, AdminServerEvents>;
@@ -60,6 +66,8 @@ export interface AdminServiceDeps {
   problems: RecentProblems;
   /** Call-in: the calls waiting and on air per stage. */
   calls?: Pick<CallDesk, 'counts'>;
+  /** Cluster mode: the namespace is joined across nodes and the snapshot covers them all. */
+  cluster?: ClusterLink | null;
   log: Logger;
 }
 
@@ -95,6 +103,10 @@ export class AdminService {
       }
     });
     this.#nsp.on('connection', (socket) => this.#onConnection(socket));
+    if (deps.cluster) {
+      deps.cluster.bus.attach(this.#nsp as unknown as Namespace);
+      deps.cluster.bus.serve(this.#nsp as unknown as Namespace, 'snapshot', () => this.#local());
+    }
     deps.registry.on('stageOpened', this.#watchStage);
     for (const stage of deps.registry.stages) this.#watchStage(stage);
   }
@@ -147,7 +159,7 @@ export class AdminService {
         // A snapshot still being built (a slow database) is not waited for twice.
         if (this.#building) return;
         void this.#snapshotOrNull().then((snap) => {
-          if (snap && !this.#closed) this.#nsp.emit('snapshot', snap);
+          if (snap && !this.#closed) this.#nsp.local.emit('snapshot', snap);
         });
       }, ADMIN_SNAPSHOT_INTERVAL_MS);
     }
@@ -167,10 +179,52 @@ export class AdminService {
     }
   }
 
-  /** The current snapshot. Concurrent callers share one build. */
+  /** The current snapshot (cluster mode: of every node that answered). Concurrent callers share one build. */
   snapshot(): Promise<AdminSnapshot> {
+    this.#merging ??= this.#merged().finally(() => (this.#merging = null));
+    return this.#merging;
+  }
+
+  #merging: Promise<AdminSnapshot> | null = null;
+
+  /** This node's own snapshot. Concurrent callers share one build. */
+  #local(): Promise<AdminSnapshot> {
     this.#building ??= this.#build().finally(() => (this.#building = null));
     return this.#building;
+  }
+
+  async #merged(): Promise<AdminSnapshot> {
+    const cluster = this.#deps.cluster;
+    if (!cluster) return this.#local();
+    const [self, expected] = await Promise.all([this.#local(), cluster.otherNodes().catch(() => 0)]);
+    const nsp = this.#nsp as unknown as Namespace;
+    const answers = expected > 0 ? await cluster.bus.ask(nsp, 'snapshot', {}, { timeoutMs: NODE_ANSWER_MS, enough: (n) => n >= expected }) : [];
+    const others = (answers as AdminSnapshot[]).filter((a) => typeof a?.node === 'string' && Array.isArray(a.workers) && Array.isArray(a.stages));
+    others.sort((a, b) => String(a.node).localeCompare(String(b.node)));
+    const all = [self, ...others];
+    const sum = (f: (t: AdminSnapshot['totals']) => number | null) => all.reduce<number | null>((n, s) => (n === null || f(s.totals) === null ? null : n + f(s.totals)!), 0);
+    const problems = [...self.problems, ...others.flatMap((o) => o.problems.map((p) => `${o.node}: ${p}`))];
+    if (others.length < expected) problems.push(`${expected - others.length} other node(s) did not answer within ${NODE_ANSWER_MS} ms`);
+    return {
+      ...self,
+      workers: all.flatMap((s) => s.workers),
+      // A stage another node serves now is shown there only (not also as the node that served it before).
+      stages: all
+        .flatMap((s) => s.stages)
+        .filter((r, _, rows) => r.worker !== null || !rows.some((o) => o.id === r.id && o.worker !== null))
+        .sort((a, b) => rank(a) - rank(b) || (a.title ?? a.id).localeCompare(b.title ?? b.id)),
+      levels: Object.assign({}, ...others.map((o) => o.levels), self.levels) as AdminSnapshot['levels'],
+      totals: {
+        stagesLive: sum((t) => t.stagesLive)!,
+        performers: sum((t) => t.performers)!,
+        consumers: sum((t) => t.consumers)!,
+        listeners: sum((t) => t.listeners)!,
+        callsWaiting: sum((t) => t.callsWaiting)!,
+        callsOnAir: sum((t) => t.callsOnAir)!,
+        uploadQueueDepth: sum((t) => t.uploadQueueDepth),
+      },
+      problems,
+    };
   }
 
   async #build(): Promise<AdminSnapshot> {
@@ -204,10 +258,13 @@ export class AdminService {
       const l = this.#levels.get(row.id);
       if (l) levels[row.id] = l;
     }
+    const node = this.#deps.cluster?.nodeId ?? null;
     return {
       at: new Date(now).toISOString(),
+      node,
       uptimeSeconds: Math.round((performance.now() - this.#startedAt) / 100) / 10,
       workers: workers.map((w) => ({
+        node,
         index: w.index,
         pid: w.pid,
         alive: w.alive,
@@ -255,6 +312,7 @@ export class AdminService {
       consumers: p.consumerCount,
     }));
     return {
+      node: this.#deps.cluster?.nodeId ?? null,
       id,
       title: view?.title ?? null,
       status: view?.status ?? (isLive ? 'live' : 'unknown'),
@@ -337,7 +395,7 @@ export class AdminService {
       s.timer = null;
       s.lastMs = performance.now();
       if (this.#closed) return;
-      this.#nsp.volatile.emit('audioLevels', { stageId, levels: this.#levels.get(stageId) ?? [] });
+      this.#nsp.local.volatile.emit('audioLevels', { stageId, levels: this.#levels.get(stageId) ?? [] });
     };
     const wait = s.lastMs + LEVELS_MIN_INTERVAL_MS - performance.now();
     if (wait <= 0) flush();
@@ -351,7 +409,7 @@ export class AdminService {
     this.#stopTimer();
     this.#deps.registry.off('stageOpened', this.#watchStage);
     for (const off of [...this.#stageListeners.values()]) off();
-    this.#nsp.disconnectSockets(true);
+    this.#nsp.local.disconnectSockets(true);
     this.#nsp.removeAllListeners('connection');
   }
 }

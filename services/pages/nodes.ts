@@ -34,3 +34,19 @@ export function nextNode(stageId: string): { next: string; rest: string[] } | nu
   });
   return next ? { next, rest: nodes.filter((n) => n !== next) } : null;
 }
+
+/**
+ * This page (path, query, fragment) on the node at `nodeUrl`, marked as coming from this one (`from`); null when the
+ * URL is not an http(s) node on another origin.
+ */
+export function samePageOn(nodeUrl: string): URL | null {
+  let target: URL;
+  try {
+    target = new URL(location.pathname + location.search + location.hash, nodeUrl);
+  } catch {
+    return null;
+  }
+  if (!/^https?:$/.test(target.protocol) || target.origin === location.origin) return null;
+  target.searchParams.set('from', location.origin);
+  return target;
+}

@@ -23,7 +23,8 @@ type StageEvents = {
   audioLevels: [levels: { performerId: string; volume: number }[]];
   /** The router was lost with its worker and rebuilt: every performer was dropped and must join again. */
   rebuilt: [reason: string];
-  onAirChanged: [onAir: boolean];
+  /** `handedOver`: off air because another node continues the stage (cluster mode), not because the show ended. */
+  onAirChanged: [onAir: boolean, handedOver?: boolean];
   '@close': [reason: string];
 };
 
@@ -144,7 +145,7 @@ export class Stage extends EventEmitter<StageEvents> {
     broadcast.once('@close', () => {
       if (this.#broadcast !== broadcast) return;
       this.#broadcast = null;
-      this.emit('onAirChanged', false);
+      this.emit('onAirChanged', false, broadcast.handedOver);
     });
     this.emit('onAirChanged', true);
     return broadcast;

@@ -23,6 +23,8 @@ export interface AdminConnectErrorData {
 }
 
 const adminWorker = z.object({
+  /** Cluster mode: the node it runs on; null on a single node. */
+  node: z.string().nullable(),
   /** The worker's slot in the pool (stable across respawns). */
   index: z.number().int(),
   pid: z.number().int(),
@@ -62,6 +64,8 @@ const adminArchive = z.object({
 export type AdminArchive = z.output<typeof adminArchive>;
 
 const adminStage = z.object({
+  /** Cluster mode: the node this row comes from (the one serving it, or that served its last broadcast); null on a single node. */
+  node: z.string().nullable(),
   id: z.string(),
   title: z.string().nullable(),
   status: z.union([stageStatusSchema, z.literal('unknown')]),
@@ -99,6 +103,8 @@ export type AdminLevel = z.output<typeof adminLevel>;
 const adminSnapshot = z.object({
   /** ISO time of the snapshot. */
   at: dateTime(),
+  /** Cluster mode: the node that sent it (the one the admin is connected to); null on a single node. */
+  node: z.string().nullable(),
   uptimeSeconds: z.number(),
   workers: z.array(adminWorker),
   stages: z.array(adminStage),

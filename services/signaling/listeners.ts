@@ -7,7 +7,8 @@ import type { Server, Socket } from 'socket.io';
 import type { CallDesk } from '../calls/desk.ts';
 import type { Performer } from '../sfu/performer.ts';
 import type { CallView } from '../shared/calls.ts';
-import { RequestError } from '../errors.ts';
+import type { ClusterLink } from '../cluster/events.ts';
+import { RequestError, WrongNodeError } from '../errors.ts';
 import { clientAddress } from '../http/util.ts';
 import { RateLimiter } from '../limits.ts';
 import type { Logger } from '../logger.ts';
@@ -28,6 +29,17 @@ const LIMITS = {
 };
 
 const roomOf = (stageId: string) => `listen:${stageId}`;
+
+/** Cluster mode: how long a comment posted on a node that does not serve the stage waits for the owner's answer. */
+const RELAY_TIMEOUT_MS = 3000;
+
+/** A comment passed to the stage's owner (cluster mode), and its answer. */
+interface RelayedComment {
+  stageId: string;
+  listenerId: string;
+  input: { text: string; name: string; playingDate?: string };
+}
+type RelayAnswer = { event: TimelineEvent } | { error: { code: RequestError['code']; message: string; retryAfterSeconds?: number } };
 
 type ListenSocket = Socket<ListenClientEvents, ListenServerEvents>;
 
@@ -50,6 +62,8 @@ export class ListenerSignaling {
   readonly #onCallChanged = (listenerId: string, call: CallView) => this.#callChanged(listenerId, call);
 
   readonly #otherNodes: (() => Promise<string[]>) | null;
+  readonly #cluster: ClusterLink | null;
+  readonly #nsp: Server['sockets'];
 
   constructor(args: {
     io: Server;
@@ -60,8 +74,11 @@ export class ListenerSignaling {
     log: Logger;
     /** Cluster mode: the other live nodes' URLs, for the page to try if this node stops answering. */
     otherNodes?: (() => Promise<string[]>) | null;
+    /** Cluster mode: the namespace is joined across nodes, and comments reach the stage's owner (services/cluster/events.ts). */
+    cluster?: ClusterLink | null;
   }) {
     this.#otherNodes = args.otherNodes ?? null;
+    this.#cluster = args.cluster ?? null;
     this.#calls = args.calls;
     this.#calls.on('changed', this.#onCallChanged);
     this.#stages = args.stages;
@@ -69,13 +86,23 @@ export class ListenerSignaling {
     this.#timeline = args.timeline;
     this.#log = args.log.child({ component: 'listeners' });
     const nsp = args.io.of(LISTEN_NAMESPACE);
+    this.#nsp = nsp;
+    if (this.#cluster) {
+      this.#cluster.bus.attach(nsp);
+      this.#cluster.bus.serve(nsp, 'comment', (payload) => this.#answerComment(payload));
+    }
     nsp.on('connection', (socket: Socket<ListenClientEvents, ListenServerEvents>) => this.#onConnection(socket));
     this.#onEvent = (stageId, event) => {
       nsp.to(roomOf(stageId)).emit('timelineEvent', { event });
     };
     this.#timeline.on('event', this.#onEvent);
-    // Listeners hear when the stage goes on and off air (their page starts or ends the player).
-    this.#onStageOpened = (stage) => stage.on('onAirChanged', (live) => nsp.to(roomOf(stage.id)).emit('stageStatus', { status: live ? 'live' : 'ended' }));
+    // Listeners hear when the stage goes on and off air (their page starts or ends the player). A broadcast handed
+    // over to another node (cluster mode) is not the show's end: that node says `live` when it continues.
+    this.#onStageOpened = (stage) =>
+      stage.on('onAirChanged', (live, handedOver) => {
+        if (!live && handedOver) return;
+        nsp.to(roomOf(stage.id)).emit('stageStatus', { status: live ? 'live' : 'ended' });
+      });
     this.#registry.on('stageOpened', this.#onStageOpened);
   }
 
@@ -105,12 +132,18 @@ export class ListenerSignaling {
         if (!stageId) throw new RequestError('NOT_JOINED', 'subscribe to a stage first');
         this.#bySocket.takeOrThrow(socket.id, 'you are commenting too fast');
         this.#byAddress.takeOrThrow(address, 'you are commenting too fast');
+        if (this.#cluster && !this.#servesHere(stageId)) return this.#relayComment({ stageId, listenerId, input: withoutUndefined(input) });
         this.#byStage.takeOrThrow(stageId, 'too many comments on this stage');
         return { event: this.#timeline.comment(stageId, input, listenerId) };
       },
       requestCall: async ({ name, topic }) => {
         if (!stageId) throw new RequestError('NOT_JOINED', 'subscribe to a stage first');
         const on = stageId;
+        // Cluster mode: a call is taken where the stage's media is; the page moves there (WRONG_NODE, the owner's URL).
+        if (this.#cluster && !this.#servesHere(on)) {
+          const owner = await this.#cluster.owner(on).catch(() => null);
+          if (owner && owner.id !== this.#cluster.nodeId) throw new WrongNodeError(owner.url, owner.id);
+        }
         return { call: await this.#calls.request({ stageId: on, listenerId, address, name, topic, stillThere: () => socket.connected && stageId === on }) };
       },
       endCall: async () => {
@@ -148,6 +181,34 @@ export class ListenerSignaling {
       this.#calls.listenerGone(listenerId, reason === 'client namespace disconnect' ? 'caller' : 'network');
       this.#onCall.get(listenerId)?.();
     });
+  }
+
+  /** The stage is on air on this node. */
+  #servesHere(stageId: string): boolean {
+    const b = this.#registry.get(stageId)?.broadcast;
+    return b !== null && b !== undefined && !b.closed;
+  }
+
+  /** Cluster mode: the comment goes to the node that serves the stage, which records it and broadcasts it. */
+  async #relayComment(req: RelayedComment): Promise<{ event: TimelineEvent }> {
+    const [answer] = (await this.#cluster!.bus.ask(this.#nsp, 'comment', req, { timeoutMs: RELAY_TIMEOUT_MS, enough: (n) => n >= 1 })) as RelayAnswer[];
+    if (!answer) throw new RequestError('INVALID_STATE', 'the stage is not on air: events belong to a broadcast');
+    if ('error' in answer) throw new RequestError(answer.error.code, answer.error.message, answer.error.retryAfterSeconds);
+    return { event: answer.event };
+  }
+
+  /** Another node passed a listener's comment on (already checked against its contract and its sender's limits). */
+  #answerComment(payload: unknown): RelayAnswer | null {
+    const req = payload as RelayedComment;
+    if (typeof req?.stageId !== 'string' || typeof req.listenerId !== 'string' || typeof req.input?.text !== 'string' || typeof req.input?.name !== 'string') return null;
+    if (!this.#servesHere(req.stageId)) return null;
+    try {
+      this.#byStage.takeOrThrow(req.stageId, 'too many comments on this stage');
+      return { event: this.#timeline.comment(req.stageId, req.input, req.listenerId) };
+    } catch (err) {
+      if (!(err instanceof RequestError)) throw err;
+      return { error: { code: err.code, message: err.message, ...(err.retryAfterSeconds !== undefined ? { retryAfterSeconds: err.retryAfterSeconds } : {}) } };
+    }
   }
 
   /** A call changed: its caller hears it; an accepted call binds the caller to the stage's performers. */
@@ -192,4 +253,8 @@ export class ListenerSignaling {
     this.#timeline.off('event', this.#onEvent);
     this.#registry.off('stageOpened', this.#onStageOpened);
   }
+}
+
+function withoutUndefined(input: { text: string; name: string; playingDate?: string | undefined }): RelayedComment['input'] {
+  return { text: input.text, name: input.name, ...(input.playingDate !== undefined ? { playingDate: input.playingDate } : {}) };
 }

@@ -212,6 +212,19 @@ describe('cluster: a node dies mid-show (three service processes)', function () 
       expect(mine.length, `${s.id}: no minute missing`).to.equal(span);
     }
 
+    // The history of ownership: node-1's holding of each stage ended as expired (it died) when a survivor took it.
+    const { rows: leases } = await db.query<{ stage_id: string; node_id: string; end_reason: string | null }>(
+      'select stage_id, node_id, end_reason from stage_leases where stage_id = any($1) order by stage_id, taken_at, id',
+      [stages.map((s) => s.id)],
+    );
+    for (const s of stages) {
+      const h = leases.filter((l) => l.stage_id === s.id).map((l) => [l.node_id, l.end_reason]);
+      expect(h.length, `${s.id}: holdings of its lease`).to.equal(2);
+      expect(h[0], `${s.id}: node-1's holding`).to.deep.equal(['node-1', 'expired']);
+      expect(h[1]![0], `${s.id}: the survivor's holding`).to.not.equal('node-1');
+      expect(h[1]![1], `${s.id}: the survivor's holding is open`).to.equal(null);
+    }
+
     // node-1 comes back: it finalizes and uploads the broadcasts it was recording, from its own disk.
     nodes[0] = await ServiceProcess.start(ports[0]!, envs[0]!);
     const { rows: interrupted } = await db.query<{ id: string }>(`select id from broadcasts where stage_id = any($1) and node_id = 'node-1'`, [stages.map((s) => s.id)]);

@@ -67,13 +67,18 @@ function duration(seconds: number): string {
   return s < 3600 ? `0:${formatDuration(s).padStart(5, '0')}` : formatDuration(s);
 }
 
-function renderWorkers(workers: AdminWorker[]): void {
+/** Cluster mode: each worker and stage says which node it is on (the snapshot covers every node). */
+function renderWorkers(workers: AdminWorker[], clustered: boolean): void {
   const body = ui.workers.tBodies[0]!;
+  for (const th of ui.workers.querySelectorAll<HTMLElement>('th[data-node]')) th.hidden = !clustered;
   body.replaceChildren(
     ...workers.map((w) => {
+      const node = el('td', { text: w.node ?? '' });
+      node.hidden = !clustered;
       const row = el(
         'tr',
         {},
+        node,
         el('td', { text: `#${w.index}` }),
         el('td', { className: 'num', text: String(w.pid) }),
         el('td', { className: 'num', text: w.cpuPercent === null ? '…' : `${w.cpuPercent.toFixed(1)} %` }),
@@ -81,6 +86,7 @@ function renderWorkers(workers: AdminWorker[]): void {
         el('td', { text: t(w.alive ? 'admin.running' : 'admin.down') }),
       );
       row.dataset['worker'] = String(w.index);
+      if (w.node) row.dataset['node'] = w.node;
       return row;
     }),
   );
@@ -105,6 +111,7 @@ function renderStage(s: AdminStage): HTMLElement {
   const badge = el('span', { className: 'badge', text: s.status === 'live' || s.status === 'idle' || s.status === 'ended' ? t(`status.${s.status}`) : s.status });
   badge.dataset['status'] = s.status;
   const head = el('h3', {}, el('span', { text: s.title ?? '(unknown)' }), badge, el('span', { className: 'id', text: s.id }));
+  if (s.node) head.append(el('span', { className: 'id', text: `${t('admin.node')} ${s.node}` }));
   const facts = el(
     'dl',
     { className: 'facts' },
@@ -152,6 +159,7 @@ function renderStage(s: AdminStage): HTMLElement {
   table.setAttribute('aria-label', t('admin.performersOf', { title: s.title ?? s.id }));
   const section = el('section', { className: 'stage' }, head, facts, s.performers.length > 0 ? table : el('p', { text: t('admin.noPerformer') }));
   section.dataset['stageId'] = s.id;
+  if (s.node) section.dataset['node'] = s.node;
   return section;
 }
 
@@ -168,7 +176,7 @@ function render(snap: AdminSnapshot): void {
     fact(t('admin.uploadQueue'), sum.uploadQueueDepth === null ? '?' : String(sum.uploadQueueDepth)),
     fact(t('admin.up'), duration(snap.uptimeSeconds)),
   );
-  renderWorkers(snap.workers);
+  renderWorkers(snap.workers, snap.node !== null);
   ui.noStages.hidden = snap.stages.length > 0;
   ui.stages.replaceChildren(...snap.stages.map(renderStage));
   ui.problems.textContent = snap.problems.join('; ');

@@ -151,6 +151,7 @@ export const en = {
   'call.onAir': 'On air — you are live. Headphones keep the show out of your microphone.',
   'call.micFailed': 'Your microphone could not be opened, so the call was ended. Allow the microphone and call again.',
   'call.noTrack': 'No microphone track.',
+  'call.movingToOwner': 'Taking your request to the server that carries this show…',
   'call.notConnected': 'The call could not be connected.',
 
   'comments.heading': 'Comments',
@@ -182,6 +183,7 @@ export const en = {
   'admin.workers': 'Workers',
   'admin.workersTable': 'mediasoup workers',
   'admin.worker': 'Worker',
+  'admin.node': 'Node',
   'admin.routers': 'Routers',
   'admin.running': 'running',
   'admin.down': 'down',

@@ -152,6 +152,7 @@ export const ja: Catalogue = {
   'call.onAir': 'オンエア中 — あなたの声が放送されています。ヘッドホンを使うと番組の音がマイクに入りません。',
   'call.micFailed': 'マイクを開けなかったため、電話を終了しました。マイクを許可して、もう一度かけてください。',
   'call.noTrack': 'マイクのトラックがありません。',
+  'call.movingToOwner': 'この番組を配信しているサーバーへリクエストを送っています…',
   'call.notConnected': '電話をつなげませんでした。',
 
   'comments.heading': 'コメント',
@@ -183,6 +184,7 @@ export const ja: Catalogue = {
   'admin.workers': 'ワーカー',
   'admin.workersTable': 'mediasoup ワーカー',
   'admin.worker': 'ワーカー',
+  'admin.node': 'ノード',
   'admin.routers': 'ルーター',
   'admin.running': '稼働中',
   'admin.down': '停止',

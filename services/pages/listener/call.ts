@@ -11,6 +11,7 @@ import type { CallView } from '../../shared/calls.ts';
 import type { ListenContract, ListenRequest, ListenRequestName, ListenResponse } from '../../shared/listen.ts';
 import type { PerformerInfo } from '../../shared/model.ts';
 import type { ContractSocket, Request } from '../client.ts';
+import { samePageOn } from '../nodes.ts';
 import { explainInsecureOrigin } from '../secure.ts';
 import { t } from '../i18n/index.ts';
 
@@ -29,7 +30,16 @@ export interface CallHost {
 /** Without a performer to hear, the stream stops this long after publishing anyway. */
 const NO_REMOTE_HANDOVER_MS = 1500;
 
-class Failed extends Error {}
+class Failed extends Error {
+  constructor(
+    message: string,
+    readonly code = 'ERROR',
+    /** WRONG_NODE (cluster mode): the node that serves the stage. */
+    readonly ownerUrl = '',
+  ) {
+    super(message);
+  }
+}
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 
@@ -66,7 +76,7 @@ export function setupCallIn(host: CallHost) {
   async function ask<E extends ListenRequestName>(event: E, payload: ListenRequest<E>): Promise<ListenResponse<E>> {
     const res = await host.request(event, payload);
     if (res.ok) return res.data;
-    throw new Failed(res.error.message);
+    throw new Failed(res.error.message, res.error.code, 'ownerUrl' in res.error ? (res.error.ownerUrl ?? '') : '');
   }
 
   // A call needs the microphone: on an insecure origin, say where to call from instead of failing after the host takes it.
@@ -88,6 +98,32 @@ export function setupCallIn(host: CallHost) {
   }
 
   ui.name.value = localStorage.getItem('listenerName') ?? '';
+  // Cluster mode: a call asked on a node that does not serve the stage moved the page to the node that does, with
+  // the caller's name and topic (that node is another origin: this one's storage does not go with it). The request
+  // is made again here once the page has subscribed.
+  const params = new URLSearchParams(location.search);
+  let askOnSubscribe = params.get('call') === '1';
+  if (askOnSubscribe) {
+    ui.name.value = params.get('name') ?? ui.name.value;
+    ui.topic.value = params.get('topic') ?? '';
+    for (const k of ['call', 'name', 'topic']) params.delete(k);
+    const rest = params.toString();
+    history.replaceState(null, '', `${location.pathname}${rest ? `?${rest}` : ''}${location.hash}`);
+  }
+
+  /** Moves the page to the node that serves the stage, asking for the call again there. */
+  function moveToOwner(ownerUrl: string): boolean {
+    const target = samePageOn(ownerUrl);
+    if (!target) return false;
+    target.searchParams.set('call', '1');
+    target.searchParams.set('name', ui.name.value.trim());
+    const topic = ui.topic.value.trim();
+    if (topic) target.searchParams.set('topic', topic);
+    ui.status.textContent = t('call.movingToOwner');
+    ui.error.textContent = t('call.movingToOwner');
+    location.replace(target.toString());
+    return true;
+  }
   ui.form.addEventListener('submit', (ev) => {
     ev.preventDefault();
     void requestCall();
@@ -107,6 +143,7 @@ export function setupCallIn(host: CallHost) {
         setState('waiting', waitingText(null));
       }
     } catch (err) {
+      if (err instanceof Failed && err.code === 'WRONG_NODE' && moveToOwner(err.ownerUrl)) return;
       ui.error.textContent = err instanceof Error ? err.message : String(err);
       ui.ask.disabled = insecure;
     }
@@ -387,6 +424,12 @@ export function setupCallIn(host: CallHost) {
   setState('none', '');
   return {
     bind,
+    /** The page subscribed to the stage: a call carried over from another node is asked for now. */
+    subscribed: () => {
+      if (!askOnSubscribe || insecure) return;
+      askOnSubscribe = false;
+      void requestCall();
+    },
     /** True while the call's audio replaces the stream. */
     onAir: () => handedOver,
     state: () => state,

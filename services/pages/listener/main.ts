@@ -12,7 +12,7 @@ import type { StageStatus } from '../../shared/model.ts';
 import type { StageView } from '../../shared/rest.ts';
 import type { TimelineEvent, TimelineEventType } from '../../shared/timeline.ts';
 import { requester, type ContractSocket } from '../client.ts';
-import { nextNode, rememberNodes, takeCarriedNodes } from '../nodes.ts';
+import { nextNode, rememberNodes, samePageOn, takeCarriedNodes } from '../nodes.ts';
 import { setupCallIn } from './call.ts';
 import { setupLanguage, t, type Key } from '../i18n/index.ts';
 
@@ -310,8 +310,8 @@ let unreachable = 0;
 /** Cluster mode: this node stopped answering; the page reopens itself on another one it knows of (none: false). */
 function failOver(): boolean {
   const found = nextNode(stageId);
-  if (!found) return false;
-  const target = new URL(location.pathname + location.search + location.hash, found.next);
+  const target = found && samePageOn(found.next);
+  if (!found || !target) return false;
   if (found.rest.length > 0) target.searchParams.set('nodes', found.rest.join(' '));
   stopEverything();
   ui.status.textContent = t('listener.movingNode');
@@ -678,6 +678,7 @@ async function subscribe(): Promise<void> {
   }
   const { data } = res;
   if (data.nodes) rememberNodes(stageId, data.nodes);
+  callIn.subscribed();
   if (broadcastId !== null && data.broadcastId !== broadcastId) {
     // Another broadcast: the previous one's events are not this stream's.
     events.clear();

@@ -13,7 +13,7 @@ import type { EncoderList, StageView } from '../../shared/rest.ts';
 import type { PerformerInfo, StageStatus } from '../../shared/model.ts';
 import type { StageContract, StageRequest, StageRequestName, StageResponse } from '../../shared/stage.ts';
 import { requester, type ContractSocket } from '../client.ts';
-import { nextNode, rememberNodes, takeCarriedNodes } from '../nodes.ts';
+import { nextNode, rememberNodes, samePageOn, takeCarriedNodes } from '../nodes.ts';
 import { explainInsecureOrigin } from '../secure.ts';
 import { setupLanguage, t, type Key } from '../i18n/index.ts';
 
@@ -140,16 +140,10 @@ function failOver(): boolean {
  * name (the other node is another origin: this one's storage does not go with it).
  */
 function followOwner(ownerUrl: string, nodes: string[] = []): boolean {
-  let target: URL;
-  try {
-    target = new URL(location.pathname + location.search + location.hash, ownerUrl);
-  } catch {
-    return false;
-  }
-  if (!/^https?:$/.test(target.protocol) || target.origin === location.origin) return false;
+  const target = samePageOn(ownerUrl);
+  if (!target) return false;
   target.searchParams.set('join', '1');
   if (nodes.length > 0) target.searchParams.set('nodes', nodes.join(' '));
-  target.searchParams.set('from', location.origin);
   const name = ui.name.value.trim();
   if (name) target.searchParams.set('name', name);
   setState('joining', t('performer.movingToOwner'));
