@@ -334,7 +334,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     // Cluster mode: /listen and /admin are joined across nodes through Redis (services/cluster/events.ts).
     const bus = cluster && config.cluster ? await ClusterBus.open(config.cluster.redisUrl, cluster.nodeId, log) : null;
     if (bus) cleanups.push(() => bus.close());
-    const signaling = new SignalingServer({ httpServer: server, registry, stages, onAir, timeline, admission, calls, log, joinsPerMinute: config.rateLimits.joinPerMinute, otherNodes, sharedLimits: cluster?.buckets ?? null });
+    const signaling = new SignalingServer({ httpServer: server, registry, stages, onAir, timeline, admission, calls, log, joinsPerMinute: config.rateLimits.joinPerMinute, otherNodes, sharedLimits: cluster?.buckets ?? null, resumeTokens: cluster?.resumeTokens ?? null });
     const clusterBus: ClusterLink | null =
       bus && cluster
         ? { bus, nodeId: cluster.nodeId, otherNodes: async () => (await cluster.nodes()).filter((n) => n.id !== cluster.nodeId).length, owner: (id) => cluster.owner(id) }

@@ -86,7 +86,7 @@ export class OnAir {
       if (!rec || rec.status !== 'live' || this.#registry.get(id)?.onAir) return false;
       const stage = await this.#registry.open(id);
       if (stage.onAir) return false;
-      const taken = await interruptForTakeover(this.#db, id, reason, stage.performers.map((p) => p.id));
+      const taken = await interruptForTakeover(this.#db, id, reason, stage.performers.map((p) => p.sessionId));
       await stage.startBroadcast({ continues: taken?.continues ?? null });
       return true;
     });

@@ -53,8 +53,11 @@ export async function interruptForTakeover(
   db: Db,
   stageId: string,
   reason: string,
-  /** Performers already on the stage here (they joined before the takeover): their sessions stay open. */
-  keepPerformers: readonly string[] = [],
+  /**
+   * Sessions of performers already on the stage here (they joined before the takeover, perhaps with the same performer
+   * id as on the dead node): they stay open; the dead node's are closed.
+   */
+  keepSessions: readonly string[] = [],
 ): Promise<{ ended: string; continues: HlsContinuation } | null> {
   const { rows } = await db.query<OpenRow & { open: boolean }>(
     `select b.id, b.node_id, b.hls_first_msn, b.hls_first_run, b.hls_first_cc, b.ended_at is null as open,
@@ -71,11 +74,11 @@ export async function interruptForTakeover(
   const lastMsn = old.last_msn ?? firstMsn - 1;
   const lastRun = Math.max(old.last_run ?? firstRun, firstRun);
   const lastCc = (old.hls_first_cc ?? 0) + Math.max(0, Number(old.runs) - 1);
-  if (old.open) {
-    await new BroadcastRepo(db).end(old.id, reason, 'aborted');
-    await new PerformerSessionRepo(db).closeAllOpen(reason, [stageId], keepPerformers);
-    await new CallRepo(db).closeAllOpen([stageId]);
-  }
+  if (old.open) await new BroadcastRepo(db).end(old.id, reason, 'aborted');
+  // Whatever the node that had the stage left open (it died, or handed it over without closing them: a restart), but
+  // the sessions of performers already here. No call is open here yet: calls need the broadcast this one starts.
+  await new PerformerSessionRepo(db).closeAllOpen(reason, [stageId], keepSessions);
+  await new CallRepo(db).closeAllOpen([stageId]);
   // A run the dead node started but the database never heard of would reuse an init name: one more is skipped too.
   return { ended: old.id, continues: { msn: lastMsn + 1 + MSN_MARGIN, run: lastRun + 2, discontinuitySequence: lastCc } };
 }

@@ -18,6 +18,8 @@ import { RequestError, WrongNodeError } from '../errors.ts';
 import type { SharedBuckets } from '../limits.ts';
 import type { Logger } from '../logger.ts';
 import { RedisBuckets } from './limits.ts';
+import { RedisResumeStore } from './resume.ts';
+import type { ResumeStore } from '../signaling/resume.ts';
 
 /** A node writes its heartbeat this often. */
 export const HEARTBEAT_MS = 1000;
@@ -208,6 +210,13 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   #buckets: SharedBuckets | null = null;
 
+  /** Performers' resume tokens, every node's (in this node's Redis connection). */
+  get resumeTokens(): ResumeStore {
+    return (this.#resume ??= new RedisResumeStore(this.#redis));
+  }
+
+  #resume: ResumeStore | null = null;
+
   /** The id of the node whose lease the stage has, live or not (null: none). */
   holder(stageId: string): Promise<string | null> {
     return unavailableWithoutRedis(() => this.#redis.get(KEY.owner(stageId)));
@@ -380,7 +389,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
    * WrongNodeError with the owner's URL otherwise. From here on this node renews the lease until release().
    */
   async claim(stageId: string): Promise<void> {
-    if (this.#closed) throw new Error('cluster closed');
+    if (this.#closed || this.#withdrawn) throw new RequestError('UNAVAILABLE', 'this node is leaving the cluster', 2);
     const owner = await this.place(stageId);
     if (owner.id !== this.nodeId) throw new WrongNodeError(owner.url, owner.id);
     // The lease may have been written a while ago (placed here by another node): renew it now, so that its fence
@@ -432,6 +441,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
   }
 
   #withdrawn = false;
+
+  holds(stageId: string): boolean {
+    return this.#held.has(stageId);
+  }
 
   /** Stages whose leases this node holds. */
   get held(): string[] {

@@ -62,6 +62,16 @@ export class ClusterBus {
     this.#redis = redis;
     this.#nodeId = nodeId;
     this.#log = log.child({ component: 'cluster-bus' });
+    // The adapter publishes its ephemeral messages (server-side events) without handling a failure: a rejected
+    // PUBLISH (Redis away for 5 s, or the bus closing) would be an unhandled rejection, which ends a Node process.
+    const publish = redis.publish.bind(redis) as (...a: unknown[]) => Promise<number>;
+    (redis as unknown as { publish: (...a: unknown[]) => Promise<number> }).publish = (...args: unknown[]) => {
+      const p = publish(...args);
+      p.catch(() => undefined);
+      return p;
+    };
+    // Its own connections (duplicates) connect by themselves, not through a connect() whose failure nobody handles.
+    redis.options.lazyConnect = false;
     const duplicate = redis.duplicate.bind(redis);
     redis.duplicate = (...args: Parameters<Redis['duplicate']>) => {
       const d = duplicate(...args);

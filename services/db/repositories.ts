@@ -163,11 +163,11 @@ export class PerformerSessionRepo {
   }
 
   /** Closes every session still open (at start-up, after a crash). Returns how many it closed. */
-  async closeAllOpen(reason: string, stageIds: readonly string[] | null = null, exceptPerformers: readonly string[] = []): Promise<number> {
+  async closeAllOpen(reason: string, stageIds: readonly string[] | null = null, exceptSessions: readonly string[] = []): Promise<number> {
     const { rowCount } = await this.db.query(
       `update performer_sessions set left_at = now(), leave_reason = $1
-       where left_at is null and ($2::text[] is null or stage_id = any($2::text[])) and not (performer_id = any($3::text[]))`,
-      [reason, stageIds, exceptPerformers],
+       where left_at is null and ($2::text[] is null or stage_id = any($2::text[])) and not (id = any($3::text[]))`,
+      [reason, stageIds, exceptSessions],
     );
     return rowCount;
   }

@@ -1,3 +1,4 @@
+import { RequestError } from '../errors.ts';
 import { EventEmitter } from 'node:events';
 import type { types as ms } from 'mediasoup';
 import type { Logger } from '../logger.ts';
@@ -14,6 +15,8 @@ type RegistryEvents = { stageOpened: [stage: Stage] };
 export interface StageOwnership {
   claim(stageId: string): Promise<void>;
   release(stageId: string): void;
+  /** This node still holds the stage's lease (it may have been lost, or fenced, while the stage was opening). */
+  holds(stageId: string): boolean;
 }
 
 /** After its worker died, a stage waits this long (default) for a performer to be back on it before it closes. */
@@ -124,6 +127,10 @@ export class StageRegistry extends EventEmitter<RegistryEvents> {
             void stage.close('server shutting down', 'complete');
             ownership?.release(id);
             throw new Error('registry closed');
+          }
+          if (ownership && !ownership.holds(id)) {
+            void stage.close('the stage moved to another node while it opened here', 'aborted', { handOver: true });
+            throw new RequestError('UNAVAILABLE', 'this stage is moving to another node; try again', 2);
           }
           this.#stages.set(id, stage);
           stage.once('@close', () => {

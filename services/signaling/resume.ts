@@ -2,10 +2,37 @@
 // replaced) continue as the same performer: same id, so the same track in the archive, the same row in the admin
 // view, the same speaker on the timeline. A token is a bearer secret bound to one stage and one performer, issued
 // anew at every join (the previous one stops working), and only good with the stage's performer key too.
+// Cluster mode keeps them in Redis (services/cluster/resume.ts), so that a performer who moves with their stage to
+// another node continues there as the same performer.
 import crypto from 'node:crypto';
 
-const TOKEN_TTL_MS = 12 * 60 * 60_000;
+/** Where the signaling server keeps resume tokens. */
+export interface ResumeStore {
+  /** A new token for this performer on this stage; any earlier one of theirs stops working. */
+  issue(stageId: string, performerId: string): Promise<string>;
+  /** The performer a token resumes on this stage, or null (unknown, expired, or another stage's). Single use. */
+  redeem(stageId: string, token: string): Promise<string | null>;
+  /** The stage closed on this node. */
+  stageClosed(stageId: string): void;
+}
+
 const MAX_TOKENS = 50_000;
+
+/** One node's tokens, in memory: a stage that closes here takes its performers' tokens with it. */
+export class LocalResumeStore implements ResumeStore {
+  readonly tokens = new ResumeTokens();
+  async issue(stageId: string, performerId: string): Promise<string> {
+    return this.tokens.issue(stageId, performerId);
+  }
+  async redeem(stageId: string, token: string): Promise<string | null> {
+    return this.tokens.redeem(stageId, token);
+  }
+  stageClosed(stageId: string): void {
+    this.tokens.forgetStage(stageId);
+  }
+}
+
+export const RESUME_TOKEN_TTL_MS = 12 * 60 * 60_000;
 
 export class ResumeTokens {
   /** token → its performer; insertion order is issue order (the oldest are dropped past MAX_TOKENS). */
@@ -18,7 +45,7 @@ export class ResumeTokens {
     const previous = this.#byPerformer.get(performerId);
     if (previous) this.#tokens.delete(previous);
     const token = crypto.randomBytes(18).toString('base64url');
-    this.#tokens.set(token, { stageId, performerId, expiresAt: now + TOKEN_TTL_MS });
+    this.#tokens.set(token, { stageId, performerId, expiresAt: now + RESUME_TOKEN_TTL_MS });
     this.#byPerformer.set(performerId, token);
     while (this.#tokens.size > MAX_TOKENS) {
       const [oldest, entry] = this.#tokens.entries().next().value!;

@@ -18,7 +18,7 @@ import { MAX_MESSAGE_BYTES, STAGE_NAMESPACE, stageContract, type StageClientEven
 import type { StageCatalog } from '../stages/catalog.ts';
 import type { TimelineService } from '../timeline/service.ts';
 import { serveRequests } from './requests.ts';
-import { ResumeTokens } from './resume.ts';
+import { LocalResumeStore, type ResumeStore } from './resume.ts';
 
 type StageSocket = Socket<StageClientEvents, StageServerEvents>;
 
@@ -45,8 +45,8 @@ export class SignalingServer {
   readonly #log: Logger;
   /** Join attempts (right key or wrong) per client address and per stage. */
   readonly #joinLimits: KeyedLimits;
-  readonly #resume = new ResumeTokens();
-  readonly #onStageOpened = (stage: Stage) => stage.once('@close', () => this.#resume.forgetStage(stage.id));
+  readonly #resume: ResumeStore;
+  readonly #onStageOpened = (stage: Stage) => stage.once('@close', () => this.#resume.stageClosed(stage.id));
   readonly #calls: CallDesk;
   readonly #onQueue = (stageId: string) => this.#nsp.to(roomOf(stageId)).emit('callQueue', { calls: this.#calls.queue(stageId) });
   #closed = false;
@@ -66,7 +66,10 @@ export class SignalingServer {
     otherNodes?: (() => Promise<string[]>) | null;
     /** Cluster mode: the join limits' buckets, shared by every node. */
     sharedLimits?: SharedBuckets | null;
+    /** Cluster mode: resume tokens every node can redeem (a performer moving with their stage stays the same). */
+    resumeTokens?: ResumeStore | null;
   }) {
+    this.#resume = args.resumeTokens ?? new LocalResumeStore();
     this.#otherNodes = args.otherNodes ?? null;
     this.#calls = args.calls;
     this.#calls.on('queue', this.#onQueue);
@@ -129,7 +132,9 @@ export class SignalingServer {
         if (socket.disconnected) throw new RequestError('INVALID_STATE', 'disconnected');
         // A resume continues the same performer: their earlier connection (if the server has not noticed it is gone
         // yet) gives way, and the new one takes its id, its track and its place on the timeline.
-        const resumedId = resume ? this.#resume.redeem(stageId, resume) : null;
+        const resumedId = resume ? await this.#resume.redeem(stageId, resume) : null;
+        if (membership) throw new RequestError('ALREADY_JOINED', 'this connection already joined a stage');
+        if (socket.disconnected) throw new RequestError('INVALID_STATE', 'disconnected');
         stage.performer(resumedId ?? '')?.close(RESUMED);
         const performer = stage.addPerformer(resumedId ?? crypto.randomUUID(), displayName);
         membership = { stage, performer, detach: this.#bind(socket, stage, performer, () => (membership = null)) };
@@ -139,7 +144,7 @@ export class SignalingServer {
         log.info('performer joined', { stageId, performerId: performer.id, resumed: resumedId !== null });
         return {
           performerId: performer.id,
-          resumeToken: this.#resume.issue(stageId, performer.id),
+          resumeToken: await this.#resume.issue(stageId, performer.id),
           resumed: resumedId !== null,
           stage: record,
           routerRtpCapabilities: stage.rtpCapabilities,

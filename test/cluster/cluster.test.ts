@@ -122,6 +122,18 @@ describe('cluster: three nodes through Redis (in one process)', function () {
     }
   });
 
+  it("resume tokens are the cluster's: issued on one node, redeemed once on another, only for their stage; a new one retires the old", async () => {
+    const [a, b] = [nodes[0]!.cluster!.resumeTokens, nodes[1]!.cluster!.resumeTokens];
+    const first = await a.issue('stage-r', 'performer-r');
+    expect(await b.redeem('stage-other', first), "another stage's").to.equal(null);
+    expect(await b.redeem('stage-r', first), 'redeemed on another node').to.equal('performer-r');
+    expect(await nodes[2]!.cluster!.resumeTokens.redeem('stage-r', first), 'single use').to.equal(null);
+    const older = await a.issue('stage-r', 'performer-r');
+    const newer = await b.issue('stage-r', 'performer-r');
+    expect(await a.redeem('stage-r', older), 'retired by the newer one').to.equal(null);
+    expect(await a.redeem('stage-r', newer)).to.equal('performer-r');
+  });
+
   it('twelve stages created and started through one node are placed four per node; each plays through that node with its own tone', async () => {
     const entry = nodes[0]!;
     const freqs = Array.from({ length: 12 }, (_, i) => 330 + 110 * i);
@@ -241,7 +253,7 @@ describe('cluster: three nodes through Redis (in one process)', function () {
     onAir.set(stage.id, served);
   });
 
-  it("a listener page asking to speak on a node that does not serve the stage is moved to the owner by the page, and its call waits in the owner's queue", async () => {
+  it("a listener page asking to speak on a node that does not serve the stage is moved to the owner by the page with its name and topic; pressed again there, its call waits in the owner's queue", async () => {
     const [id, owner] = [...onAir].find(([, n]) => n === nodes[0])!;
     const entry = nodes[1]!;
     const page = await browser!.newPage();
@@ -252,6 +264,12 @@ describe('cluster: three nodes through Redis (in one process)', function () {
       await page.getByLabel('Topic (optional)').fill('From another node');
       await page.getByRole('button', { name: 'Request to speak' }).click();
       await page.waitForURL((u) => u.origin === new URL(owner.url).origin, { timeout: 15_000 });
+      // There, the form is filled in again and nothing is asked until the caller presses the button once more.
+      await page.waitForFunction(() => document.getElementById('call-error')?.textContent !== '', null, { timeout: 15_000 });
+      expect(await page.getByLabel('Name on air').inputValue(), 'the name came along').to.equal('Cleo');
+      expect(await page.getByLabel('Topic (optional)').inputValue(), 'the topic came along').to.equal('From another node');
+      expect(owner.calls.queue(id), 'nothing asked by the address alone').to.deep.equal([]);
+      await page.getByRole('button', { name: 'Request to speak' }).click();
       await page.waitForFunction(() => document.body.dataset['call'] === 'waiting', null, { timeout: 15_000 });
       const params = new URL(page.url()).searchParams;
       expect(['call', 'name', 'topic'].map((k) => params.get(k)), 'the one-shot request is gone from the address').to.deep.equal([null, null, null]);

@@ -141,6 +141,17 @@ describe('cluster: a node dies mid-show (three service processes)', function () 
     expect(before.pcm, 'segments before the kill').to.not.equal(null);
     expect(toneDb(before.pcm!, 660), 'the performer before the kill (dBFS)').to.be.greaterThan(-30);
     const lastBefore = before.segments.at(-1)!;
+    // Who performs on the two stages with a browser, by the database's open sessions.
+    const performersOf = async (stageIds: string[]) =>
+      (
+        await db.query<{ stage_id: string; performer_id: string }>(
+          'select stage_id, performer_id from performer_sessions where stage_id = any($1) and left_at is null order by stage_id',
+          [stageIds],
+        )
+      ).rows;
+    const browserStages = stages.slice(0, 2).map((s) => s.id);
+    const performersBefore = await eventually(() => performersOf(browserStages), (r) => r.length === 2, 5000);
+    expect(performersBefore.length, 'one open session on each stage with a browser').to.equal(2);
 
     const killedAt = performance.now();
     await victim.stop();
@@ -164,6 +175,15 @@ describe('cluster: a node dies mid-show (three service processes)', function () 
       200,
     );
     const publishingMs = performance.now() - killedAt;
+    // The same performers (their resume tokens are in Redis, carried by the pages to the new node): the same ids, one
+    // open session each (the dead node's closed by the takeover).
+    expect(await Promise.all(pages.map((p) => p.evaluate(() => document.body.dataset['resumed']))), 'the pages joined as the same performers').to.deep.equal(['true', 'true']);
+    const performersAfter = await eventually(
+      () => performersOf(browserStages),
+      (r) => r.length === 2 && r.every((x, i) => x.performer_id === performersBefore[i]!.performer_id),
+      5000,
+    );
+    expect(performersAfter, 'open sessions after the move: the same performer ids').to.deep.equal(performersBefore);
     // The listener page, with no action by anyone: on a survivor, playing.
     const playing = await eventually(
       () => listener.evaluate(() => document.body.dataset['state']).catch(() => 'navigating'),

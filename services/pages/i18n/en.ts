@@ -152,6 +152,7 @@ export const en = {
   'call.micFailed': 'Your microphone could not be opened, so the call was ended. Allow the microphone and call again.',
   'call.noTrack': 'No microphone track.',
   'call.movingToOwner': 'Taking your request to the server that carries this show…',
+  'call.pressAgain': 'This server carries the show: press Request to speak to send your request here.',
   'call.notConnected': 'The call could not be connected.',
 
   'comments.heading': 'Comments',

@@ -153,6 +153,7 @@ export const ja: Catalogue = {
   'call.micFailed': 'マイクを開けなかったため、電話を終了しました。マイクを許可して、もう一度かけてください。',
   'call.noTrack': 'マイクのトラックがありません。',
   'call.movingToOwner': 'この番組を配信しているサーバーへリクエストを送っています…',
+  'call.pressAgain': 'このサーバーが番組を配信しています。「発言をリクエスト」をもう一度押すと、ここからリクエストを送ります。',
   'call.notConnected': '電話をつなげませんでした。',
 
   'comments.heading': 'コメント',

@@ -99,14 +99,15 @@ export function setupCallIn(host: CallHost) {
 
   ui.name.value = localStorage.getItem('listenerName') ?? '';
   // Cluster mode: a call asked on a node that does not serve the stage moved the page to the node that does, with
-  // the caller's name and topic (that node is another origin: this one's storage does not go with it). The request
-  // is made again here once the page has subscribed.
+  // the caller's name and topic (that node is another origin: this one's storage does not go with it). The form is
+  // filled in again, and the caller presses Request to speak once more: an address alone never asks for a call (a
+  // crafted link could otherwise put someone's microphone in a queue).
   const params = new URLSearchParams(location.search);
-  let askOnSubscribe = params.get('call') === '1';
-  if (askOnSubscribe) {
+  let movedHere = params.get('call') === '1';
+  if (movedHere) {
     ui.name.value = params.get('name') ?? ui.name.value;
     ui.topic.value = params.get('topic') ?? '';
-    for (const k of ['call', 'name', 'topic']) params.delete(k);
+    for (const k of ['call', 'name', 'topic', 'from']) params.delete(k);
     const rest = params.toString();
     history.replaceState(null, '', `${location.pathname}${rest ? `?${rest}` : ''}${location.hash}`);
   }
@@ -424,11 +425,12 @@ export function setupCallIn(host: CallHost) {
   setState('none', '');
   return {
     bind,
-    /** The page subscribed to the stage: a call carried over from another node is asked for now. */
+    /** The page subscribed to the stage: a call carried over from another node is offered again. */
     subscribed: () => {
-      if (!askOnSubscribe || insecure) return;
-      askOnSubscribe = false;
-      void requestCall();
+      if (!movedHere || insecure) return;
+      movedHere = false;
+      ui.error.textContent = t('call.pressAgain');
+      ui.ask.focus();
     },
     /** True while the call's audio replaces the stream. */
     onAir: () => handedOver,

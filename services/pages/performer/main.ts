@@ -95,6 +95,16 @@ const stageId = decodeURIComponent(location.pathname.split('/').filter(Boolean)[
 /** This tab's resume token for the stage (sessionStorage: it survives a reload, and is not shared with other tabs). */
 const RESUME_KEY = `stage-radio:resume:${stageId}`;
 const params = new URLSearchParams(location.search);
+{
+  // Cluster mode: moved here from another node, with this tab's resume token (another origin has its own storage). It
+  // is the newest: it replaces whatever this origin kept, and leaves the address at once.
+  const carried = params.get('resume');
+  if (carried !== null) {
+    if (carried) sessionStorage.setItem(RESUME_KEY, carried);
+    params.delete('resume');
+    history.replaceState(null, '', `${location.pathname}?${params.toString()}${location.hash}`);
+  }
+}
 const key = params.get('key') ?? '';
 ui.name.value = params.get('name') ?? localStorage.getItem('displayName') ?? '';
 ui.raw.checked = params.get('raw') === '1';
@@ -144,6 +154,9 @@ function followOwner(ownerUrl: string, nodes: string[] = []): boolean {
   if (!target) return false;
   target.searchParams.set('join', '1');
   if (nodes.length > 0) target.searchParams.set('nodes', nodes.join(' '));
+  // The tab's resume token goes along (the other origin has its own storage): the performer stays the same there.
+  const resume = sessionStorage.getItem(RESUME_KEY);
+  if (resume) target.searchParams.set('resume', resume);
   const name = ui.name.value.trim();
   if (name) target.searchParams.set('name', name);
   setState('joining', t('performer.movingToOwner'));
@@ -878,17 +891,18 @@ function startJoin(): void {
   void join();
 }
 ui.join.addEventListener('click', startJoin);
-// A reload while on stage (this tab holds a resume token): back on stage at once, as the same performer.
-if (sessionStorage.getItem(RESUME_KEY) && ui.name.value.trim()) startJoin();
-// Sent here from another node of the cluster after pressing Join there: join at once.
-else if (params.get('join') === '1' && ui.name.value.trim()) {
+// Sent here from another node of the cluster (after pressing Join there, or when its node stopped answering).
+const movedHere = params.get('join') === '1';
+if (movedHere) {
   params.delete('join');
   // Nodes the page came through knew of: kept until this node's own join answers with its list.
   takeCarriedNodes(stageId, params);
   params.delete('from');
   history.replaceState(null, '', `${location.pathname}?${params.toString()}${location.hash}`);
-  startJoin();
 }
+// A reload while on stage (this tab holds a resume token), or moved here: join at once, as the same performer if the
+// tab has a token.
+if ((movedHere || sessionStorage.getItem(RESUME_KEY)) && ui.name.value.trim()) startJoin();
 ui.leave.addEventListener('click', () => void leave());
 for (const [button, event] of [[ui.startBroadcast, 'startBroadcast'], [ui.stopBroadcast, 'stopBroadcast']] as const) {
   button.addEventListener('click', () => {
