@@ -330,14 +330,14 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
     });
     const server = http.createServer(web.listener);
     server.keepAliveTimeout = 65_000;
-    const otherNodes = cluster ? async () => (await cluster.nodes()).filter((n) => n.id !== cluster.nodeId && !n.load.draining).map((n) => n.url) : null;
+    const otherNodes = cluster ? async () => (await cluster.others()).filter((n) => !n.load.draining).map((n) => n.url) : null;
     // Cluster mode: /listen and /admin are joined across nodes through Redis (services/cluster/events.ts).
     const bus = cluster && config.cluster ? await ClusterBus.open(config.cluster.redisUrl, cluster.nodeId, log) : null;
     if (bus) cleanups.push(() => bus.close());
     const signaling = new SignalingServer({ httpServer: server, registry, stages, onAir, timeline, admission, calls, log, joinsPerMinute: config.rateLimits.joinPerMinute, otherNodes, sharedLimits: cluster?.buckets ?? null, resumeTokens: cluster?.resumeTokens ?? null });
     const clusterBus: ClusterLink | null =
       bus && cluster
-        ? { bus, nodeId: cluster.nodeId, otherNodes: async () => (await cluster.nodes()).filter((n) => n.id !== cluster.nodeId).length, owner: (id) => cluster.owner(id) }
+        ? { bus, nodeId: cluster.nodeId, otherNodes: async () => (await cluster.others()).length, owner: (id) => cluster.owner(id) }
         : null;
     const listeners = new ListenerSignaling({ io: signaling.io, stages, registry, timeline, calls, log, otherNodes, cluster: clusterBus });
     io = signaling.io;
@@ -383,7 +383,7 @@ export async function startApp(config: Config, log: Logger): Promise<App> {
       try {
         // Cluster mode, with another node to take them: the stages are handed over (they stay live; the others
         // continue their playlists once this node has left), not ended.
-        const others = cluster ? (await cluster.nodes().catch(() => [])).filter((n) => n.id !== cluster.nodeId && !n.load.draining) : [];
+        const others = cluster ? (await cluster.others().catch(() => [])).filter((n) => !n.load.draining) : [];
         if (cluster && others.length > 0) {
           const live = onAir.live();
           await Promise.all(live.map(({ stageId }) => registry.get(stageId)?.close('handed over to another node: this node is shutting down', 'aborted', { handOver: true })));

@@ -272,10 +272,10 @@ export class Cluster extends EventEmitter<ClusterEvents> {
 
   /** Renews one lease; a lease another node holds is given up at once. Never throws. */
   async #renewOne(stageId: string): Promise<void> {
-    const sentAt = performance.now();
-    let r: unknown;
+    let r: number;
+    let sentAt: number;
     try {
-      r = await this.#redis.eval(RENEW, 2, KEY.owner(stageId), KEY.owned(this.nodeId), this.nodeId, String(LEASE_MS), stageId);
+      ({ r, sentAt } = await this.#sendRenewal(stageId));
     } catch {
       return; // Redis away: the fence gives the stage up if this lasts
     }
@@ -289,6 +289,16 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     }
     if (r === 2) this.#log.info('wrote the lease of a stage again (Redis had lost it)', { stageId });
     if (sentAt > (this.#confirmed.get(stageId) ?? -Infinity)) this.#confirmed.set(stageId, sentAt);
+  }
+
+  /**
+   * Extends this node's lease of a stage (RENEW): r is 0 when another node holds it, 1 when extended, 2 when written
+   * again (Redis had lost it). sentAt is when the renewal left, from which the fence counts once it is confirmed.
+   */
+  async #sendRenewal(stageId: string): Promise<{ r: number; sentAt: number }> {
+    const sentAt = performance.now();
+    const r = await this.#redis.eval(RENEW, 2, KEY.owner(stageId), KEY.owned(this.nodeId), this.nodeId, String(LEASE_MS), stageId);
+    return { r: Number(r), sentAt };
   }
 
   /**
@@ -351,6 +361,11 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     return out.sort(byLoad);
   }
 
+  /** The other live nodes, draining ones included (they still answer the cluster's questions), least loaded first. */
+  async others(): Promise<NodeInfo[]> {
+    return (await this.nodes()).filter((n) => n.id !== this.nodeId);
+  }
+
   /** The live node that owns the stage, or null when nobody does (or its owner is gone). */
   owner(stageId: string): Promise<NodeInfo | null> {
     return unavailableWithoutRedis(async () => {
@@ -394,10 +409,7 @@ export class Cluster extends EventEmitter<ClusterEvents> {
     if (owner.id !== this.nodeId) throw new WrongNodeError(owner.url, owner.id);
     // The lease may have been written a while ago (placed here by another node): renew it now, so that its fence
     // counts from a renewal this node has seen.
-    const sentAt = performance.now();
-    const r = await unavailableWithoutRedis(() =>
-      this.#redis.eval(RENEW, 2, KEY.owner(stageId), KEY.owned(this.nodeId), this.nodeId, String(LEASE_MS), stageId),
-    );
+    const { r, sentAt } = await unavailableWithoutRedis(() => this.#sendRenewal(stageId));
     if (r === 0) {
       const now = await this.owner(stageId);
       if (now) throw new WrongNodeError(now.url, now.id);

@@ -132,7 +132,7 @@ export class ListenerSignaling {
         if (!stageId) throw new RequestError('NOT_JOINED', 'subscribe to a stage first');
         this.#bySocket.takeOrThrow(socket.id, 'you are commenting too fast');
         this.#byAddress.takeOrThrow(address, 'you are commenting too fast');
-        if (this.#cluster && !this.#servesHere(stageId)) return this.#relayComment({ stageId, listenerId, input: withoutUndefined(input) });
+        if (this.#cluster && !this.#timeline.onAirHere(stageId)) return this.#relayComment({ stageId, listenerId, input: withoutUndefined(input) });
         this.#byStage.takeOrThrow(stageId, 'too many comments on this stage');
         return { event: this.#timeline.comment(stageId, input, listenerId) };
       },
@@ -140,7 +140,7 @@ export class ListenerSignaling {
         if (!stageId) throw new RequestError('NOT_JOINED', 'subscribe to a stage first');
         const on = stageId;
         // Cluster mode: a call is taken where the stage's media is; the page moves there (WRONG_NODE, the owner's URL).
-        if (this.#cluster && !this.#servesHere(on)) {
+        if (this.#cluster && !this.#timeline.onAirHere(on)) {
           const owner = await this.#cluster.owner(on).catch(() => null);
           if (owner && owner.id !== this.#cluster.nodeId) throw new WrongNodeError(owner.url, owner.id);
         }
@@ -184,11 +184,6 @@ export class ListenerSignaling {
   }
 
   /** The stage is on air on this node. */
-  #servesHere(stageId: string): boolean {
-    const b = this.#registry.get(stageId)?.broadcast;
-    return b !== null && b !== undefined && !b.closed;
-  }
-
   /** Cluster mode: the comment goes to the node that serves the stage, which records it and broadcasts it. */
   async #relayComment(req: RelayedComment): Promise<{ event: TimelineEvent }> {
     const [answer] = (await this.#cluster!.bus.ask(this.#nsp, 'comment', req, { timeoutMs: RELAY_TIMEOUT_MS, enough: (n) => n >= 1 })) as RelayAnswer[];
@@ -201,7 +196,7 @@ export class ListenerSignaling {
   #answerComment(payload: unknown): RelayAnswer | null {
     const req = payload as RelayedComment;
     if (typeof req?.stageId !== 'string' || typeof req.listenerId !== 'string' || typeof req.input?.text !== 'string' || typeof req.input?.name !== 'string') return null;
-    if (!this.#servesHere(req.stageId)) return null;
+    if (!this.#timeline.onAirHere(req.stageId)) return null;
     try {
       this.#byStage.takeOrThrow(req.stageId, 'too many comments on this stage');
       return { event: this.#timeline.comment(req.stageId, req.input, req.listenerId) };

@@ -34,9 +34,20 @@ export class TimelineService extends EventEmitter<TimelineEvents> {
     this.emit('event', stageId, event);
   }
 
-  #live(stageId: string): LiveTimeline {
+  /** The stage's open broadcast on this node, or null when it is on air nowhere here (in a cluster: maybe elsewhere). */
+  #open(stageId: string) {
     const broadcast = this.#registry.get(stageId)?.broadcast;
-    if (!broadcast || broadcast.closed) throw new RequestError('INVALID_STATE', 'the stage is not on air: events belong to a broadcast');
+    return broadcast && !broadcast.closed ? broadcast : null;
+  }
+
+  /** Whether this node serves a broadcast of the stage: only here can its events be posted. */
+  onAirHere(stageId: string): boolean {
+    return this.#open(stageId) !== null;
+  }
+
+  #live(stageId: string): LiveTimeline {
+    const broadcast = this.#open(stageId);
+    if (!broadcast) throw new RequestError('INVALID_STATE', 'the stage is not on air: events belong to a broadcast');
     return broadcast.timeline;
   }
 
@@ -54,8 +65,8 @@ export class TimelineService extends EventEmitter<TimelineEvents> {
 
   /** The stage's current (or last) broadcast with its events, for a listener that subscribes. */
   async snapshot(stageId: string, limit = 500): Promise<TimelineSnapshot> {
-    const broadcast = this.#registry.get(stageId)?.broadcast;
-    if (broadcast && !broadcast.closed) return broadcast.timeline.snapshot(this.repo, limit);
+    const broadcast = this.#open(stageId);
+    if (broadcast) return broadcast.timeline.snapshot(this.repo, limit);
     const last = (await this.#archive.recordingsForStage(stageId))[0];
     if (!last) return { broadcastId: null, originDate: null, events: [] };
     const origin = last.originAt?.toISOString() ?? null;
