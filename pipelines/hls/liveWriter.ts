@@ -31,6 +31,11 @@ export interface ListedSegment {
   run: number;
   /** Wall clock (ms) of the segment's end: its PROGRAM-DATE-TIME plus its duration. */
   endMs: number;
+  /**
+   * Wall clock (ms) when its last part came out of FFmpeg to this writer. endMs → arrivedAtMs is the mix's lag (FFmpeg
+   * behind the programme clock), arrivedAtMs → listedAtMs the writer's (files written, playlist published).
+   */
+  arrivedAtMs: number;
   /** Wall clock (ms) when the playlist listing it was published. */
   listedAtMs: number;
 }
@@ -96,6 +101,8 @@ interface Partial {
   run: number;
   parts: (LivePart & { bytes: Buffer })[];
   duration: number;
+  /** When its newest part came out of FFmpeg (wall clock, ms). */
+  arrivedAtMs: number;
 }
 
 const pad = (n: number) => String(n).padStart(5, '0');
@@ -210,7 +217,8 @@ export class LiveHlsWriter {
             const moof = run.moof;
             run.moof = null;
             const bytes = Buffer.concat([moof, box.bytes]);
-            this.#enqueue(() => this.#addPart(run, moof, bytes));
+            const arrivedAtMs = Date.now();
+            this.#enqueue(() => this.#addPart(run, moof, bytes, arrivedAtMs));
           }
         }
         if (reader.failed) this.#log.error('the mix output is not fragmented MP4 as expected', { run: index, error: reader.failed });
@@ -232,7 +240,7 @@ export class LiveHlsWriter {
     );
   }
 
-  async #addPart(run: Run, moof: Buffer, bytes: Buffer): Promise<void> {
+  async #addPart(run: Run, moof: Buffer, bytes: Buffer, arrivedAtMs: number): Promise<void> {
     if (this.#ended || !run.map) return;
     const timing = fragmentTiming(moof, run.defaultDuration);
     if (!timing) {
@@ -264,6 +272,7 @@ export class LiveHlsWriter {
         run: run.index,
         parts: [],
         duration: 0,
+        arrivedAtMs,
       };
       this.#partial = partial;
     }
@@ -272,6 +281,7 @@ export class LiveHlsWriter {
     await atomicWrite(path.join(this.#o.dir, uri), bytes);
     partial.parts.push({ uri, duration, bytes });
     partial.duration += duration;
+    partial.arrivedAtMs = arrivedAtMs;
     this.#position = { msn: partial.msn, part: index };
     // A segment closes once it reaches its target, less half a part: with 0.192 s parts and a 1 s target, 5 parts.
     if (partial.duration >= this.#o.segmentSeconds - duration / 2) await this.#closeSegment(false);
@@ -293,13 +303,13 @@ export class LiveHlsWriter {
       if (old.discontinuity) this.#discontinuitySequence++;
       gone.push(old);
     }
-    this.#pendingListings.push({ seg, run: p.run });
+    this.#pendingListings.push({ seg, run: p.run, arrivedAtMs: p.arrivedAtMs });
     // Parts of segments that left the window are no longer listed anywhere: their files go (the segments stay).
     for (const old of gone) for (const part of old.parts) void fsp.rm(path.join(this.#o.dir, part.uri), { force: true });
     if (publish) await this.#publish(null);
   }
 
-  readonly #pendingListings: { seg: LiveSegment & { startMs: number }; run: number }[] = [];
+  readonly #pendingListings: { seg: LiveSegment & { startMs: number }; run: number; arrivedAtMs: number }[] = [];
 
   /** Renders and writes the playlist, then tells the onlookers what it newly lists. */
   async #publish(part: PublishedPart | null): Promise<void> {
@@ -320,10 +330,10 @@ export class LiveHlsWriter {
     await atomicWrite(this.playlistPath, text);
     this.#text = text;
     const now = Date.now();
-    for (const { seg, run } of this.#pendingListings.splice(0)) {
+    for (const { seg, run, arrivedAtMs } of this.#pendingListings.splice(0)) {
       const endMs = seg.startMs + seg.duration * 1000;
       this.#newestSegmentEndMs = endMs;
-      this.observer.emit('segmentListed', { uri: seg.uri, sequence: seg.msn, duration: seg.duration, programDateTime: seg.programDateTime, discontinuity: seg.discontinuity, map: seg.map, run, endMs, listedAtMs: now });
+      this.observer.emit('segmentListed', { uri: seg.uri, sequence: seg.msn, duration: seg.duration, programDateTime: seg.programDateTime, discontinuity: seg.discontinuity, map: seg.map, run, endMs, arrivedAtMs, listedAtMs: now });
     }
     if (part) this.observer.emit('partPublished', { ...part, publishedAtMs: now });
   }

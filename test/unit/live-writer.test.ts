@@ -27,7 +27,7 @@ function feed(writer: LiveHlsWriter, run: number, seconds: number, freq: number)
 describe('live HLS writer', function () {
   this.timeout(30_000);
 
-  it('writes parts and segments (each its parts byte for byte), PDT on the programme clock, DATERANGE, a new run with DISCONTINUITY and EXT-X-MAP, ENDLIST', async () => {
+  it('writes parts and segments (each its parts byte for byte, each stamped when its last part arrived), PDT on the programme clock, DATERANGE, a new run with DISCONTINUITY and EXT-X-MAP, ENDLIST', async () => {
     const tmp = new TempDir();
     const origin = Date.now();
     const runStarts = [0, 3.5];
@@ -75,6 +75,8 @@ describe('live HLS writer', function () {
         const joined = Buffer.concat(mine.map((p) => fs.readFileSync(path.join(tmp.path, p.uri))));
         expect(segBytes.equals(joined), `${s.uri} is its parts`).to.equal(true);
       }
+      // Each segment's last part came out of FFmpeg (here: the feed) after the test began and before it was listed.
+      for (const s of listed) expect(s.arrivedAtMs, `${s.uri} arrived`).to.be.within(origin, s.listedAtMs);
       // Within a run, each segment starts where the previous one ended.
       for (let i = 1; i < run1; i++) expect(Date.parse(segs[i]!.programDateTime!)).to.be.closeTo(Date.parse(segs[i - 1]!.programDateTime!) + segs[i - 1]!.duration * 1000, 1);
       // Parts: exactly 0.192 s, each published after its file exists.
