@@ -38,17 +38,8 @@ export async function endOrphanedBroadcasts(
     // Only this node's own broadcasts, by node in the update itself: another node may be taking one of these stages
     // over at this moment (its new broadcast is not touched). Their sessions and calls are closed by the node that
     // continues the stage (services/broadcast/takeover.ts), which keeps those of its own performers.
-    const mine = await db.query<{ stage_id: string }>(
-      `update broadcasts set ended_at = now(), end_reason = 'server restarted', end_status = 'aborted'
-       where ended_at is null and node_id = $1 and stage_id = any($2::text[]) returning stage_id`,
-      [nodeId, rows.filter((r) => r.node_id === nodeId).map((r) => r.stage_id)],
-    );
-    handedOver = mine.rows.map((r) => r.stage_id);
-    await db.query(
-      `update broadcast_performers bp set left_at = b.ended_at from broadcasts b
-       where bp.broadcast_id = b.id and bp.left_at is null and b.node_id = $1 and b.stage_id = any($2::text[]) and b.ended_at is not null`,
-      [nodeId, handedOver],
-    );
+    const mine = rows.filter((r) => r.node_id === nodeId).map((r) => r.stage_id);
+    handedOver = await new BroadcastRepo(db).closeOpenOfNode('server restarted', nodeId, mine);
   }
   for (const id of ended) {
     await endPlaylist(path.join(links.hlsDir(id), PLAYLIST_NAME));

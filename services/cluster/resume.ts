@@ -3,9 +3,8 @@
 // the same performer's minutes. A token is `sr:resume:t:<token>` → its stage and performer, and each performer's
 // current token `sr:resume:p:<performer>` (a new one retires the old), both expiring with the token. While Redis cannot
 // be reached, this node's own memory stands in (a token issued then resumes on this node only).
-import crypto from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { LocalResumeStore, RESUME_TOKEN_TTL_MS, type ResumeStore } from '../signaling/resume.ts';
+import { LocalResumeStore, newResumeToken, RESUME_TOKEN_TTL_MS, type ResumeStore } from '../signaling/resume.ts';
 
 const T = 'sr:resume:t:';
 const P = 'sr:resume:p:';
@@ -37,7 +36,7 @@ export class RedisResumeStore implements ResumeStore {
   }
 
   async issue(stageId: string, performerId: string): Promise<string> {
-    const token = crypto.randomBytes(18).toString('base64url');
+    const token = newResumeToken();
     try {
       await this.#redis.eval(ISSUE, 2, P + performerId, T + token, JSON.stringify({ stageId, performerId }), String(RESUME_TOKEN_TTL_MS), token);
       return token;

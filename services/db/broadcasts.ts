@@ -225,20 +225,30 @@ export class BroadcastRepo {
    * performers like end(). Returns how many broadcasts it ended.
    */
   async closeAllOpen(reason: string, stageIds: readonly string[] | null = null): Promise<number> {
-    const { rows } = await this.db.query<{ n: number }>(
+    return (await this.#closeOpen(reason, stageIds, null)).length;
+  }
+
+  /** Cluster mode: the broadcasts of these stages that this node left open (an earlier run), ended; their stages. */
+  closeOpenOfNode(reason: string, nodeId: string, stageIds: readonly string[]): Promise<string[]> {
+    return this.#closeOpen(reason, stageIds, nodeId);
+  }
+
+  /** Ends (aborted) the open broadcasts of these stages (all: null), of one node or any; returns their stages. */
+  async #closeOpen(reason: string, stageIds: readonly string[] | null, nodeId: string | null): Promise<string[]> {
+    const { rows } = await this.db.query<{ stage_id: string }>(
       `with ended as (
          update broadcasts set ended_at = now(), end_reason = $1::text, end_status = 'aborted'
-         where ended_at is null and ($2::text[] is null or stage_id = any($2::text[]))
-         returning id, ended_at
+         where ended_at is null and ($2::text[] is null or stage_id = any($2::text[])) and ($3::text is null or node_id = $3::text)
+         returning id, stage_id, ended_at
        ), left_performers as (
          update broadcast_performers bp set left_at = ended.ended_at
          from ended
          where bp.broadcast_id = ended.id and bp.left_at is null
        )
-       select count(*)::int as n from ended`,
-      [reason, stageIds],
+       select stage_id from ended`,
+      [reason, stageIds, nodeId],
     );
-    return rows[0]?.n ?? 0;
+    return rows.map((r) => r.stage_id);
   }
 }
 

@@ -1,6 +1,6 @@
-import { RequestError } from '../errors.ts';
 import { EventEmitter } from 'node:events';
 import type { types as ms } from 'mediasoup';
+import { RequestError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { WebRtcTransportSettings } from './performer.ts';
 import { Stage, type StageServices } from './stage.ts';

@@ -183,7 +183,6 @@ export class ListenerSignaling {
     });
   }
 
-  /** The stage is on air on this node. */
   /** Cluster mode: the comment goes to the node that serves the stage, which records it and broadcasts it. */
   async #relayComment(req: RelayedComment): Promise<{ event: TimelineEvent }> {
     const [answer] = (await this.#cluster!.bus.ask(this.#nsp, 'comment', req, { timeoutMs: RELAY_TIMEOUT_MS, enough: (n) => n >= 1 })) as RelayAnswer[];

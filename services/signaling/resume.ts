@@ -18,6 +18,9 @@ export interface ResumeStore {
 
 const MAX_TOKENS = 50_000;
 
+/** A new resume token: 18 random bytes, base64url (a bearer secret). */
+export const newResumeToken = (): string => crypto.randomBytes(18).toString('base64url');
+
 /** One node's tokens, in memory: a stage that closes here takes its performers' tokens with it. */
 export class LocalResumeStore implements ResumeStore {
   readonly tokens = new ResumeTokens();
@@ -44,7 +47,7 @@ export class ResumeTokens {
   issue(stageId: string, performerId: string, now = Date.now()): string {
     const previous = this.#byPerformer.get(performerId);
     if (previous) this.#tokens.delete(previous);
-    const token = crypto.randomBytes(18).toString('base64url');
+    const token = newResumeToken();
     this.#tokens.set(token, { stageId, performerId, expiresAt: now + RESUME_TOKEN_TTL_MS });
     this.#byPerformer.set(performerId, token);
     while (this.#tokens.size > MAX_TOKENS) {
